@@ -1,0 +1,119 @@
+// Command aggregator consumes usage samples from NATS JetStream and keeps
+// the exact day rollups in Redis. Run any number of replicas.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+	_ "time/tzdata" // billing zones resolve without the host's zoneinfo
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/health"
+	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/rungroup"
+	"github.com/alauda/costmeter/internal/telemetry"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("aggregator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := config.NewFlags(fs, config.OSEnv)
+	var common config.Common
+	common.RegisterNATS(f)
+	common.RegisterRedis(f)
+	common.RegisterTimezone(f)
+	common.RegisterLog(f)
+	cfg := aggregator.DefaultConfig()
+	cfg.RegisterFlags(f)
+	var retention time.Duration
+	var listen string
+	f.Duration(&retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
+	f.String(&listen, "listen", "AGGREGATOR_LISTEN", ":9091", "address of /healthz, /readyz and /metrics")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var errs []error
+	errs = append(errs, f.Err(), common.Validate(), cfg.Validate())
+	if retention < 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--retention: %s is shorter than a day", retention))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "aggregator: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := telemetry.NewLogger(stderr, common.LogFormat, common.LogLevel)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rdb, err := rollup.Dial(common.RedisURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "aggregator: %v\n", err)
+		return 2
+	}
+	defer rdb.Close()
+	store, err := rollup.NewStore(rdb, common.Location(), retention)
+	if err != nil {
+		fmt.Fprintf(stderr, "aggregator: %v\n", err)
+		return 2
+	}
+	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return rollup.Ping(ctx, rdb) }); err != nil {
+		return 1
+	}
+	if err := store.CheckTimezone(ctx); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 1
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		log.Error("load scripts", "err", err)
+		return 1
+	}
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-aggregator", log)
+	if err != nil {
+		log.Error("connect to nats", "err", err)
+		return 1
+	}
+	defer nc.Drain()
+	agg, err := aggregator.New(cfg, js, store, aggregator.WithLogger(log))
+	if err != nil {
+		log.Error("create aggregator", "err", err)
+		return 2
+	}
+	probes := health.NewServer(listen, map[string]health.Check{
+		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, rdb) },
+		"nats": func(context.Context) error {
+			if nc.Status() != nats.CONNECTED {
+				return fmt.Errorf("nats is %s", nc.Status())
+			}
+			return nil
+		},
+		"consumer": func(context.Context) error {
+			if !agg.Running() {
+				return errors.New("consumer not running")
+			}
+			return nil
+		},
+	}, log)
+	var g rungroup.Group
+	g.Add("aggregator", agg.Run)
+	g.Add("probes", probes.Run)
+	if err := g.Run(ctx); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}

@@ -1,0 +1,80 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/alauda/costmeter/internal/config"
+)
+
+// Sources.
+const (
+	SourceFile       = "file"
+	SourceSimulate   = "simulate"
+	SourceKubernetes = "kubernetes"
+)
+
+// Config is the collector's configuration.
+type Config struct {
+	Source   string
+	File     string
+	MaxBatch int
+	// Sim configures --source simulate; Interval is shared with the
+	// Kubernetes source.
+	Sim              SimConfig
+	simClusters      string
+	BackfillInterval time.Duration
+}
+
+// RegisterFlags registers the collector's flags.
+func (c *Config) RegisterFlags(f *config.Flags) {
+	f.String(&c.Source, "source", "COLLECTOR_SOURCE", SourceSimulate, "where samples come from: file, simulate or kubernetes")
+	f.String(&c.File, "file", "COLLECTOR_FILE", "", "NDJSON file to import with --source file ('-' for stdin)")
+	f.Int(&c.MaxBatch, "max-batch", "COLLECTOR_MAX_BATCH", DefaultMaxBatch, "samples per NATS message")
+	f.String(&c.simClusters, "sim-clusters", "SIM_CLUSTERS", "sim-east,sim-west,sim-edge", "simulated cluster names, comma separated")
+	f.Int(&c.Sim.Projects, "sim-projects", "SIM_PROJECTS", 4, "simulated projects per cluster")
+	f.Int(&c.Sim.Namespaces, "sim-namespaces", "SIM_NAMESPACES", 12, "simulated namespaces per cluster")
+	f.Duration(&c.Sim.Interval, "interval", "COLLECTOR_INTERVAL", time.Minute, "collection window")
+	f.Duration(&c.Sim.Backfill, "backfill", "SIM_BACKFILL", 0, "how far back the simulation starts before running live")
+	f.Duration(&c.BackfillInterval, "backfill-interval", "SIM_BACKFILL_INTERVAL", 0, "window of the backfilled samples (default: --interval)")
+}
+
+// Finish derives the fields flags cannot set directly; call after parsing.
+func (c *Config) Finish() {
+	c.Sim.Clusters = nil
+	for _, s := range strings.Split(c.simClusters, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.Sim.Clusters = append(c.Sim.Clusters, s)
+		}
+	}
+	c.Sim.Live = true
+	c.Sim.BackfillInterval = c.BackfillInterval
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Source {
+	case SourceFile:
+		if c.File == "" {
+			errs = append(errs, errors.New("--file: required with --source file"))
+		}
+	case SourceSimulate:
+		errs = append(errs, c.Sim.Validate())
+		if c.BackfillInterval != 0 && (c.BackfillInterval < c.Sim.Interval || c.BackfillInterval > 24*time.Hour || c.BackfillInterval%c.Sim.Interval != 0) {
+			errs = append(errs, fmt.Errorf("--backfill-interval: %s is not a multiple of --interval up to 24h", c.BackfillInterval))
+		}
+	case SourceKubernetes:
+		if c.Sim.Interval < time.Second || c.Sim.Interval%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("--interval: %s is not whole seconds", c.Sim.Interval))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--source: %q is not file, simulate or kubernetes", c.Source))
+	}
+	if c.MaxBatch < 1 || c.MaxBatch > 2000 {
+		errs = append(errs, fmt.Errorf("--max-batch: %d is not within 1..2000", c.MaxBatch))
+	}
+	return errors.Join(errs...)
+}

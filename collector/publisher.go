@@ -1,0 +1,176 @@
+// Package collector measures namespaces and publishes their usage samples
+// to JetStream. A Source produces samples (an NDJSON file, a simulation,
+// or, in collector/kube, a real cluster); the Publisher batches them per
+// cluster into messages and publishes each until JetStream acknowledges it.
+package collector
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/stream"
+)
+
+// DefaultMaxBatch is how many samples go into one message: per-message
+// costs dominate on small machines, and 500 samples stay far below NATS's
+// default 1 MiB payload limit (a sample encodes to ~330 bytes).
+const DefaultMaxBatch = 500
+
+// Publisher publishes sample batches to JetStream, retrying each message
+// with jittered, capped exponential backoff until it is acknowledged.
+// Message ids are derived from the content, so a retried or re-imported
+// message is deduplicated by JetStream (and, beyond its window, by the
+// aggregator's coverage).
+type Publisher struct {
+	js         jetstream.JetStream
+	maxBatch   int
+	maxElapsed time.Duration
+	log        *slog.Logger
+}
+
+// PublisherConfig tunes a Publisher.
+type PublisherConfig struct {
+	// MaxBatch is the most samples per message.
+	MaxBatch int
+	// MaxElapsed bounds retries of one message; 0 retries until the
+	// context ends.
+	MaxElapsed time.Duration
+}
+
+// NewPublisher returns a Publisher.
+func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger) (*Publisher, error) {
+	if js == nil {
+		return nil, errors.New("publisher: nil jetstream")
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Publisher{js: js, maxBatch: cfg.MaxBatch, maxElapsed: cfg.MaxElapsed, log: log.With("component", "publisher")}, nil
+}
+
+// Message is one encoded batch, ready to publish.
+type Message struct {
+	Subject string
+	ID      string
+	Data    []byte
+	Samples int
+}
+
+// Encode groups samples by cluster, in order, into messages of at most
+// MaxBatch samples.
+func (p *Publisher) Encode(samples []sample.Sample) []Message {
+	byCluster := map[string][]sample.Sample{}
+	var order []string
+	for _, s := range samples {
+		if _, ok := byCluster[s.Cluster]; !ok {
+			order = append(order, s.Cluster)
+		}
+		byCluster[s.Cluster] = append(byCluster[s.Cluster], s)
+	}
+	var out []Message
+	for _, c := range order {
+		ss := byCluster[c]
+		for len(ss) > 0 {
+			n := min(len(ss), p.maxBatch)
+			data := sample.EncodeBatch(make([]byte, 0, n*360), ss[:n])
+			sum := sha256.Sum256(data)
+			out = append(out, Message{Subject: stream.SamplesPrefix + c, ID: hex.EncodeToString(sum[:16]), Data: data, Samples: n})
+			ss = ss[n:]
+		}
+	}
+	return out
+}
+
+// Publish publishes samples and returns once JetStream acknowledged all.
+func (p *Publisher) Publish(ctx context.Context, samples []sample.Sample) error {
+	return p.PublishMessages(ctx, p.Encode(samples))
+}
+
+// PublishMessages publishes encoded messages asynchronously and waits for
+// every acknowledgement, retrying failures until acknowledged or ctx ends.
+func (p *Publisher) PublishMessages(ctx context.Context, msgs []Message) error {
+	pending := msgs
+	b := p.backoff(ctx)
+	for len(pending) > 0 {
+		failed, lastErr := p.publishOnce(ctx, pending)
+		if len(failed) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish %d messages: %w", len(failed), ctx.Err())
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			return fmt.Errorf("publish %d messages: giving up: %w", len(failed), lastErr)
+		}
+		p.log.WarnContext(ctx, "publish failed; retrying", "messages", len(failed), "retry_in", wait.Round(time.Millisecond), "err", lastErr)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish %d messages: %w", len(failed), ctx.Err())
+		case <-time.After(wait):
+		}
+		pending = failed
+	}
+	return nil
+}
+
+func (p *Publisher) backoff(ctx context.Context) backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	b.RandomizationFactor = 0.5
+	b.MaxElapsedTime = p.maxElapsed
+	b.Reset()
+	return backoff.WithContext(b, ctx)
+}
+
+// publishOnce sends every message without waiting in between, then waits
+// for the acknowledgements; it returns the messages that were not
+// acknowledged.
+func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) ([]Message, error) {
+	type inflight struct {
+		msg Message
+		f   jetstream.PubAckFuture
+	}
+	var (
+		failed  []Message
+		lastErr error
+		flights = make([]inflight, 0, len(msgs))
+	)
+	for _, m := range msgs {
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Data
+		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		f, err := p.js.PublishMsgAsync(nm, jetstream.WithExpectStream(stream.Samples))
+		if err != nil {
+			failed, lastErr = append(failed, m), err
+			continue
+		}
+		flights = append(flights, inflight{m, f})
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, fl := range flights {
+		select {
+		case <-fl.f.Ok():
+		case err := <-fl.f.Err():
+			failed, lastErr = append(failed, fl.msg), err
+		case <-wctx.Done():
+			failed, lastErr = append(failed, fl.msg), fmt.Errorf("no acknowledgement: %w", wctx.Err())
+		}
+	}
+	return failed, lastErr
+}

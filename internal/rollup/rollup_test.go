@@ -1,0 +1,209 @@
+package rollup_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+	_ "time/tzdata"
+
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestSplit(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shanghai, _ := time.LoadLocation("Asia/Shanghai")
+	tests := []struct {
+		name       string
+		loc        *time.Location
+		start, end string
+		want       []struct {
+			day      string
+			from, to int32
+		}
+	}{
+		{"inside one day", time.UTC, "2025-06-01T10:00:00Z", "2025-06-01T10:01:00Z", []struct {
+			day      string
+			from, to int32
+		}{{"20250601", 36000, 36060}}},
+		{"across UTC midnight", time.UTC, "2025-06-01T23:30:00Z", "2025-06-02T00:30:00Z", []struct {
+			day      string
+			from, to int32
+		}{{"20250601", 84600, 86400}, {"20250602", 0, 1800}}},
+		{"midnight in Shanghai is 16:00 UTC", shanghai, "2025-06-01T15:30:00Z", "2025-06-01T16:30:00Z", []struct {
+			day      string
+			from, to int32
+		}{{"20250601", 84600, 86400}, {"20250602", 0, 1800}}},
+		// 2025-03-09 is 23 hours long in New York: 24 h from 23:30 the day
+		// before covers three calendar days.
+		{"24h across a 23-hour DST day", ny, "2025-03-09T04:30:00Z", "2025-03-10T04:30:00Z", []struct {
+			day      string
+			from, to int32
+		}{{"20250308", 84600, 86400}, {"20250309", 0, 82800}, {"20250310", 0, 1800}}},
+		// 2025-11-02 is 25 hours long.
+		{"the 25-hour day", ny, "2025-11-02T06:00:00Z", "2025-11-03T06:00:00Z", []struct {
+			day      string
+			from, to int32
+		}{{"20251102", 7200, 90000}, {"20251103", 0, 3600}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := sample.Sample{Cluster: "c", Project: "p", Namespace: "n", Start: mustTime(t, tt.start), End: mustTime(t, tt.end),
+				CPU: sample.Resources{Usage: 1, Request: 2, Quota: 4}}
+			got := rollup.Split(&s, tt.loc)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d pieces, want %d: %+v", len(got), len(tt.want), got)
+			}
+			var total int64
+			for i, w := range tt.want {
+				g := got[i]
+				if g.Day.String() != w.day || g.From != w.from || g.To != w.to {
+					t.Errorf("piece %d = %s [%d,%d), want %s [%d,%d)", i, g.Day, g.From, g.To, w.day, w.from, w.to)
+				}
+				secs := int64(w.to - w.from)
+				if u := g.Values[rollup.Field(rollup.Cpu, rollup.Usage)]; u != secs*rollup.Scale {
+					t.Errorf("piece %d cpu usage = %d, want %d", i, u, secs*rollup.Scale)
+				}
+				if e := g.Values[rollup.Field(rollup.Cpu, rollup.Effective)]; e != 2*secs*rollup.Scale {
+					t.Errorf("piece %d cpu effective = %d, want max(usage, request) = %d", i, e, 2*secs*rollup.Scale)
+				}
+				total += secs
+			}
+			if want := int64(s.End.Sub(s.Start) / time.Second); total != want {
+				t.Errorf("pieces cover %d s, window is %d s", total, want)
+			}
+		})
+	}
+}
+
+func TestHours(t *testing.T) {
+	for _, v := range []int64{0, 1, rollup.Scale * 3600, math.MaxInt64, -rollup.Scale * 3600 * 5} {
+		want := float64(v) / (rollup.Scale * 3600)
+		if got := rollup.Hours(v); math.Abs(got-want) > math.Abs(want)*1e-15 {
+			t.Errorf("Hours(%d) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func contribution(t *testing.T, loc *time.Location, p, c, n, start, end string, cpu float64) []rollup.Contribution {
+	t.Helper()
+	s := sample.Sample{Cluster: c, Project: p, Namespace: n, Start: mustTime(t, start), End: mustTime(t, end), CPU: sample.Resources{Usage: cpu}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var out []rollup.Contribution
+	for _, pc := range rollup.Split(&s, loc) {
+		out = append(out, rollup.Contribution{Entity: rollup.Entity{Project: p, Cluster: c, Namespace: n}, Piece: pc})
+	}
+	return out
+}
+
+func TestApplyExactlyOnce(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client()
+	ctx := context.Background()
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var cs []rollup.Contribution
+	cs = append(cs, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:01:00Z", 1)...)
+	cs = append(cs, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:02:00Z", "2025-06-01T10:03:00Z", 1)...)
+	cs = append(cs, contribution(t, time.UTC, "pay", "west", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:01:00Z", 2)...)
+	v, err := store.Apply(ctx, cs, "S", []rollup.SeqRange{{First: 1, Last: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(verdicts(v)) != "000" {
+		t.Fatalf("verdicts %q, want 000", verdicts(v))
+	}
+	// Redelivered: all duplicates; the filler window is new; a straddling
+	// window overlaps.
+	cs2 := append([]rollup.Contribution{}, cs...)
+	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:01:00Z", "2025-06-01T10:02:00Z", 1)...)
+	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:02:30Z", "2025-06-01T10:03:30Z", 5)...)
+	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:03:00Z", 5)...)
+	v, err = store.Apply(ctx, cs2, "S", []rollup.SeqRange{{First: 4, Last: 6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(verdicts(v)) != "111021" {
+		t.Logf("coverage: %v", rdb.HGetAll(ctx, rollup.CoverageKey(rollup.DayFromDate(2025, 6, 1))).Val())
+		t.Fatalf("verdicts %q, want 111021", verdicts(v))
+	}
+	d := rollup.DayFromDate(2025, 6, 1)
+	cpuUsage := rollup.Field(rollup.Cpu, rollup.Usage)
+	for _, tc := range []struct {
+		sc     rollup.Scope
+		member string
+		want   int64
+	}{
+		{rollup.ScopeNamespace, "pay east api", 180 * rollup.Scale},
+		{rollup.ScopeNamespace, "pay west api", 120 * rollup.Scale},
+		{rollup.ScopeProject, "pay", 300 * rollup.Scale},
+		{rollup.ScopeCluster, "east", 180 * rollup.Scale},
+		{rollup.ScopeProjectCluster, "pay west", 120 * rollup.Scale},
+	} {
+		got, ok, err := rollup.DayValues(ctx, rdb, d, tc.sc, tc.member)
+		if err != nil || !ok {
+			t.Fatalf("%s %s: ok=%v err=%v", tc.sc, tc.member, ok, err)
+		}
+		if got[cpuUsage] != tc.want {
+			t.Errorf("%s %s cpu usage = %d, want %d", tc.sc, tc.member, got[cpuUsage], tc.want)
+		}
+	}
+	for _, sc := range rollup.Scopes() {
+		n, err := rdb.ZCard(ctx, rollup.DayIndexKey(d, sc)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[rollup.Scope]int64{rollup.ScopeNamespace: 2, rollup.ScopeProject: 1, rollup.ScopeCluster: 2, rollup.ScopeProjectCluster: 2}[sc]
+		if n != want {
+			t.Errorf("day index %s has %d members, want %d", sc, n, want)
+		}
+	}
+	low, err := store.Applied(ctx, "S", 1)
+	if err != nil || low != 6 {
+		t.Fatalf("applied watermark = %d, %v; want 6", low, err)
+	}
+	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 9, Last: 9}}); err != nil {
+		t.Fatal(err)
+	}
+	if low, _ := store.Applied(ctx, "S", 1); low != 6 {
+		t.Fatalf("watermark with a gap = %d, want 6", low)
+	}
+	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 7, Last: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if low, _ := store.Applied(ctx, "S", 1); low != 9 {
+		t.Fatalf("watermark after filling the gap = %d, want 9", low)
+	}
+	if low, _ := store.Applied(ctx, "S", 20); low != 19 {
+		t.Fatalf("watermark when the stream starts after every mark = %d, want 19", low)
+	}
+}
+
+func verdicts(v []rollup.Verdict) []byte {
+	b := make([]byte, len(v))
+	for i, x := range v {
+		b[i] = byte(x)
+	}
+	return b
+}

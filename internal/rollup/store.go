@@ -1,0 +1,278 @@
+package rollup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultRetention is how long day rollups are kept after their day ends.
+const DefaultRetention = 400 * 24 * time.Hour
+
+// ErrTimezoneMismatch is returned when Redis holds rollups made in another
+// billing time zone: mixing zones would split days differently.
+var ErrTimezoneMismatch = errors.New("billing time zone differs from the one recorded in redis")
+
+// Verdict is what happened to one contribution.
+type Verdict byte
+
+// The verdicts.
+const (
+	Applied   Verdict = '0'
+	Duplicate Verdict = '1'
+	Overlap   Verdict = '2'
+)
+
+// Contribution is one day's piece of one sample, ready to apply.
+type Contribution struct {
+	Entity Entity
+	Piece
+}
+
+// SeqRange is an inclusive range of stream sequences.
+type SeqRange struct{ First, Last uint64 }
+
+// Store keeps the rollups in Redis. It is safe for concurrent use; any
+// number of Stores (processes) may apply to the same Redis at once.
+type Store struct {
+	rdb       redis.UniversalClient
+	loc       *time.Location
+	retention time.Duration
+}
+
+// NewStore returns a Store for the billing zone loc.
+func NewStore(rdb redis.UniversalClient, loc *time.Location, retention time.Duration) (*Store, error) {
+	if loc == nil {
+		return nil, errors.New("rollup store: nil time zone")
+	}
+	if retention <= 0 {
+		return nil, fmt.Errorf("rollup store: retention must be positive, got %s", retention)
+	}
+	return &Store{rdb: rdb, loc: loc, retention: retention}, nil
+}
+
+// Location returns the billing time zone.
+func (s *Store) Location() *time.Location { return s.loc }
+
+// Client returns the Redis client, for readers built on the same layout.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// CheckTimezone records the billing zone on first use and fails with
+// ErrTimezoneMismatch when Redis already holds another one.
+func (s *Store) CheckTimezone(ctx context.Context) error {
+	if err := s.rdb.HSetNX(ctx, ConfigKey, "timezone", s.loc.String()).Err(); err != nil {
+		return fmt.Errorf("record time zone: %w", err)
+	}
+	got, err := s.rdb.HGet(ctx, ConfigKey, "timezone").Result()
+	if err != nil {
+		return fmt.Errorf("read recorded time zone: %w", err)
+	}
+	if got != s.loc.String() {
+		return fmt.Errorf("%w: redis has %q, configured %q", ErrTimezoneMismatch, got, s.loc.String())
+	}
+	return nil
+}
+
+// Expired reports whether day d is already past retention at now: its
+// rollups would expire at once, so its samples are refused.
+func (s *Store) Expired(d Day, now time.Time) bool {
+	return !(d + 1).Start(s.loc).Add(s.retention).After(now)
+}
+
+// Apply adds the contributions exactly once and records seqs as applied,
+// atomically per month (one Lua script each; a sample that crosses a month
+// boundary is two independent, individually exactly-once pieces). The
+// returned verdicts are in the order of cs. Applying the same contributions
+// again is harmless: they come back as duplicates.
+func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange) ([]Verdict, error) {
+	type monthBatch struct {
+		idx  []int
+		args []any
+	}
+	months := map[string]*monthBatch{}
+	var order []string
+	aggs := map[aggKey]*Values{}
+	for i := range cs {
+		m := cs[i].Day.Month()
+		mb := months[m]
+		if mb == nil {
+			mb = &monthBatch{}
+			months[m] = mb
+			order = append(order, m)
+		}
+		mb.idx = append(mb.idx, i)
+		e := cs[i].Entity
+		for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
+			k := aggKey{day: cs[i].Day, scope: sc, member: e.Member(sc)}
+			v := aggs[k]
+			if v == nil {
+				v = new(Values)
+				aggs[k] = v
+			}
+			v.Add(&cs[i].Values)
+		}
+	}
+	aggByMonth := map[string][]aggKey{}
+	for k := range aggs {
+		m := k.day.Month()
+		aggByMonth[m] = append(aggByMonth[m], k)
+	}
+
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(order))
+	for mi, m := range order {
+		mb := months[m]
+		keys := aggByMonth[m]
+		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
+		args := make([]any, 0, 4+len(keys)*10+len(mb.idx)*20)
+		args = append(args, monthPrefix(m), s.monthExpireAt(cs[mb.idx[0]].Day), len(mb.idx), len(keys))
+		for _, k := range keys {
+			args = append(args, dd(k.day), string(k.scope), k.member, valueKeyMember(k.member))
+			args = appendValues(args, aggs[k])
+		}
+		for _, i := range mb.idx {
+			c := &cs[i]
+			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To)
+			args = appendValues(args, &c.Values)
+		}
+		cmds[mi] = applyScript.EvalSha(ctx, pipe, []string{CoverageKey(cs[mb.idx[0]].Day)}, args...)
+	}
+	var mark *redis.Cmd
+	if len(seqs) > 0 {
+		margs := make([]any, 0, 2*len(seqs))
+		for _, r := range seqs {
+			margs = append(margs, r.First, r.Last)
+		}
+		mark = markScript.EvalSha(ctx, pipe, []string{AppliedKey(stream)}, margs...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		if !isNoScript(err) {
+			return nil, fmt.Errorf("apply %d contributions: %w", len(cs), err)
+		}
+		if err := s.LoadScripts(ctx); err != nil {
+			return nil, err
+		}
+		// Safe to repeat: what the first attempt applied comes back as
+		// duplicates.
+		return s.Apply(ctx, cs, stream, seqs)
+	}
+	if mark != nil {
+		if err := mark.Err(); err != nil {
+			return nil, fmt.Errorf("mark applied sequences: %w", err)
+		}
+	}
+	verdicts := make([]Verdict, len(cs))
+	for mi, m := range order {
+		res, err := cmds[mi].Slice()
+		if err != nil {
+			return nil, fmt.Errorf("apply month %s: %w", m, err)
+		}
+		vs, _ := res[0].(string)
+		if overflow, _ := res[1].(int64); overflow > 0 {
+			return nil, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", m, overflow)
+		}
+		idx := months[m].idx
+		if len(vs) != len(idx) {
+			return nil, fmt.Errorf("apply month %s: %d verdicts for %d pieces", m, len(vs), len(idx))
+		}
+		for j, i := range idx {
+			verdicts[i] = Verdict(vs[j])
+		}
+	}
+	return verdicts, nil
+}
+
+// LoadScripts loads the Lua scripts, after a Redis restart lost them.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	for _, sc := range []*redis.Script{applyScript, markScript, rangeIndexScript} {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return fmt.Errorf("load lua script: %w", err)
+		}
+	}
+	return nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// Applied returns the highest stream sequence L such that every sequence
+// from first to L is recorded as applied (first-1 when first itself is
+// not). Sequences before first (gone from the stream) are not asked about.
+// Ranges are merged whenever they touch, so only the range with the largest
+// start at or before first can extend the contiguous run.
+func (s *Store) Applied(ctx context.Context, stream string, first uint64) (uint64, error) {
+	if first == 0 {
+		first = 1
+	}
+	ranges, err := s.rdb.ZRevRangeByScore(ctx, AppliedKey(stream), &redis.ZRangeBy{
+		Max: strconv.FormatUint(first, 10), Min: "-inf", Count: 1,
+	}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("read applied sequences of %s: %w", stream, err)
+	}
+	low := first - 1
+	if len(ranges) == 1 {
+		if _, last, ok := parseRange(ranges[0]); ok && last > low {
+			low = last
+		}
+	}
+	return low, nil
+}
+
+func parseRange(r string) (uint64, uint64, bool) {
+	a, b, ok := strings.Cut(r, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	first, err1 := strconv.ParseUint(a, 10, 64)
+	last, err2 := strconv.ParseUint(b, 10, 64)
+	return first, last, err1 == nil && err2 == nil
+}
+
+func (s *Store) dayExpireAt(d Day) int64 {
+	return (d + 1).Start(s.loc).Add(s.retention).Unix()
+}
+
+func (s *Store) monthExpireAt(d Day) int64 {
+	y, m, _ := d.Date()
+	return time.Date(y, m+1, 1, 0, 0, 0, 0, s.loc).Add(s.retention).Unix()
+}
+
+func appendValues(args []any, v *Values) []any {
+	n := 0
+	for _, x := range v {
+		if x != 0 {
+			n++
+		}
+	}
+	args = append(args, n)
+	for f, x := range v {
+		if x != 0 {
+			args = append(args, f, x)
+		}
+	}
+	return args
+}
+
+type aggKey struct {
+	day    Day
+	scope  Scope
+	member string
+}
+
+func (a aggKey) less(b aggKey) bool {
+	if a.day != b.day {
+		return a.day < b.day
+	}
+	if a.scope != b.scope {
+		return a.scope < b.scope
+	}
+	return a.member < b.member
+}

@@ -1,0 +1,249 @@
+// Package sample defines wire format v1 of a usage sample: one namespace's
+// average CPU, memory and storage over one collection window, as collectors
+// publish it and the aggregator consumes it.
+//
+// A sample is validated completely before anything is counted: names follow
+// the Kubernetes rules (so no name can break a Redis key or a NATS subject),
+// the window is whole seconds, at most 24 h long, and every value is finite,
+// non-negative and within Max* bounds (so that day sums fit in int64 with a
+// wide margin, see internal/rollup).
+package sample
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// ErrInvalidSample is wrapped by every validation and decoding error, so a
+// caller can tell bad input (dead-letter it) from an infrastructure failure
+// (retry it).
+var ErrInvalidSample = errors.New("invalid sample")
+
+// Bounds of a single value. They are far above any real namespace and keep
+// a day of the largest possible namespace under 10^17 fixed-point units, so
+// that int64 sums of ~90 such namespaces in one project-day cannot overflow.
+const (
+	// MaxCores is the largest accepted CPU value, in cores.
+	MaxCores = 1e6
+	// MaxBytes is the largest accepted memory or storage value: 1 PiB.
+	MaxBytes = 1 << 50
+	// MaxWindow is the longest accepted collection window.
+	MaxWindow = 24 * time.Hour
+	// MaxNameLen is the longest accepted cluster, project or namespace name.
+	MaxNameLen = 63
+)
+
+// Resources is one item's averages over the window. Units: cores for CPU,
+// bytes for memory and storage.
+type Resources struct {
+	Usage   float64 `json:"usage"`
+	Request float64 `json:"request"`
+	Quota   float64 `json:"quota"`
+	// Effective is optional; when absent it is max(Usage, Request). A
+	// collector that knows pods sends the per-pod sum of max(usage, request).
+	Effective *float64 `json:"effective,omitempty"`
+}
+
+// EffectiveValue returns Effective when it was sent, else max(Usage, Request).
+func (r Resources) EffectiveValue() float64 {
+	if r.Effective != nil {
+		return *r.Effective
+	}
+	return math.Max(r.Usage, r.Request)
+}
+
+// Sample is one namespace's usage over [Start, End).
+type Sample struct {
+	Cluster   string    `json:"cluster"`
+	Project   string    `json:"project"`
+	Namespace string    `json:"namespace"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end"`
+	CPU       Resources `json:"cpu"`
+	Memory    Resources `json:"memory"`
+	Storage   Resources `json:"storage"`
+}
+
+// Validate checks every rule of wire format v1 and returns the first broken
+// one, naming the field, wrapped in ErrInvalidSample.
+func (s *Sample) Validate() error {
+	if err := checkName("cluster", s.Cluster, true); err != nil {
+		return err
+	}
+	if err := checkName("project", s.Project, false); err != nil {
+		return err
+	}
+	if err := checkName("namespace", s.Namespace, false); err != nil {
+		return err
+	}
+	switch {
+	case s.Start.IsZero():
+		return invalid("start: required (RFC 3339)")
+	case s.End.IsZero():
+		return invalid("end: required (RFC 3339)")
+	case s.Start.Nanosecond() != 0:
+		return invalid("start: must be a whole second, got %s", s.Start.Format(time.RFC3339Nano))
+	case s.End.Nanosecond() != 0:
+		return invalid("end: must be a whole second, got %s", s.End.Format(time.RFC3339Nano))
+	case !s.End.After(s.Start):
+		return invalid("end: must be after start (%s), got %s", s.Start.Format(time.RFC3339), s.End.Format(time.RFC3339))
+	case s.End.Sub(s.Start) > MaxWindow:
+		return invalid("window: %s is longer than %s", s.End.Sub(s.Start), MaxWindow)
+	}
+	if err := s.CPU.check("cpu", MaxCores); err != nil {
+		return err
+	}
+	if err := s.Memory.check("memory", MaxBytes); err != nil {
+		return err
+	}
+	return s.Storage.check("storage", MaxBytes)
+}
+
+func (r Resources) check(item string, max float64) error {
+	fields := [...]struct {
+		name string
+		v    float64
+	}{{"usage", r.Usage}, {"request", r.Request}, {"quota", r.Quota}}
+	for _, f := range fields {
+		if err := checkValue(item+"."+f.name, f.v, max); err != nil {
+			return err
+		}
+	}
+	if r.Effective != nil {
+		return checkValue(item+".effective", *r.Effective, max)
+	}
+	return nil
+}
+
+func checkValue(field string, v, max float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return invalid("%s: must be finite", field)
+	case v < 0:
+		return invalid("%s: must be >= 0, got %g", field, v)
+	case v > max:
+		return invalid("%s: %g is above the bound %g", field, v, max)
+	}
+	return nil
+}
+
+// checkName applies the Kubernetes DNS label rule: lowercase letters, digits
+// and '-', starting and ending with a letter or digit, at most 63
+// characters. A cluster name may also contain dots between labels.
+func checkName(field, name string, dots bool) error {
+	if name == "" {
+		return invalid("%s: required", field)
+	}
+	if len(name) > MaxNameLen {
+		return invalid("%s: longer than %d characters", field, MaxNameLen)
+	}
+	prev := byte('.')
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && prev != '.':
+		case c == '.' && dots && prev != '.' && prev != '-':
+		default:
+			return invalid("%s: %q is not a lowercase DNS label (a-z, 0-9, '-'%s) at byte %d", field, truncate(name), dotsNote(dots), i)
+		}
+		prev = c
+	}
+	if prev == '-' || prev == '.' {
+		return invalid("%s: %q must end with a letter or digit", field, name)
+	}
+	return nil
+}
+
+func dotsNote(dots bool) string {
+	if dots {
+		return ", '.'"
+	}
+	return ""
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidSample}, args...)...)
+}
+
+// Result is one decoded element of a message: a valid Sample, or the reason
+// it was rejected.
+type Result struct {
+	Sample Sample
+	Err    error
+	// Raw is the element's own bytes, kept for dead letters.
+	Raw []byte
+}
+
+// Decode parses a message body: one sample object or a JSON array of them.
+// Each element comes back with its own verdict, so one bad sample in a batch
+// does not take the good ones down with it; an error is returned only when
+// the body as a whole is unusable (empty, or an array that is not JSON).
+// Unknown fields are rejected: a misspelt field would otherwise bill zero.
+func Decode(data []byte) ([]Result, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil, invalid("empty message")
+	}
+	if data[0] != '[' {
+		r := Result{Raw: data}
+		r.Err = decodeOne(data, &r.Sample)
+		return []Result{r}, nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, invalid("not a JSON array of samples: %s", jsonReason(err))
+	}
+	out := make([]Result, len(raw))
+	for i, m := range raw {
+		out[i].Raw = m
+		if err := decodeOne(m, &out[i].Sample); err != nil {
+			out[i].Err = fmt.Errorf("element %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// DecodeOne parses and validates exactly one sample object.
+func DecodeOne(data []byte) (Sample, error) {
+	var s Sample
+	err := decodeOne(bytes.TrimSpace(data), &s)
+	return s, err
+}
+
+func decodeOne(data []byte, s *Sample) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(s); err != nil {
+		return invalid("%s", jsonReason(err))
+	}
+	if dec.More() {
+		return invalid("trailing data after the sample object")
+	}
+	return s.Validate()
+}
+
+// jsonReason shortens encoding/json errors, which can quote megabytes of
+// hostile input, to something fit for a log line and a dead-letter header.
+func jsonReason(err error) string {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	return msg
+}
+
+// Key identifies the namespace a sample belongs to, independent of its
+// project: exactly-once is decided per cluster and namespace.
+func (s *Sample) Key() string { return s.Cluster + "/" + s.Namespace }

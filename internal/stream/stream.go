@@ -1,0 +1,104 @@
+// Package stream names the JetStream streams, subjects and consumers of the
+// pipeline and creates them idempotently: whichever component starts first
+// creates them, the others find them.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names and subjects. A sample message goes to SamplesPrefix+<cluster>.
+const (
+	Samples         = "COST_SAMPLES"
+	SamplesPrefix   = "cost.samples."
+	SamplesSubjects = "cost.samples.>"
+
+	DeadLetter         = "COST_DEADLETTER"
+	DeadLetterPrefix   = "cost.deadletter."
+	DeadLetterSubjects = "cost.deadletter.>"
+
+	// Consumer is the durable pull consumer shared by every aggregator
+	// replica: JetStream hands each message to one of them.
+	Consumer = "aggregator"
+)
+
+// Headers set on dead-lettered messages.
+const (
+	HeaderReason  = "Cost-Reason"
+	HeaderSubject = "Cost-Subject"
+	HeaderSeq     = "Cost-Stream-Seq"
+)
+
+// Config sizes the streams.
+type Config struct {
+	// SamplesMaxAge bounds how long samples stay in the stream after they
+	// were applied (limits retention): the window in which lost Redis writes
+	// heal by replay.
+	SamplesMaxAge time.Duration
+	// DuplicateWindow is JetStream's Nats-Msg-Id deduplication window.
+	DuplicateWindow time.Duration
+	// AckWait is how long a delivered message may stay unacknowledged.
+	AckWait time.Duration
+	// Replicas of each stream (1 for a single server).
+	Replicas int
+}
+
+// DefaultConfig is a week of replay, ten minutes of publish deduplication.
+func DefaultConfig() Config {
+	return Config{SamplesMaxAge: 7 * 24 * time.Hour, DuplicateWindow: 10 * time.Minute, AckWait: 30 * time.Second, Replicas: 1}
+}
+
+// Ensure creates or updates the sample and dead-letter streams.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        Samples,
+		Description: "usage samples from collectors, kept after acknowledgement so lost rollup writes can be replayed",
+		Subjects:    []string{SamplesSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.SamplesMaxAge,
+		Duplicates:  cfg.DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Discard:     jetstream.DiscardOld,
+	}, {
+		Name:        DeadLetter,
+		Description: "samples the aggregator could not count, with the reason in the Cost-Reason header",
+		Subjects:    []string{DeadLetterSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      30 * 24 * time.Hour,
+		Duplicates:  cfg.DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// EnsureConsumer creates or updates the aggregators' durable consumer.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, Samples, jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   "aggregators: apply samples to the Redis rollups",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 100_000,
+		FilterSubject: SamplesSubjects,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", Consumer, err)
+	}
+	return c, nil
+}
