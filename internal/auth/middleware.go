@@ -1,0 +1,68 @@
+package auth
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/alauda/costmeter/internal/kstatus"
+)
+
+// Realm is the realm of the WWW-Authenticate challenge.
+const Realm = "costmeter"
+
+// Middleware authenticates the request's bearer token with a and stores
+// the principal in the request's context (read it with FromContext). A
+// missing or bad token is answered 401 with a WWW-Authenticate challenge,
+// an authenticator that cannot check tokens right now 503. It never calls
+// c.Next, so it can also run inside another handler (httpguard.Protect).
+// Scope is not checked here: the routes answer 403 themselves.
+func Middleware(a Authenticator, log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		token, ok := bearer(c.GetHeader("Authorization"))
+		if !ok {
+			c.Header("WWW-Authenticate", `Bearer realm="`+Realm+`"`)
+			kstatus.Abort(c, http.StatusUnauthorized, "a bearer token is required (Authorization: Bearer <token>)")
+			return
+		}
+		ctx := c.Request.Context()
+		p, err := a.Authenticate(ctx, token)
+		switch {
+		case errors.Is(err, ErrUnavailable):
+			log.WarnContext(ctx, "cannot authenticate", "err", err)
+			c.Header("Retry-After", "5")
+			kstatus.Abort(c, http.StatusServiceUnavailable, "authentication is unavailable, try again later")
+			return
+		case err != nil:
+			// The token itself never reaches a log.
+			log.InfoContext(ctx, "rejected token", "client", c.ClientIP(), "path", c.FullPath(), "err", err)
+			c.Header("WWW-Authenticate", `Bearer realm="`+Realm+`", error="invalid_token", error_description="the token is invalid or expired"`)
+			kstatus.Abort(c, http.StatusUnauthorized, "the bearer token is invalid or expired")
+			return
+		}
+		c.Request = c.Request.WithContext(WithPrincipal(ctx, p))
+	}
+}
+
+// AllowAll is the middleware of --auth none: every request is Anonymous
+// (platform scope). For development only.
+func AllowAll() gin.HandlerFunc {
+	p := Anonymous()
+	return func(c *gin.Context) {
+		c.Request = c.Request.WithContext(WithPrincipal(c.Request.Context(), p))
+	}
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header;
+// the scheme is case-insensitive (RFC 7235).
+func bearer(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
