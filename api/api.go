@@ -1,0 +1,207 @@
+// Package api serves the usage query API, cost.alauda.io/v1beta1: usage and
+// cost per project, cluster or namespace and per day, ISO week or calendar
+// month, composed from the exact day rollups in Redis (internal/rollup)
+// without reading more than a page needs.
+//
+// Routes:
+//
+//	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
+//	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
+//	GET /openapi.yaml, /healthz, /readyz
+//
+// Every error is a Kubernetes Status object (see Status).
+package api
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/health"
+	"github.com/alauda/costmeter/internal/rollup"
+)
+
+// Paths of the usage routes.
+const (
+	PlatformPath = "/platform/cost.alauda.io/v1beta1/costs/usage"
+	ProjectPath  = "/platform/cost.alauda.io/v1beta1/projects/:project/costs/usage"
+)
+
+//go:embed openapi.yaml
+var openAPISpec []byte
+
+// OpenAPISpec returns the OpenAPI 3 description served at /openapi.yaml.
+func OpenAPISpec() []byte { return slices.Clone(openAPISpec) }
+
+// Currencies are the ISO 4217 codes --currency accepts, those of the
+// contract: CNY (the default), USD, EUR, JPY, GBP, HKD, TWD, SGD, KRW, AUD,
+// CAD, CHF, INR, RUB and BRL. The API never converts: prices are in this
+// currency and rows echo it.
+var Currencies = []string{"CNY", "USD", "EUR", "JPY", "GBP", "HKD", "TWD", "SGD", "KRW", "AUD", "CAD", "CHF", "INR", "RUB", "BRL"}
+
+// Config configures the API server.
+type Config struct {
+	// Listen is the address served, host:port.
+	Listen string
+	// Currency is echoed in every row and is the currency of the price list.
+	Currency string
+	// PricingFile is an optional price list (see Pricing); rows carry cost
+	// when it is set.
+	PricingFile string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Listen: ":8080", Currency: "CNY"} }
+
+// RegisterFlags registers --listen, --currency and --pricing.
+func (c *Config) RegisterFlags(f *config.Flags) {
+	d := DefaultConfig()
+	f.String(&c.Listen, "listen", "API_LISTEN", d.Listen, "address of the API, /openapi.yaml, /healthz and /readyz")
+	f.String(&c.Currency, "currency", "COST_CURRENCY", d.Currency, "currency of costs (ISO 4217: CNY, USD, EUR, JPY, GBP, HKD, TWD, SGD, KRW, AUD, CAD, CHF, INR, RUB, BRL)")
+	f.String(&c.PricingFile, "pricing", "COST_PRICING_FILE", "", "price list file (YAML or JSON); when set rows carry cost")
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen: %q is not host:port", c.Listen))
+	}
+	if !slices.Contains(Currencies, c.Currency) {
+		errs = append(errs, fmt.Errorf("--currency: %q is not one of %v", c.Currency, Currencies))
+	}
+	if c.PricingFile != "" {
+		if _, err := LoadPricing(c.PricingFile); err != nil {
+			errs = append(errs, fmt.Errorf("--pricing: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the API server.
+type Server struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	loc     *time.Location
+	reader  *rollup.Reader
+	pricing *Pricing
+	log     *slog.Logger
+	authn   gin.HandlerFunc
+	engine  *gin.Engine
+}
+
+// Option sets an optional dependency of the Server.
+type Option func(*Server)
+
+// WithAuthenticate sets the middleware that authenticates a request: it
+// stores the caller's principal with auth.WithPrincipal in the request's
+// context, or aborts (with a Status) itself. Without it every request is
+// auth.Anonymous().
+func WithAuthenticate(h gin.HandlerFunc) Option { return func(s *Server) { s.authn = h } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// New returns a Server answering from the rollups in rdb, made in billing
+// zone loc.
+func New(cfg Config, rdb redis.UniversalClient, loc *time.Location, opts ...Option) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("api config: %w", err)
+	}
+	if rdb == nil || loc == nil {
+		return nil, errors.New("api: redis client and time zone are required")
+	}
+	s := &Server{cfg: cfg, rdb: rdb, loc: loc, reader: rollup.NewReader(rdb), log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.authn == nil {
+		s.authn = func(c *gin.Context) {
+			c.Request = c.Request.WithContext(auth.WithPrincipal(c.Request.Context(), auth.Anonymous()))
+		}
+	}
+	if cfg.PricingFile != "" {
+		p, err := LoadPricing(cfg.PricingFile)
+		if err != nil {
+			return nil, err
+		}
+		s.pricing = p
+	}
+	s.engine = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() *gin.Engine {
+	e := gin.New()
+	e.Use(s.recovery)
+	probes := health.NewServer("", map[string]health.Check{
+		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, s.rdb) },
+	}, s.log)
+	e.GET("/healthz", gin.WrapH(probes.Handler()))
+	e.GET("/readyz", gin.WrapH(probes.Handler()))
+	e.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPISpec) })
+	g := e.Group("", s.authn)
+	g.GET(PlatformPath, func(c *gin.Context) { s.usage(c, "") })
+	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
+	e.NoRoute(func(c *gin.Context) {
+		abort(c, http.StatusNotFound, fmt.Sprintf("the server could not find the requested resource %s", c.Request.URL.Path))
+	})
+	return e
+}
+
+// recovery turns a panic into a 500 Status; the stack goes to the log only.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.ErrorContext(c.Request.Context(), "panic serving request", "path", c.Request.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if !c.Writer.Written() {
+				abort(c, http.StatusInternalServerError, "internal error")
+			} else {
+				c.Abort()
+			}
+		}
+	}()
+	c.Next()
+}
+
+// Handler returns the HTTP handler of every route.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Run serves on the configured address until ctx ends, then shuts down
+// gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 5 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("serving api", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut api down: %w", err)
+	}
+	return nil
+}

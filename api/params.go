@@ -1,0 +1,195 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/alauda/costmeter/internal/rollup"
+)
+
+// Limits of the query parameters.
+const (
+	// MaxSpanDays is how far apart start and end may be, in days.
+	MaxSpanDays = 366
+	// DefaultPageSize and MaxPageSize bound pageSize.
+	DefaultPageSize = 20
+	MaxPageSize     = 1000
+	// maxNameLen is the longest entity name (sample.MaxNameLen).
+	maxNameLen = 63
+)
+
+// Kind is what a query reports.
+type Kind string
+
+// The kinds. The _all kinds report every entity; the others the one named.
+const (
+	KindProject      Kind = "project"
+	KindNamespace    Kind = "namespace"
+	KindCluster      Kind = "cluster"
+	KindProjectAll   Kind = "project_all"
+	KindNamespaceAll Kind = "namespace_all"
+	KindClusterAll   Kind = "cluster_all"
+)
+
+var kinds = []Kind{KindProject, KindNamespace, KindCluster, KindProjectAll, KindNamespaceAll, KindClusterAll}
+
+var steps = map[string]rollup.Step{"day": rollup.StepDay, "week": rollup.StepWeek, "month": rollup.StepMonth}
+
+// Query is a parsed, valid usage query.
+type Query struct {
+	Start, End rollup.Day
+	Step       rollup.Step
+	StepName   string
+	Kind       Kind
+	Name       string
+	Item       rollup.Item
+	Method     rollup.Method
+	Page       int
+	PageSize   int
+	// CSV asks for text/csv; Paged is false when a CSV export asked for
+	// every row (neither currentPage nor pageSize given).
+	CSV   bool
+	Paged bool
+}
+
+func badParam(param, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrBadParameter, param, fmt.Sprintf(format, args...))
+}
+
+// ParseQuery checks every parameter rule of the usage routes and returns
+// the first broken one (in the order start, end, step, kind, name, item,
+// method, currentPage, pageSize, format) as an error wrapping
+// ErrBadParameter whose message starts with the parameter's name.
+func ParseQuery(v url.Values) (Query, error) {
+	q := Query{Step: rollup.StepMonth, StepName: "month", Kind: KindProjectAll, Item: rollup.Cpu, Method: rollup.Effective, Page: 1, PageSize: DefaultPageSize, Paged: true}
+	var err error
+	if q.Start, err = parseDay(v, "start"); err != nil {
+		return Query{}, err
+	}
+	if q.End, err = parseDay(v, "end"); err != nil {
+		return Query{}, err
+	}
+	if q.End < q.Start {
+		return Query{}, badParam("end", "%s is before start %s", v.Get("end"), v.Get("start"))
+	}
+	if q.End-q.Start > MaxSpanDays {
+		return Query{}, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
+	}
+	if s, ok := one(v, "step"); ok {
+		st, known := steps[s]
+		if !known {
+			return Query{}, badParam("step", "%q is not day, week or month", s)
+		}
+		q.Step, q.StepName = st, s
+	}
+	if s, ok := one(v, "kind"); ok {
+		q.Kind = ""
+		for _, k := range kinds {
+			if string(k) == s {
+				q.Kind = k
+			}
+		}
+		if q.Kind == "" {
+			return Query{}, badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all or cluster_all", s)
+		}
+	}
+	switch q.Kind {
+	case KindProject, KindNamespace, KindCluster:
+		name, _ := one(v, "name")
+		if name == "" {
+			return Query{}, badParam("name", "required for kind=%s", q.Kind)
+		}
+		if err := checkName(name, q.Kind == KindCluster); err != nil {
+			return Query{}, badParam("name", "%v", err)
+		}
+		q.Name = name
+	}
+	if s, ok := one(v, "item"); ok {
+		it, known := rollup.ParseItem(s)
+		if !known {
+			return Query{}, badParam("item", "%q is not Cpu, Memory or Storage", s)
+		}
+		q.Item = it
+	}
+	if s, ok := one(v, "method"); ok {
+		m, known := rollup.ParseMethod(s)
+		if !known {
+			return Query{}, badParam("method", "%q is not Effective, Request, Usage or ProjectQuota", s)
+		}
+		q.Method = m
+	}
+	_, hasPage := one(v, "currentPage")
+	_, hasSize := one(v, "pageSize")
+	if q.Page, err = parseInt(v, "currentPage", 1, 1, 0); err != nil {
+		return Query{}, err
+	}
+	if q.PageSize, err = parseInt(v, "pageSize", DefaultPageSize, 1, MaxPageSize); err != nil {
+		return Query{}, err
+	}
+	if s, ok := one(v, "format"); ok {
+		switch s {
+		case "json":
+		case "csv":
+			q.CSV = true
+			q.Paged = hasPage || hasSize
+		default:
+			return Query{}, badParam("format", "%q is not json or csv", s)
+		}
+	}
+	return q, nil
+}
+
+// one returns the parameter's value; ok is false when it is absent or
+// empty (an empty value means the default, as most clients send it).
+func one(v url.Values, name string) (string, bool) {
+	s := v.Get(name)
+	return s, s != ""
+}
+
+func parseDay(v url.Values, name string) (rollup.Day, error) {
+	s, ok := one(v, name)
+	if !ok {
+		return 0, badParam(name, "required (YYYY-MM-DD)")
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil || len(s) != len(time.DateOnly) {
+		return 0, badParam(name, "%q is not a date YYYY-MM-DD", s)
+	}
+	return rollup.DayFromDate(t.Date()), nil
+}
+
+// parseInt parses an integer parameter within lo..hi (hi 0: no bound).
+func parseInt(v url.Values, name string, def, lo, hi int) (int, error) {
+	s, ok := one(v, name)
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return 0, badParam(name, "%q is not an integer", s)
+	case n < lo:
+		return 0, badParam(name, "must be at least %d, got %d", lo, n)
+	case hi > 0 && n > hi:
+		return 0, badParam(name, "must be at most %d, got %d", hi, n)
+	}
+	return n, nil
+}
+
+// checkName accepts what the wire format accepts as a name: a lowercase
+// DNS label (cluster names may hold dots). Anything else can never have
+// data, and a space in it would reach into another entity's index range.
+func checkName(name string, dots bool) error {
+	if len(name) > maxNameLen {
+		return fmt.Errorf("longer than %d characters", maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || dots && c == '.') {
+			return fmt.Errorf("%q is not a lowercase DNS name (a-z, 0-9, '-') at byte %d", name, i)
+		}
+	}
+	return nil
+}

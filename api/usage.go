@@ -1,0 +1,249 @@
+package api
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/rollup"
+)
+
+// Row is one entity in one bucket.
+type Row struct {
+	// Project, Cluster and Namespace name the entity; the parts a kind does
+	// not have are empty strings.
+	Project   string `json:"project"`
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+	Item      string `json:"item"`
+	Method    string `json:"method"`
+	// Usage is in the item's unit-hours: core-hours, GiB-hours.
+	Usage    float64 `json:"usage"`
+	Currency string  `json:"currency"`
+	// Start and End are the bucket's first and last day, YYYYMMDD.
+	Start string `json:"start"`
+	End   string `json:"end"`
+	// Cost is usage priced by the price list, when one is configured.
+	Cost *float64 `json:"cost,omitempty"`
+}
+
+// Response is one page of rows.
+type Response struct {
+	PageSize    int   `json:"pageSize"`
+	CurrentPage int   `json:"currentPage"`
+	Total       int   `json:"total"`
+	Items       []Row `json:"items"`
+}
+
+// csvChunk is how many rows a full CSV export reads at once.
+const csvChunk = 1000
+
+func (s *Server) usage(c *gin.Context, project string) {
+	ctx := c.Request.Context()
+	if err := s.serveUsage(c, project); err != nil {
+		code, msg := statusOf(err)
+		if code >= 500 {
+			s.log.ErrorContext(ctx, "usage query", "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
+		}
+		if c.Writer.Written() {
+			c.Abort() // a CSV export failed midway: the client sees it cut
+			return
+		}
+		abort(c, code, msg)
+	}
+}
+
+func (s *Server) serveUsage(c *gin.Context, project string) error {
+	ctx := c.Request.Context()
+	p, _ := auth.FromContext(ctx)
+	if project == "" {
+		if !p.CanSeePlatform() {
+			return fmt.Errorf("%w: %s may not see platform-wide usage", ErrForbidden, principalName(p))
+		}
+	} else {
+		if err := checkName(project, false); err != nil {
+			return badParam("project", "%v", err)
+		}
+		if !p.CanSeeProject(project) {
+			return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)
+		}
+	}
+	q, err := ParseQuery(c.Request.URL.Query())
+	if err != nil {
+		return err
+	}
+	sel, err := selectionOf(q, project)
+	if err != nil {
+		return err
+	}
+	buckets := rollup.Buckets(q.Start, q.End, q.Step)
+	if q.CSV && !q.Paged {
+		return s.exportCSV(ctx, c, q, sel, buckets)
+	}
+	page, err := s.reader.Page(ctx, sel, buckets, (q.Page-1)*q.PageSize, q.PageSize)
+	if err != nil {
+		return fmt.Errorf("query usage: %w", err)
+	}
+	rows := s.rows(q, page.Rows)
+	if q.CSV {
+		w := s.csvWriter(c)
+		s.writeCSV(w, rows)
+		w.Flush()
+		return w.Error()
+	}
+	c.JSON(http.StatusOK, Response{PageSize: q.PageSize, CurrentPage: q.Page, Total: page.Total, Items: rows})
+	return nil
+}
+
+func principalName(p *auth.Principal) string {
+	if p == nil {
+		return "an unauthenticated caller"
+	}
+	return strconv.Quote(p.Name)
+}
+
+// selectionOf maps a query to the entities it reports. On the project
+// route (project set) every selection is confined to that project.
+func selectionOf(q Query, project string) (rollup.Selection, error) {
+	if project == "" {
+		switch q.Kind {
+		case KindProjectAll:
+			return rollup.Selection{Scope: rollup.ScopeProject}, nil
+		case KindProject:
+			return rollup.Selection{Scope: rollup.ScopeProject, Member: q.Name}, nil
+		case KindClusterAll:
+			return rollup.Selection{Scope: rollup.ScopeCluster}, nil
+		case KindCluster:
+			return rollup.Selection{Scope: rollup.ScopeCluster, Member: q.Name}, nil
+		case KindNamespaceAll:
+			return rollup.Selection{Scope: rollup.ScopeNamespace}, nil
+		default:
+			return rollup.Selection{Scope: rollup.ScopeNamespace, Namespace: q.Name}, nil
+		}
+	}
+	own := rollup.Entity{Project: project}
+	switch q.Kind {
+	case KindProject:
+		if q.Name != project {
+			return rollup.Selection{}, fmt.Errorf("%w: kind=project: %q is not the route's project %q", ErrForbidden, q.Name, project)
+		}
+		return rollup.Selection{Scope: rollup.ScopeProject, Member: own.Member(rollup.ScopeProject)}, nil
+	case KindProjectAll:
+		return rollup.Selection{Scope: rollup.ScopeProject, Member: own.Member(rollup.ScopeProject)}, nil
+	case KindClusterAll:
+		return rollup.Selection{Scope: rollup.ScopeProjectCluster, Prefix: project + rollup.Sep}, nil
+	case KindCluster:
+		return rollup.Selection{Scope: rollup.ScopeProjectCluster, Member: rollup.Entity{Project: project, Cluster: q.Name}.Member(rollup.ScopeProjectCluster)}, nil
+	case KindNamespaceAll:
+		return rollup.Selection{Scope: rollup.ScopeNamespace, Prefix: project + rollup.Sep}, nil
+	default:
+		return rollup.Selection{Scope: rollup.ScopeNamespace, Namespace: q.Name, Project: project}, nil
+	}
+}
+
+// rows turns rollup rows into API rows: usage in unit-hours, and cost.
+func (s *Server) rows(q Query, in []rollup.Row) []Row {
+	out := make([]Row, 0, len(in))
+	field := rollup.Field(q.Item, q.Method)
+	priced := s.pricing.Has(q.Item, q.Method)
+	for _, r := range in {
+		var (
+			sum      int64
+			fallback float64 // when the exact sum would overflow int64
+			overflow bool
+			cost     float64
+		)
+		for j := range r.Days {
+			v := r.Days[j][field]
+			if !overflow {
+				if n := sum + v; (v > 0 && n < sum) || (v < 0 && n > sum) {
+					overflow, fallback = true, rollup.Hours(sum)
+				} else {
+					sum = n
+				}
+			}
+			if overflow {
+				fallback += rollup.Hours(v)
+			}
+			if priced && v != 0 {
+				cost += rollup.Hours(v) * s.pricing.Price(q.Item, q.Method, r.Bucket.First+rollup.Day(j))
+			}
+		}
+		usage := rollup.Hours(sum)
+		if overflow {
+			usage = fallback
+		}
+		row := Row{
+			Project: r.Entity.Project, Cluster: r.Entity.Cluster, Namespace: r.Entity.Namespace,
+			Item: q.Item.String(), Method: q.Method.String(), Usage: usage, Currency: s.cfg.Currency,
+			Start: r.Bucket.First.String(), End: r.Bucket.Last.String(),
+		}
+		if priced {
+			c := cost
+			row.Cost = &c
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func (s *Server) csvWriter(c *gin.Context) *csv.Writer {
+	c.Header("Content-Type", "text/csv; charset=utf-8")
+	c.Header("Content-Disposition", `attachment; filename="usage.csv"`)
+	c.Status(http.StatusOK)
+	w := csv.NewWriter(c.Writer)
+	header := []string{"project", "cluster", "namespace", "item", "method", "usage", "currency", "start", "end"}
+	if s.pricing != nil {
+		header = append(header, "cost")
+	}
+	_ = w.Write(header)
+	return w
+}
+
+func (s *Server) writeCSV(w *csv.Writer, rows []Row) {
+	for _, r := range rows {
+		rec := []string{r.Project, r.Cluster, r.Namespace, r.Item, r.Method, formatFloat(r.Usage), r.Currency, r.Start, r.End}
+		if s.pricing != nil {
+			cost := ""
+			if r.Cost != nil {
+				cost = formatFloat(*r.Cost)
+			}
+			rec = append(rec, cost)
+		}
+		_ = w.Write(rec) // errors stick in w.Error
+	}
+}
+
+func formatFloat(f float64) string {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return ""
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// exportCSV writes every row, reading csvChunk rows at a time; its cost
+// grows with the number of rows exported.
+func (s *Server) exportCSV(ctx context.Context, c *gin.Context, q Query, sel rollup.Selection, buckets []rollup.Bucket) error {
+	first, err := s.reader.Page(ctx, sel, buckets, 0, csvChunk)
+	if err != nil {
+		return fmt.Errorf("export usage: %w", err)
+	}
+	w := s.csvWriter(c)
+	s.writeCSV(w, s.rows(q, first.Rows))
+	for off := csvChunk; off < first.Total; off += csvChunk {
+		page, err := s.reader.Page(ctx, sel, buckets, off, csvChunk)
+		if err != nil {
+			w.Flush()
+			return fmt.Errorf("export usage at row %d: %w", off, err)
+		}
+		s.writeCSV(w, s.rows(q, page.Rows))
+	}
+	w.Flush()
+	return w.Error()
+}

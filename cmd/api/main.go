@@ -1,0 +1,83 @@
+// Command api serves the usage query API (cost.alauda.io/v1beta1) from the
+// day rollups in Redis. It is stateless: run any number of replicas.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	_ "time/tzdata" // billing zones resolve without the host's zoneinfo
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/alauda/costmeter/api"
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/rungroup"
+	"github.com/alauda/costmeter/internal/telemetry"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := config.NewFlags(fs, config.OSEnv)
+	var common config.Common
+	common.RegisterRedis(f)
+	common.RegisterTimezone(f)
+	common.RegisterLog(f)
+	cfg := api.DefaultConfig()
+	cfg.RegisterFlags(f)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := errors.Join(f.Err(), common.Validate(), cfg.Validate()); err != nil {
+		fmt.Fprintf(stderr, "api: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := telemetry.NewLogger(stderr, common.LogFormat, common.LogLevel)
+	gin.SetMode(gin.ReleaseMode)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rdb, err := rollup.Dial(common.RedisURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "api: %v\n", err)
+		return 2
+	}
+	defer rdb.Close()
+	store, err := rollup.NewStore(rdb, common.Location(), rollup.DefaultRetention)
+	if err != nil {
+		fmt.Fprintf(stderr, "api: %v\n", err)
+		return 2
+	}
+	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return rollup.Ping(ctx, rdb) }); err != nil {
+		return 1
+	}
+	// Days cut in another zone would be reported as this zone's days.
+	if err := store.CheckTimezone(ctx); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 1
+	}
+	srv, err := api.New(cfg, rdb, common.Location(), api.WithLogger(log.With("component", "api")))
+	if err != nil {
+		log.Error("create api", "err", err)
+		return 2
+	}
+	var g rungroup.Group
+	g.Add("api", srv.Run)
+	if err := g.Run(ctx); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
