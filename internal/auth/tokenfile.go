@@ -121,6 +121,7 @@ type TokenFile struct {
 	mu     sync.RWMutex
 	byHash map[[sha256.Size]byte]*Principal
 	digest [sha256.Size]byte
+	err    error // of the last reload
 }
 
 // NewTokenFile loads path; an unreadable or invalid file is an error.
@@ -139,6 +140,14 @@ func NewTokenFile(path string, poll time.Duration, log *slog.Logger) (*TokenFile
 // reload reads the file and swaps the table in when its content changed.
 // A file that turned invalid leaves the previous table in force.
 func (t *TokenFile) reload() (bool, error) {
+	changed, err := t.load()
+	t.mu.Lock()
+	t.err = err
+	t.mu.Unlock()
+	return changed, err
+}
+
+func (t *TokenFile) load() (bool, error) {
 	data, err := os.ReadFile(t.path)
 	if err != nil {
 		return false, fmt.Errorf("read token file %s: %w", t.path, err)
@@ -158,6 +167,14 @@ func (t *TokenFile) reload() (bool, error) {
 	t.byHash, t.digest = byHash, digest
 	t.mu.Unlock()
 	return true, nil
+}
+
+// Err is the problem of the last reload, nil when the file in force is
+// the file on disk.
+func (t *TokenFile) Err() error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.err
 }
 
 // Len is the number of tokens in force.
