@@ -98,6 +98,19 @@ func (f *Flags) Duration(p *time.Duration, name, envName string, def time.Durati
 	f.fs.DurationVar(p, name, def, usage(u, envName))
 }
 
+// Float64 registers a float64 flag.
+func (f *Flags) Float64(p *float64, name, envName string, def float64, u string) {
+	if v, ok := f.lookup(name, envName); ok {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s: %q is not a number", envName, v))
+		} else {
+			def = n
+		}
+	}
+	f.fs.Float64Var(p, name, def, usage(u, envName))
+}
+
 // Bool registers a bool flag.
 func (f *Flags) Bool(p *bool, name, envName string, def bool, u string) {
 	if v, ok := f.lookup(name, envName); ok {
