@@ -9,7 +9,7 @@
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
 //	GET /openapi.yaml, /healthz, /readyz
 //
-// Every error is a Kubernetes Status object (see Status).
+// Every error is a Kubernetes Status object (internal/kstatus).
 package api
 
 import (

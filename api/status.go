@@ -11,36 +11,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alauda/costmeter/internal/kstatus"
 )
 
-// Status is the Kubernetes Status object every error answers with.
-type Status struct {
-	Kind       string         `json:"kind"`
-	APIVersion string         `json:"apiVersion"`
-	Metadata   map[string]any `json:"metadata"`
-	Status     string         `json:"status"`
-	Message    string         `json:"message"`
-	Reason     string         `json:"reason"`
-	Code       int            `json:"code"`
-}
-
-// reasons maps the HTTP codes the API answers with to Status reasons.
-var reasons = map[int]string{
-	http.StatusBadRequest:          "BadRequest",
-	http.StatusForbidden:           "Forbidden",
-	http.StatusNotFound:            "NotFound",
-	http.StatusInternalServerError: "InternalError",
-	http.StatusServiceUnavailable:  "ServiceUnavailable",
-}
-
-// NewStatus returns the failure Status of code with message.
-func NewStatus(code int, message string) Status {
-	return Status{Kind: "Status", APIVersion: "v1", Metadata: map[string]any{}, Status: "Failure", Message: message, Reason: reasons[code], Code: code}
-}
-
-func abort(c *gin.Context, code int, message string) {
-	c.AbortWithStatusJSON(code, NewStatus(code, message))
-}
+func abort(c *gin.Context, code int, message string) { kstatus.Abort(c, code, message) }
 
 // ErrBadParameter is wrapped by every query parameter error; its message
 // names the parameter.
