@@ -165,12 +165,12 @@ func (c *Common) Validate() error {
 	var errs []error
 	if c.NATSURL != "" {
 		if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--nats-url: %q is not a URL like nats://host:4222", c.NATSURL))
+			errs = append(errs, fmt.Errorf("--nats-url: %q is not a URL like nats://host:4222", RedactURL(c.NATSURL)))
 		}
 	}
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			errs = append(errs, fmt.Errorf("--redis-url: %q is not a redis://, rediss:// or unix:// URL", c.RedisURL))
+			errs = append(errs, fmt.Errorf("--redis-url: %q is not a redis://, rediss:// or unix:// URL", RedactURL(c.RedisURL)))
 		}
 	}
 	if c.Timezone != "" {

@@ -6,12 +6,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alauda/costmeter/internal/config"
 )
 
 // Connect opens a connection named name. It returns at once; while the
@@ -60,12 +61,6 @@ func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.C
 	})
 }
 
-// redact hides credentials in a URL before it reaches a log or an error.
-func redact(url string) string {
-	at := strings.LastIndex(url, "@")
-	scheme := strings.Index(url, "://")
-	if at < 0 || scheme < 0 || scheme > at {
-		return url
-	}
-	return url[:scheme+3] + "***" + url[at:]
-}
+// redact hides credentials in a URL (or list of URLs) before it reaches a
+// log or an error.
+func redact(url string) string { return config.RedactURL(url) }
