@@ -149,8 +149,12 @@ func (s *Server) routes() *gin.Engine {
 	probes := health.NewServer("", map[string]health.Check{
 		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, s.rdb) },
 	}, s.log)
-	e.GET("/healthz", gin.WrapH(probes.Handler()))
-	e.GET("/readyz", gin.WrapH(probes.Handler()))
+	probe := func(c *gin.Context) {
+		c.Header("Content-Type", "text/plain; charset=utf-8")
+		probes.Handler().ServeHTTP(c.Writer, c.Request)
+	}
+	e.GET("/healthz", probe)
+	e.GET("/readyz", probe)
 	e.GET("/openapi.yaml", func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPISpec) })
 	g := e.Group("", s.authn)
 	g.GET(PlatformPath, func(c *gin.Context) { s.usage(c, "") })

@@ -52,7 +52,7 @@ var fixtureNamespaces = []rollup.Entity{
 // periods are the ranges samples are generated in: a leap day, a year
 // end, and a month end.
 var periods = [][2]string{
-	{"2024-02-26T00:00:00Z", "2024-03-05T00:00:00Z"},
+	{"2024-02-24T00:00:00Z", "2024-03-05T00:00:00Z"},
 	{"2024-12-27T00:00:00Z", "2025-01-07T00:00:00Z"},
 	{"2025-05-29T00:00:00Z", "2025-06-11T00:00:00Z"},
 }
