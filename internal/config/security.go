@@ -125,8 +125,12 @@ func redactOne(s string) string {
 		if u.User == nil {
 			return s
 		}
-		u.User = url.User("***")
-		return u.String()
+		u.User = nil
+		plain := u.String()
+		if i := strings.Index(plain, "://"); i >= 0 {
+			return plain[:i+3] + "***@" + plain[i+3:]
+		}
+		return plain
 	}
 	// Unparseable: hide everything between the scheme and the last @.
 	at := strings.LastIndex(s, "@")

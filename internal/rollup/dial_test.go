@@ -1,0 +1,121 @@
+package rollup_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+const redisSecret = "r3dis-Secret-pw"
+
+// TestDialTLSAndACL runs redis-server with a TLS port that verifies client
+// certificates and an ACL user with a password, and connects with
+// rediss://, the CA, the client certificate and the password from a file
+// or the URL.
+func TestDialTLSAndACL(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	tlsPort := testenv.FreePort(t)
+	testenv.StartRedis(t, testenv.WithArgs(
+		"--tls-port", strconv.Itoa(tlsPort),
+		"--tls-cert-file", pki.ServerCert, "--tls-key-file", pki.ServerKey,
+		"--tls-ca-cert-file", pki.CA, "--tls-auth-clients", "yes",
+		"--user", "costmeter", "on", ">"+redisSecret, "~*", "&*", "+@all",
+	))
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "password")
+	if err := os.WriteFile(pwFile, []byte(redisSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrongPwFile := filepath.Join(dir, "wrong")
+	if err := os.WriteFile(wrongPwFile, []byte("guess\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(tlsPort)
+	tlsFiles := config.RedisSecurity{CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}
+	withPw := tlsFiles
+	withPw.PasswordFile = pwFile
+	withWrongPw := tlsFiles
+	withWrongPw.PasswordFile = wrongPwFile
+
+	tests := []struct {
+		name    string
+		url     string
+		sec     config.RedisSecurity
+		wantErr bool
+	}{
+		{name: "password file", url: "rediss://costmeter@" + addr + "/0", sec: withPw},
+		{name: "password in url", url: "rediss://costmeter:" + redisSecret + "@" + addr + "/0", sec: tlsFiles},
+		{name: "file overrides url", url: "rediss://costmeter:nope@" + addr + "/0", sec: withPw},
+		{name: "wrong password", url: "rediss://costmeter@" + addr + "/0", sec: withWrongPw, wantErr: true},
+		{name: "wrong password in url", url: "rediss://costmeter:" + redisSecret + "x@" + addr + "/0", sec: tlsFiles, wantErr: true},
+		{name: "untrusted server", url: "rediss://costmeter@" + addr + "/0", sec: config.RedisSecurity{PasswordFile: pwFile, CAFile: pki.OtherCA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}, wantErr: true},
+		{name: "system roots only", url: "rediss://costmeter@" + addr + "/0", sec: config.RedisSecurity{PasswordFile: pwFile}, wantErr: true},
+		{name: "no client certificate", url: "rediss://costmeter@" + addr + "/0", sec: config.RedisSecurity{PasswordFile: pwFile, CAFile: pki.CA}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdb, err := rollup.Dial(tt.url, rollup.WithSecurity(tt.sec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			err = rollup.Ping(ctx, rdb)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("connected")
+				}
+				if strings.Contains(err.Error(), redisSecret) {
+					t.Fatalf("error carries the password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			who, err := rdb.Do(ctx, "ACL", "WHOAMI").Text()
+			if err != nil || who != "costmeter" {
+				t.Fatalf("whoami = %q, %v", who, err)
+			}
+			if rdb.Options().TLSConfig == nil {
+				t.Fatal("not TLS")
+			}
+		})
+	}
+}
+
+func TestDialErrorsHideSecrets(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	tests := []struct {
+		name string
+		url  string
+		opts []rollup.DialOption
+	}{
+		{name: "bad port", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:notaport/0"},
+		{name: "bad db", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:6379/x"},
+		{name: "bad scheme", url: "http://costmeter:" + redisSecret + "@127.0.0.1:6379/0"},
+		{name: "tls files on redis://", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:6379/0", opts: []rollup.DialOption{rollup.WithTLSFiles(pki.CA, "", "")}},
+		{name: "missing password file", url: "redis://127.0.0.1:6379/0", opts: []rollup.DialOption{rollup.WithPasswordFile(filepath.Join(t.TempDir(), "none"))}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdb, err := rollup.Dial(tt.url, tt.opts...)
+			if err == nil {
+				rdb.Close()
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), redisSecret) {
+				t.Fatalf("error carries the password: %v", err)
+			}
+		})
+	}
+}
