@@ -35,6 +35,7 @@ type Publisher struct {
 	js         jetstream.JetStream
 	maxBatch   int
 	maxElapsed time.Duration
+	ackTimeout time.Duration
 	log        *slog.Logger
 }
 
@@ -45,7 +46,14 @@ type PublisherConfig struct {
 	// MaxElapsed bounds retries of one message; 0 retries until the
 	// context ends.
 	MaxElapsed time.Duration
+	// AckTimeout is how long one round waits for acknowledgements before
+	// the unacknowledged messages count as failed (default 30s).
+	AckTimeout time.Duration
 }
+
+// DefaultAckTimeout is how long a published message waits for its
+// acknowledgement before it is retried.
+const DefaultAckTimeout = 30 * time.Second
 
 // NewPublisher returns a Publisher.
 func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger) (*Publisher, error) {
@@ -55,10 +63,13 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger)
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Publisher{js: js, maxBatch: cfg.MaxBatch, maxElapsed: cfg.MaxElapsed, log: log.With("component", "publisher")}, nil
+	return &Publisher{js: js, maxBatch: cfg.MaxBatch, maxElapsed: cfg.MaxElapsed, ackTimeout: cfg.AckTimeout, log: log.With("component", "publisher")}, nil
 }
 
 // Message is one encoded batch, ready to publish.
@@ -141,36 +152,44 @@ func (p *Publisher) backoff(ctx context.Context) backoff.BackOff {
 // for the acknowledgements; it returns the messages that were not
 // acknowledged.
 func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) ([]Message, error) {
-	type inflight struct {
-		msg Message
-		f   jetstream.PubAckFuture
-	}
 	var (
 		failed  []Message
 		lastErr error
-		flights = make([]inflight, 0, len(msgs))
 	)
-	for _, m := range msgs {
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Data
-		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
-		f, err := p.js.PublishMsgAsync(nm, jetstream.WithExpectStream(stream.Samples))
+	for i, err := range p.Send(ctx, msgs) {
 		if err != nil {
-			failed, lastErr = append(failed, m), err
-			continue
-		}
-		flights = append(flights, inflight{m, f})
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, fl := range flights {
-		select {
-		case <-fl.f.Ok():
-		case err := <-fl.f.Err():
-			failed, lastErr = append(failed, fl.msg), err
-		case <-wctx.Done():
-			failed, lastErr = append(failed, fl.msg), fmt.Errorf("no acknowledgement: %w", wctx.Err())
+			failed, lastErr = append(failed, msgs[i]), err
 		}
 	}
 	return failed, lastErr
+}
+
+// Send publishes msgs once each, in order and without waiting in between,
+// then waits (at most the ack timeout) for their acknowledgements. The
+// result holds one entry per message: nil when JetStream acknowledged it
+// (a duplicate Nats-Msg-Id is acknowledged too), else why not.
+func (p *Publisher) Send(ctx context.Context, msgs []Message) []error {
+	errs := make([]error, len(msgs))
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Data
+		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		futures[i], errs[i] = p.js.PublishMsgAsync(nm, jetstream.WithExpectStream(stream.Samples))
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.ackTimeout)
+	defer cancel()
+	for i, f := range futures {
+		if errs[i] != nil || f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = err
+		case <-wctx.Done():
+			errs[i] = fmt.Errorf("no acknowledgement: %w", wctx.Err())
+		}
+	}
+	return errs
 }

@@ -1,0 +1,210 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/alauda/costmeter/collector/spool"
+	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/stream"
+)
+
+// SpoolWriter stores batches durably before they are published.
+type SpoolWriter interface {
+	Append(ctx context.Context, entries []spool.Entry) error
+}
+
+// SpoolReader hands out the oldest stored batches and forgets the ones
+// JetStream acknowledged; Ready signals that batches were added.
+type SpoolReader interface {
+	Oldest(ctx context.Context, n int) ([]spool.Entry, error)
+	Remove(seqs ...uint64) error
+	Ready() <-chan struct{}
+}
+
+// Spool is what a Relay needs of collector/spool.Spool.
+type Spool interface {
+	SpoolWriter
+	SpoolReader
+}
+
+// Relay defaults.
+const (
+	// DefaultWindow is how many messages a Relay keeps in flight: enough to
+	// hide the round trip, few enough that an outage buffers little in the
+	// NATS client.
+	DefaultWindow = 32
+	// DefaultMaxBackoff caps the wait between two publishing attempts.
+	DefaultMaxBackoff = 30 * time.Second
+)
+
+// RelayConfig tunes a Relay.
+type RelayConfig struct {
+	// Window is the most messages in flight at once (default DefaultWindow).
+	Window int
+	// MaxBackoff caps the jittered wait between attempts while NATS is
+	// unreachable or refuses messages (default DefaultMaxBackoff).
+	MaxBackoff time.Duration
+	// Streams, when set, are created (idempotently) before the first
+	// publish; until NATS answers, batches only pile up in the spool.
+	Streams *stream.Config
+}
+
+// Relay is the publishing path of the long-running sources (kubernetes,
+// simulate): Emit puts each batch into the spool, and only there; Run
+// moves batches from the spool to JetStream, oldest first, and removes each
+// once JetStream acknowledged it. A source is therefore never held up by
+// NATS: during an outage batches pile up on disk, bounded by the spool, and
+// are published in order when NATS is back; after kill -9 the next run
+// replays them. Re-published batches keep their content-hash Nats-Msg-Id,
+// so JetStream drops the copies that did arrive before.
+//
+// Backpressure is the window: at most Window messages are in flight, and
+// the next ones are read from the spool only after every message of the
+// window was acknowledged or given up for this round. Failed rounds are
+// retried with jittered exponential backoff capped at MaxBackoff, and no
+// message is handed to a disconnected NATS client (it would only fill its
+// reconnect buffer with copies).
+type Relay struct {
+	pub *Publisher
+	sp  Spool
+	cfg RelayConfig
+	log *slog.Logger
+}
+
+// NewRelay returns a Relay publishing with pub from sp.
+func NewRelay(pub *Publisher, sp Spool, cfg RelayConfig, log *slog.Logger) (*Relay, error) {
+	if pub == nil || sp == nil {
+		return nil, errors.New("relay: publisher and spool are required")
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Relay{pub: pub, sp: sp, cfg: cfg, log: log.With("component", "relay")}, nil
+}
+
+// Emit encodes samples into messages and spools them; it returns once they
+// are on disk (fsynced), not once they are published. It is an Emit for
+// the sources.
+func (r *Relay) Emit(ctx context.Context, samples []sample.Sample) error {
+	msgs := r.pub.Encode(samples)
+	entries := make([]spool.Entry, len(msgs))
+	for i, m := range msgs {
+		entries[i] = spool.Entry{Subject: m.Subject, ID: m.ID, Samples: m.Samples, Data: m.Data}
+	}
+	if err := r.sp.Append(ctx, entries); err != nil {
+		return fmt.Errorf("spool %d samples: %w", len(samples), err)
+	}
+	return nil
+}
+
+// Run publishes spooled batches until ctx ends, then returns nil; what was
+// not acknowledged stays in the spool. It returns an error only when the
+// spool cannot be read.
+func (r *Relay) Run(ctx context.Context) error {
+	if r.cfg.Streams != nil {
+		cfg := *r.cfg.Streams
+		if err := natsconn.Retry(ctx, r.log, "create streams", func(ctx context.Context) error {
+			return stream.Ensure(ctx, r.pub.js, cfg)
+		}); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	b := r.backoff()
+	failing := false
+	for ctx.Err() == nil {
+		entries, err := r.sp.Oldest(ctx, r.cfg.Window)
+		if err != nil {
+			return fmt.Errorf("read spool: %w", err)
+		}
+		if len(entries) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-r.sp.Ready():
+			}
+			continue
+		}
+		if !r.pub.js.Conn().IsConnected() {
+			if !r.wait(ctx, b, len(entries), errors.New("nats is not connected")) {
+				return nil
+			}
+			failing = true
+			continue
+		}
+		msgs := make([]Message, len(entries))
+		for i, e := range entries {
+			msgs[i] = Message{Subject: e.Subject, ID: e.ID, Data: e.Data, Samples: e.Samples}
+		}
+		var (
+			acked   = make([]uint64, 0, len(entries))
+			samples int
+			lastErr error
+		)
+		for i, err := range r.pub.Send(ctx, msgs) {
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			acked = append(acked, entries[i].Seq)
+			samples += entries[i].Samples
+		}
+		if err := r.sp.Remove(acked...); err != nil {
+			// Acknowledged but still on disk: a later run publishes them
+			// again and JetStream deduplicates them.
+			r.log.WarnContext(ctx, "remove published batches from the spool", "err", err)
+		}
+		if lastErr == nil {
+			if failing {
+				r.log.InfoContext(ctx, "publishing again")
+				failing = false
+			}
+			b.Reset()
+			continue
+		}
+		failing = true
+		if !r.wait(ctx, b, len(entries)-len(acked), lastErr) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// wait sleeps for the next backoff interval; it reports false when ctx
+// ended first.
+func (r *Relay) wait(ctx context.Context, b backoff.BackOff, pending int, cause error) bool {
+	d := b.NextBackOff()
+	r.log.WarnContext(ctx, "publish spooled batches failed; retrying", "batches", pending, "retry_in", d.Round(time.Millisecond), "err", cause)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (r *Relay) backoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = min(200*time.Millisecond, r.cfg.MaxBackoff)
+	b.MaxInterval = r.cfg.MaxBackoff
+	b.RandomizationFactor = 0.5
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return b
+}
