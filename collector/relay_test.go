@@ -1,0 +1,183 @@
+package collector_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/collector/spool"
+	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// StreamContent is what the samples stream holds, read message by message.
+type StreamContent struct {
+	Messages int
+	IDs      map[string]int          // Nats-Msg-Id → messages with it
+	Samples  map[string]int          // cluster/namespace@start → copies
+	Values   map[string]sample.Sample // cluster/namespace@start → the sample
+}
+
+// ReadStream reads every message of the samples stream.
+func ReadStream(ctx context.Context, t testing.TB, js jetstream.JetStream) StreamContent {
+	t.Helper()
+	s, err := js.Stream(ctx, stream.Samples)
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	c := StreamContent{IDs: map[string]int{}, Samples: map[string]int{}, Values: map[string]sample.Sample{}}
+	if info.State.Msgs == 0 {
+		return c
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get message %d: %v", seq, err)
+		}
+		c.Messages++
+		c.IDs[m.Header.Get(jetstream.MsgIDHeader)]++
+		rs, err := sample.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("decode message %d: %v", seq, err)
+		}
+		for _, r := range rs {
+			if r.Err != nil {
+				t.Fatalf("message %d: %v", seq, r.Err)
+			}
+			k := fmt.Sprintf("%s@%s", r.Sample.Key(), r.Sample.Start.Format(time.RFC3339))
+			c.Samples[k]++
+			c.Values[k] = r.Sample
+		}
+	}
+	return c
+}
+
+func streamMsgs(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, stream.Samples)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// TestRelayNATSOutage stops NATS while a relay publishes: the batches of
+// the outage wait in the spool and arrive exactly once after the restart.
+func TestRelayNATSOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	n := testenv.StartNATS(t)
+	nc, js, err := natsconn.Connect(n.URL(), "relay-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 5, AckTimeout: 2 * time.Second}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: 64 << 20}, spool.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 4, MaxBackoff: 300 * time.Millisecond, Streams: ptr(stream.DefaultConfig())}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := relay.Run(rctx); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1", "c2"}, Projects: 2, Namespaces: 7, Interval: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	emit := func(from, to int) {
+		t.Helper()
+		for w := from; w < to; w++ {
+			var ss []sample.Sample
+			for _, c := range []string{"c1", "c2"} {
+				for i := range 7 {
+					ss = append(ss, sim.Sample(c, i, t0.Add(time.Duration(w)*time.Minute)))
+				}
+			}
+			if err := relay.Emit(ctx, ss); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Per window and cluster: 7 samples in batches of 5 → 2 messages.
+	const msgsPerWindow = 4
+
+	emit(0, 10)
+	testenv.Eventually(t, 20*time.Second, "windows before the outage published", func() (bool, string) {
+		got, err := streamMsgs(ctx, js)
+		return got == 10*msgsPerWindow && sp.Len() == 0, fmt.Sprintf("stream %d (%v), spool %d", got, err, sp.Len())
+	})
+
+	n.Stop()
+	emit(10, 40)
+	if got := sp.Len(); got != 30*msgsPerWindow {
+		t.Fatalf("spool holds %d batches during the outage, want %d", got, 30*msgsPerWindow)
+	}
+	n.Restart()
+	testenv.Eventually(t, 40*time.Second, "outage batches published", func() (bool, string) {
+		return sp.Len() == 0, fmt.Sprintf("spool still holds %d batches", sp.Len())
+	})
+	emit(40, 45)
+	testenv.Eventually(t, 20*time.Second, "windows after the outage published", func() (bool, string) {
+		return sp.Len() == 0, fmt.Sprintf("spool still holds %d batches", sp.Len())
+	})
+
+	c := ReadStream(ctx, t, js)
+	if c.Messages != 45*msgsPerWindow || len(c.IDs) != c.Messages {
+		t.Fatalf("stream holds %d messages with %d distinct ids, want %d of each", c.Messages, len(c.IDs), 45*msgsPerWindow)
+	}
+	if len(c.Samples) != 45*14 {
+		t.Fatalf("stream holds %d distinct samples, want %d", len(c.Samples), 45*14)
+	}
+	for k, copies := range c.Samples {
+		if copies != 1 {
+			t.Errorf("sample %s is in the stream %d times", k, copies)
+		}
+	}
+	want := sim.Sample("c2", 3, t0.Add(25*time.Minute))
+	if got := c.Values["c2/ns-3@2025-06-01T10:25:00Z"]; got.CPU != want.CPU || got.Memory != want.Memory || got.Project != want.Project {
+		t.Fatalf("outage sample = %+v, want %+v", got, want)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
