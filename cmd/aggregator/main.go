@@ -36,6 +36,10 @@ func run(args []string, stderr io.Writer) int {
 	common.RegisterRedis(f)
 	common.RegisterTimezone(f)
 	common.RegisterLog(f)
+	var natsSec config.NATSSecurity
+	natsSec.RegisterFlags(f)
+	var redisSec config.RedisSecurity
+	redisSec.RegisterFlags(f)
 	cfg := aggregator.DefaultConfig()
 	cfg.RegisterFlags(f)
 	var retention time.Duration
@@ -46,7 +50,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	var errs []error
-	errs = append(errs, f.Err(), common.Validate(), cfg.Validate())
+	errs = append(errs, f.Err(), common.Validate(), natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate())
 	if retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention: %s is shorter than a day", retention))
 	}
@@ -59,7 +63,7 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	rdb, err := rollup.Dial(common.RedisURL)
+	rdb, err := rollup.Dial(common.RedisURL, rollup.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
 		return 2
@@ -81,7 +85,12 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("load scripts", "err", err)
 		return 1
 	}
-	nc, js, err := natsconn.Connect(common.NATSURL, "cost-aggregator", log)
+	natsOpts, err := natsconn.SecurityOptions(natsSec)
+	if err != nil {
+		log.Error("nats security", "err", err)
+		return 2
+	}
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-aggregator", log, natsOpts...)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
 		return 1

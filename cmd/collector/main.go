@@ -29,13 +29,15 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	var common config.Common
 	common.RegisterNATS(f)
 	common.RegisterLog(f)
+	var natsSec config.NATSSecurity
+	natsSec.RegisterFlags(f)
 	var cfg collector.Config
 	cfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg.Finish()
-	if err := errors.Join(f.Err(), common.Validate(), cfg.Validate()); err != nil {
+	if err := errors.Join(f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "collector: invalid configuration:\n%v\n", err)
 		return 2
 	}
@@ -58,7 +60,12 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		}
 	}
 
-	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log)
+	natsOpts, err := natsconn.SecurityOptions(natsSec)
+	if err != nil {
+		log.Error("nats security", "err", err)
+		return 2
+	}
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
 		return 1
