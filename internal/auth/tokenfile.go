@@ -18,7 +18,7 @@ import (
 
 // TokenFileEntry is one token of a token file. The file holds only the
 // SHA-256 of each token, so reading it (or a backup of it) gives no token
-// away.
+// away. Quote a hash made only of digits, or YAML reads it as a number.
 //
 //	tokens:
 //	- name: console
@@ -77,7 +77,7 @@ func ParseTokenFile(data []byte) (map[[sha256.Size]byte]*Principal, error) {
 			errs = append(errs, fmt.Errorf("token %d: name is required", i+1))
 		}
 		if !sha256Hex.MatchString(e.SHA256) {
-			errs = append(errs, fmt.Errorf("%s: sha256 is not 64 lower-case hex digits (store the hash, never the token)", where))
+			errs = append(errs, fmt.Errorf("%s: sha256 is not 64 lower-case hex digits, quoted (store the hash, never the token)", where))
 			continue
 		}
 		var key [sha256.Size]byte
