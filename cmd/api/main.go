@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,7 +17,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/alauda/costmeter/api"
+	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/httpguard"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
@@ -33,12 +36,19 @@ func run(args []string, stderr io.Writer) int {
 	common.RegisterRedis(f)
 	common.RegisterTimezone(f)
 	common.RegisterLog(f)
+	var redisSec config.RedisSecurity
+	redisSec.RegisterFlags(f)
 	cfg := api.DefaultConfig()
 	cfg.RegisterFlags(f)
+	// No default: --auth none must be chosen explicitly here.
+	var authCfg auth.Config
+	authCfg.RegisterFlags(f)
+	guardCfg := httpguard.DefaultConfig()
+	guardCfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := errors.Join(f.Err(), common.Validate(), cfg.Validate()); err != nil {
+	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), authCfg.Validate(), guardCfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "api: invalid configuration:\n%v\n", err)
 		return 2
 	}
@@ -48,7 +58,7 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	rdb, err := rollup.Dial(common.RedisURL)
+	rdb, err := rollup.Dial(common.RedisURL, rollup.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)
 		return 2
@@ -67,12 +77,25 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("refusing to start", "err", err)
 		return 1
 	}
-	srv, err := api.New(cfg, rdb, common.Location(), api.WithLogger(log.With("component", "api")))
+	authn, err := auth.New(authCfg, log.With("component", "auth"))
+	if err != nil {
+		log.Error("create authentication", "err", err)
+		return 2
+	}
+	// Watch streams live longer than any request deadline.
+	guard, err := httpguard.New(guardCfg, httpguard.WithoutTimeout(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
+	if err != nil {
+		log.Error("create request guard", "err", err)
+		return 2
+	}
+	srv, err := api.New(cfg, rdb, common.Location(), api.WithLogger(log.With("component", "api")),
+		api.WithAuthenticate(guard.Protect(authn.Handler())))
 	if err != nil {
 		log.Error("create api", "err", err)
 		return 2
 	}
 	var g rungroup.Group
+	g.Add("auth", authn.Run)
 	g.Add("api", srv.Run)
 	if err := g.Run(ctx); err != nil {
 		log.Error("stopped", "err", err)
