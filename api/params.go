@@ -16,6 +16,8 @@ const (
 	// DefaultPageSize and MaxPageSize bound pageSize.
 	DefaultPageSize = 20
 	MaxPageSize     = 1000
+	// MaxPage bounds currentPage so that the row offset always fits.
+	MaxPage = 1<<31 - 1
 	// maxNameLen is the longest entity name (sample.MaxNameLen).
 	maxNameLen = 63
 )
@@ -122,7 +124,7 @@ func ParseQuery(v url.Values) (Query, error) {
 	}
 	_, hasPage := one(v, "currentPage")
 	_, hasSize := one(v, "pageSize")
-	if q.Page, err = parseInt(v, "currentPage", 1, 1, 0); err != nil {
+	if q.Page, err = parseInt(v, "currentPage", 1, 1, MaxPage); err != nil {
 		return Query{}, err
 	}
 	if q.PageSize, err = parseInt(v, "pageSize", DefaultPageSize, 1, MaxPageSize); err != nil {
@@ -160,7 +162,7 @@ func parseDay(v url.Values, name string) (rollup.Day, error) {
 	return rollup.DayFromDate(t.Date()), nil
 }
 
-// parseInt parses an integer parameter within lo..hi (hi 0: no bound).
+// parseInt parses an integer parameter within lo..hi.
 func parseInt(v url.Values, name string, def, lo, hi int) (int, error) {
 	s, ok := one(v, name)
 	if !ok {
@@ -172,7 +174,7 @@ func parseInt(v url.Values, name string, def, lo, hi int) (int, error) {
 		return 0, badParam(name, "%q is not an integer", s)
 	case n < lo:
 		return 0, badParam(name, "must be at least %d, got %d", lo, n)
-	case hi > 0 && n > hi:
+	case n > hi:
 		return 0, badParam(name, "must be at most %d, got %d", hi, n)
 	}
 	return n, nil

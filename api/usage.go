@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -43,6 +44,10 @@ type Response struct {
 
 // csvChunk is how many rows a full CSV export reads at once.
 const csvChunk = 1000
+
+// queryTimeout bounds the Redis work of one page (and of each chunk of an
+// export); a page takes milliseconds, so reaching it means Redis is stuck.
+const queryTimeout = 10 * time.Second
 
 func (s *Server) usage(c *gin.Context, project string) {
 	ctx := c.Request.Context()
@@ -86,6 +91,8 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 	if q.CSV && !q.Paged {
 		return s.exportCSV(ctx, c, q, sel, buckets)
 	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	page, err := s.reader.Page(ctx, sel, buckets, (q.Page-1)*q.PageSize, q.PageSize)
 	if err != nil {
 		return fmt.Errorf("query usage: %w", err)
@@ -230,19 +237,24 @@ func formatFloat(f float64) string {
 // exportCSV writes every row, reading csvChunk rows at a time; its cost
 // grows with the number of rows exported.
 func (s *Server) exportCSV(ctx context.Context, c *gin.Context, q Query, sel rollup.Selection, buckets []rollup.Bucket) error {
-	first, err := s.reader.Page(ctx, sel, buckets, 0, csvChunk)
+	page := func(off int) (rollup.Page, error) {
+		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		defer cancel()
+		return s.reader.Page(ctx, sel, buckets, off, csvChunk)
+	}
+	first, err := page(0)
 	if err != nil {
 		return fmt.Errorf("export usage: %w", err)
 	}
 	w := s.csvWriter(c)
 	s.writeCSV(w, s.rows(q, first.Rows))
 	for off := csvChunk; off < first.Total; off += csvChunk {
-		page, err := s.reader.Page(ctx, sel, buckets, off, csvChunk)
+		next, err := page(off)
 		if err != nil {
 			w.Flush()
 			return fmt.Errorf("export usage at row %d: %w", off, err)
 		}
-		s.writeCSV(w, s.rows(q, page.Rows))
+		s.writeCSV(w, s.rows(q, next.Rows))
 	}
 	w.Flush()
 	return w.Error()
