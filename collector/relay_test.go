@@ -27,8 +27,8 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // StreamContent is what the samples stream holds, read message by message.
 type StreamContent struct {
 	Messages int
-	IDs      map[string]int          // Nats-Msg-Id → messages with it
-	Samples  map[string]int          // cluster/namespace@start → copies
+	IDs      map[string]int           // Nats-Msg-Id → messages with it
+	Samples  map[string]int           // cluster/namespace@start → copies
 	Values   map[string]sample.Sample // cluster/namespace@start → the sample
 }
 
