@@ -82,8 +82,9 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("create authentication", "err", err)
 		return 2
 	}
-	// Watch streams live longer than any request deadline.
-	guard, err := httpguard.New(guardCfg, httpguard.WithoutTimeout(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
+	// Watch streams outlive any request deadline and must not hold a
+	// heavy query slot.
+	guard, err := httpguard.New(guardCfg, httpguard.WithStreaming(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
 	if err != nil {
 		log.Error("create request guard", "err", err)
 		return 2

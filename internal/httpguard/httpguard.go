@@ -86,7 +86,7 @@ func (c *Config) Validate() error {
 type Guard struct {
 	cfg       Config
 	now       func() time.Time
-	skipTimer func(*http.Request) bool
+	streaming func(*http.Request) bool
 
 	mu      sync.Mutex
 	clients map[string]*client
@@ -105,10 +105,11 @@ type Option func(*Guard)
 // WithClock sets the clock of the token buckets.
 func WithClock(now func() time.Time) Option { return func(g *Guard) { g.now = now } }
 
-// WithoutTimeout exempts the requests skip selects from Timeout, such as
-// long-lived watch streams.
-func WithoutTimeout(skip func(*http.Request) bool) Option {
-	return func(g *Guard) { g.skipTimer = skip }
+// WithStreaming names the long-lived requests, such as watch streams:
+// they get no deadline and take no heavy query slot (they would hold it
+// for as long as they stream).
+func WithStreaming(streaming func(*http.Request) bool) Option {
+	return func(g *Guard) { g.streaming = streaming }
 }
 
 // New returns a Guard for a validated cfg.
@@ -116,7 +117,7 @@ func New(cfg Config, opts ...Option) (*Guard, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Guard{cfg: cfg, now: time.Now, skipTimer: func(*http.Request) bool { return false }, clients: map[string]*client{}}
+	g := &Guard{cfg: cfg, now: time.Now, streaming: func(*http.Request) bool { return false }, clients: map[string]*client{}}
 	if cfg.MaxHeavy > 0 {
 		g.heavy = make(chan struct{}, cfg.MaxHeavy)
 	}
@@ -214,7 +215,7 @@ func (g *Guard) Timeout() gin.HandlerFunc {
 }
 
 func (g *Guard) startTimer(c *gin.Context) context.CancelFunc {
-	if g.cfg.Timeout <= 0 || g.skipTimer(c.Request) {
+	if g.cfg.Timeout <= 0 || g.streaming(c.Request) {
 		return func() {}
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), g.cfg.Timeout)
@@ -243,7 +244,7 @@ func (g *Guard) Heavy() gin.HandlerFunc {
 }
 
 func (g *Guard) acquire(c *gin.Context) (func(), bool) {
-	if g.heavy == nil {
+	if g.heavy == nil || g.streaming(c.Request) {
 		return func() {}, true
 	}
 	release := func() { <-g.heavy }

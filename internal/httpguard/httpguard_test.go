@@ -132,7 +132,7 @@ func TestRateLimitForgetsClients(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	g, err := httpguard.New(httpguard.Config{Timeout: 50 * time.Millisecond},
-		httpguard.WithoutTimeout(func(r *http.Request) bool { return r.URL.Query().Get("watch") == "true" }))
+		httpguard.WithStreaming(func(r *http.Request) bool { return r.URL.Query().Get("watch") == "true" }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,8 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestHeavyCap(t *testing.T) {
-	g, err := httpguard.New(httpguard.Config{MaxHeavy: 2, HeavyWait: 30 * time.Millisecond})
+	g, err := httpguard.New(httpguard.Config{MaxHeavy: 2, HeavyWait: 30 * time.Millisecond},
+		httpguard.WithStreaming(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +198,15 @@ func TestHeavyCap(t *testing.T) {
 	_ = json.Unmarshal(body, &st)
 	if resp.StatusCode != 429 || st.Reason != "TooManyRequests" || resp.Header.Get("Retry-After") != "1" {
 		t.Fatalf("third query: %d %s", resp.StatusCode, body)
+	}
+	// A stream takes no slot.
+	resp, err = http.Get(srv.URL + "/usage?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream while full: %d", resp.StatusCode)
 	}
 	close(release)
 	wg.Wait()
