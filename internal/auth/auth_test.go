@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,6 +196,16 @@ type issuer struct {
 	srv    *httptest.Server
 	key    *rsa.PrivateKey
 	signer jose.Signer
+
+	mu   sync.Mutex
+	keys []jose.JSONWebKey // served at /keys
+}
+
+// publish replaces the served key set.
+func (is *issuer) publish(keys ...jose.JSONWebKey) {
+	is.mu.Lock()
+	is.keys = keys
+	is.mu.Unlock()
 }
 
 func newIssuer(t *testing.T) *issuer {
@@ -216,8 +228,12 @@ func newIssuer(t *testing.T) *issuer {
 			"id_token_signing_alg_values_supported": []string{"RS256"},
 		})
 	})
+	is.publish(jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"})
 	mux.HandleFunc("/keys", func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+		is.mu.Lock()
+		set := jose.JSONWebKeySet{Keys: is.keys}
+		is.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(set)
 	})
 	return is
 }
@@ -589,5 +605,41 @@ func TestFlagsAndNew(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestOIDCKeyRotation: a token signed with a key the issuer does not
+// publish is refused; once the issuer publishes it (rotation), the same
+// kind of token is accepted without a restart, and the old key's tokens
+// stop working when it is withdrawn.
+func TestOIDCKeyRotation(t *testing.T) {
+	is := newIssuer(t)
+	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok := is.token(t, claims{Claims: jwt.Claims{Subject: "old"}})
+	if _, err := o.Authenticate(t.Context(), oldTok); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newTok := is.tokenWith(t, mustSigner(t, k2, "k2"), claims{Claims: jwt.Claims{Subject: "new"}})
+	if _, err := o.Authenticate(t.Context(), newTok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("unpublished key: err = %v", err)
+	}
+	is.publish(jose.JSONWebKey{Key: &k2.PublicKey, KeyID: "k2", Algorithm: "RS256", Use: "sig"})
+	// go-oidc refetches the keys when a token names an unknown kid; a
+	// request racing the end of the previous fetch may still see the old
+	// set, hence polling.
+	testenv.Eventually(t, 5*time.Second, "rotated key accepted", func() (bool, string) {
+		p, err := o.Authenticate(t.Context(), newTok)
+		return err == nil && p.Name == "oidc:new", fmt.Sprint(err)
+	})
+	// k1 is withdrawn: its tokens fail, without a restart.
+	if _, err := o.Authenticate(t.Context(), oldTok); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("withdrawn key: err = %v", err)
 	}
 }
