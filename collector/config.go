@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alauda/costmeter/collector/spool"
 	"github.com/alauda/costmeter/internal/config"
 )
 
@@ -16,11 +17,21 @@ const (
 	SourceKubernetes = "kubernetes"
 )
 
+// DefaultSpoolMaxBytes bounds the spool by default: about 12 hours of a
+// 1000-namespace cluster at one-minute windows (~330 bytes per sample).
+const DefaultSpoolMaxBytes = 256 << 20
+
 // Config is the collector's configuration.
 type Config struct {
 	Source   string
 	File     string
 	MaxBatch int
+	// Spool is where the kubernetes and simulate sources keep batches
+	// until JetStream acknowledged them.
+	Spool spool.Config
+	// Listen is the address of /healthz and /readyz (empty: none) for the
+	// long-running sources.
+	Listen string
 	// Sim configures --source simulate; Interval is shared with the
 	// Kubernetes source.
 	Sim              SimConfig
@@ -33,6 +44,9 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.Source, "source", "COLLECTOR_SOURCE", SourceSimulate, "where samples come from: file, simulate or kubernetes")
 	f.String(&c.File, "file", "COLLECTOR_FILE", "", "NDJSON file to import with --source file ('-' for stdin)")
 	f.Int(&c.MaxBatch, "max-batch", "COLLECTOR_MAX_BATCH", DefaultMaxBatch, "samples per NATS message")
+	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
+	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
+	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz and /readyz for the kubernetes and simulate sources (empty: none)")
 	f.String(&c.simClusters, "sim-clusters", "SIM_CLUSTERS", "sim-east,sim-west,sim-edge", "simulated cluster names, comma separated")
 	f.Int(&c.Sim.Projects, "sim-projects", "SIM_PROJECTS", 4, "simulated projects per cluster")
 	f.Int(&c.Sim.Namespaces, "sim-namespaces", "SIM_NAMESPACES", 12, "simulated namespaces per cluster")
@@ -62,14 +76,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("--file: required with --source file"))
 		}
 	case SourceSimulate:
-		errs = append(errs, c.Sim.Validate())
+		errs = append(errs, c.Sim.Validate(), c.Spool.Validate())
 		if c.BackfillInterval != 0 && (c.BackfillInterval < c.Sim.Interval || c.BackfillInterval > 24*time.Hour || c.BackfillInterval%c.Sim.Interval != 0) {
 			errs = append(errs, fmt.Errorf("--backfill-interval: %s is not a multiple of --interval up to 24h", c.BackfillInterval))
 		}
 	case SourceKubernetes:
-		if c.Sim.Interval < time.Second || c.Sim.Interval%time.Second != 0 {
-			errs = append(errs, fmt.Errorf("--interval: %s is not whole seconds", c.Sim.Interval))
-		}
+		// The source's own flags (--cluster, --interval, …) are validated
+		// by collector/kube, which this package does not import.
+		errs = append(errs, c.Spool.Validate())
 	default:
 		errs = append(errs, fmt.Errorf("--source: %q is not file, simulate or kubernetes", c.Source))
 	}

@@ -8,14 +8,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	_ "time/tzdata"
 
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/collector/kube"
+	"github.com/alauda/costmeter/collector/spool"
 	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
 )
@@ -29,15 +34,20 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	var common config.Common
 	common.RegisterNATS(f)
 	common.RegisterLog(f)
-	var natsSec config.NATSSecurity
-	natsSec.RegisterFlags(f)
 	var cfg collector.Config
 	cfg.RegisterFlags(f)
+	var kcfg kube.Config
+	kcfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg.Finish()
-	if err := errors.Join(f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate()); err != nil {
+	errs := []error{f.Err(), common.Validate(), cfg.Validate()}
+	if cfg.Source == collector.SourceKubernetes {
+		kcfg.Interval = cfg.Sim.Interval
+		errs = append(errs, kcfg.Validate())
+	}
+	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "collector: invalid configuration:\n%v\n", err)
 		return 2
 	}
@@ -45,27 +55,27 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var in io.Reader
 	if cfg.Source == collector.SourceFile {
-		if cfg.File == "-" {
-			in = stdin
-		} else {
-			fh, err := os.Open(cfg.File)
-			if err != nil {
-				fmt.Fprintf(stderr, "collector: %v\n", err)
-				return 2
-			}
-			defer fh.Close()
-			in = fh
-		}
+		return importFile(ctx, cfg, common, stdin, stderr, log)
 	}
+	return collect(ctx, cfg, kcfg, common, stderr, log)
+}
 
-	natsOpts, err := natsconn.SecurityOptions(natsSec)
-	if err != nil {
-		log.Error("nats security", "err", err)
-		return 2
+// importFile runs --source file. It publishes directly, without the spool:
+// it exits only once JetStream acknowledged every line, so a failed import
+// is simply run again (message ids make that idempotent).
+func importFile(ctx context.Context, cfg collector.Config, common config.Common, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
+	in := stdin
+	if cfg.File != "-" {
+		fh, err := os.Open(cfg.File)
+		if err != nil {
+			fmt.Fprintf(stderr, "collector: %v\n", err)
+			return 2
+		}
+		defer fh.Close()
+		in = fh
 	}
-	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
 		return 1
@@ -81,32 +91,89 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		log.Error("create publisher", "err", err)
 		return 1
 	}
+	sum, err := collector.Import(ctx, in, pub, stderr)
+	fmt.Fprintf(stderr, "imported %d of %d lines (%d rejected) in %d messages\n", sum.Accepted, sum.Lines, sum.Rejected, sum.Messages)
+	if err != nil {
+		log.Error("import", "err", err)
+		return 1
+	}
+	if sum.Rejected > 0 {
+		return 2
+	}
+	return 0
+}
 
+// collect runs the long-lived sources (kubernetes, simulate): the source
+// emits into the spool, the relay publishes from it, and both run until a
+// signal.
+func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, stderr io.Writer, log *slog.Logger) int {
+	var (
+		g     rungroup.Group
+		ready = func(context.Context) error { return nil }
+		run   func(ctx context.Context, emit collector.Emit) error
+	)
 	switch cfg.Source {
-	case collector.SourceFile:
-		sum, err := collector.Import(ctx, in, pub, stderr)
-		fmt.Fprintf(stderr, "imported %d of %d lines (%d rejected) in %d messages\n", sum.Accepted, sum.Lines, sum.Rejected, sum.Messages)
-		if err != nil {
-			log.Error("import", "err", err)
-			return 1
-		}
-		if sum.Rejected > 0 {
-			return 2
-		}
-		return 0
 	case collector.SourceSimulate:
 		sim, err := collector.NewSimulator(cfg.Sim, nil)
 		if err != nil {
-			log.Error("create simulator", "err", err)
+			fmt.Fprintf(stderr, "collector: %v\n", err)
 			return 2
 		}
-		if err := sim.Run(ctx, pub.Publish); err != nil && ctx.Err() == nil {
-			log.Error("simulate", "err", err)
-			return 1
+		run = sim.Run
+	case collector.SourceKubernetes:
+		kc, mc, err := kube.Clients(kcfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "collector: %v\n", err)
+			return 2
 		}
-		return 0
-	default:
-		fmt.Fprintf(stderr, "collector: --source %s is not built yet\n", cfg.Source)
+		src, err := kube.New(kcfg, kc, mc, kube.WithLogger(log))
+		if err != nil {
+			fmt.Fprintf(stderr, "collector: %v\n", err)
+			return 2
+		}
+		run = src.Run
+		ready = func(context.Context) error {
+			if !src.Synced() {
+				return errors.New("informer caches not synced")
+			}
+			return nil
+		}
+	}
+	sp, err := spool.Open(cfg.Spool, spool.WithLogger(log))
+	if err != nil {
+		fmt.Fprintf(stderr, "collector: open spool: %v\n", err)
 		return 2
 	}
+	defer sp.Close()
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log)
+	if err != nil {
+		log.Error("connect to nats", "err", err)
+		return 1
+	}
+	defer nc.Drain()
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log)
+	if err != nil {
+		log.Error("create publisher", "err", err)
+		return 1
+	}
+	streams := stream.DefaultConfig()
+	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Streams: &streams}, log)
+	if err != nil {
+		log.Error("create relay", "err", err)
+		return 1
+	}
+	g.Add("relay", relay.Run)
+	g.Add(cfg.Source, func(ctx context.Context) error { return run(ctx, relay.Emit) })
+	if cfg.Listen != "" {
+		// NATS being away is no reason to restart the collector: the spool
+		// is there for it, so readiness is the source's alone.
+		probes := health.NewServer(cfg.Listen, map[string]health.Check{"source": ready}, log)
+		g.Add("probes", probes.Run)
+	}
+	if err := g.Run(ctx); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	log.Info("stopped", "spooled_batches", sp.Len())
+	return 0
 }
