@@ -500,6 +500,13 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 	type slot struct {
 		row, day int
 	}
+	// Formatting dates is the costliest part of a key: once per day.
+	type dayKey struct {
+		month  string
+		bit    uint32
+		prefix string // ValueKey without the member
+	}
+	days := map[Day]dayKey{}
 	keys := map[string][]string{}
 	slots := map[string][]slot{}
 	var order []string
@@ -507,21 +514,26 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 		row := &rows[i]
 		n := int(row.Bucket.Last-row.Bucket.First) + 1
 		row.Days = make([]Values, n)
-		member := row.Entity.Member(sc)
+		keyform := valueKeyMember(row.Entity.Member(sc))
 		var pm map[string]uint32
 		if presence != nil {
 			pm = presence(row.Entity)
 		}
 		for j := 0; j < n; j++ {
 			d := row.Bucket.First + Day(j)
-			m := d.Month()
-			if pm != nil && pm[m]&(1<<uint(d.DayOfMonth()-1)) == 0 {
+			dk, ok := days[d]
+			if !ok {
+				dk = dayKey{month: d.Month(), bit: 1 << uint(d.DayOfMonth()-1), prefix: ValueKey(d, sc, "")}
+				days[d] = dk
+			}
+			m := dk.month
+			if pm != nil && pm[m]&dk.bit == 0 {
 				continue
 			}
 			if _, ok := keys[m]; !ok {
 				order = append(order, m)
 			}
-			keys[m] = append(keys[m], ValueKey(d, sc, member))
+			keys[m] = append(keys[m], dk.prefix+keyform)
 			slots[m] = append(slots[m], slot{row: i, day: j})
 		}
 	}
@@ -543,8 +555,29 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 				continue
 			}
 			sl := slots[m][j]
-			rows[sl.row].Days[sl.day] = DecodeValues([]byte(s))
+			rows[sl.row].Days[sl.day] = decodeValuesString(s)
 		}
 	}
 	return nil
+}
+
+// decodeValuesString is DecodeValues of a reply string, without copying it
+// to a byte slice first.
+func decodeValuesString(s string) Values {
+	var v Values
+	for i := range v {
+		off := i * 8
+		if off >= len(s) {
+			break
+		}
+		var x uint64
+		for b := 0; b < 8; b++ {
+			x <<= 8
+			if off+b < len(s) {
+				x |= uint64(s[off+b])
+			}
+		}
+		v[i] = int64(x)
+	}
+	return v
 }
