@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,21 +22,41 @@ type DialOption func(*redis.Options) error
 
 // WithPasswordFile takes the password from a file (its first line), so it
 // need not be in the URL or the environment; the URL's user (an ACL user)
-// still applies.
+// still applies. The file is read again for every new connection, so a
+// rotated Secret takes effect without a restart; while it is unreadable
+// or empty, the last good password is used.
 func WithPasswordFile(path string) DialOption {
 	return func(o *redis.Options) error {
-		b, err := os.ReadFile(path)
+		pw, err := readPassword(path)
 		if err != nil {
-			return fmt.Errorf("read redis password file: %w", err)
-		}
-		pw, _, _ := strings.Cut(string(b), "\n")
-		pw = strings.TrimRight(pw, "\r")
-		if pw == "" {
-			return fmt.Errorf("redis password file %s is empty", path)
+			return err
 		}
 		o.Password = pw
+		user := o.Username
+		var mu sync.Mutex
+		o.CredentialsProviderContext = func(context.Context) (string, string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if p, err := readPassword(path); err == nil {
+				pw = p
+			}
+			return user, pw, nil
+		}
 		return nil
 	}
+}
+
+func readPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read redis password file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("redis password file %s is empty", path)
+	}
+	return pw, nil
 }
 
 // WithTLSFiles verifies the server with the CAs in caFile (when set) and

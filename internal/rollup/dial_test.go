@@ -2,6 +2,7 @@ package rollup_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,4 +119,51 @@ func TestDialErrorsHideSecrets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPasswordFileRotation changes the ACL user's password on the server
+// and in the file; new connections use the new one without a new client.
+func TestPasswordFileRotation(t *testing.T) {
+	r := testenv.StartRedis(t, testenv.WithArgs("--user", "costmeter", "on", ">"+redisSecret, "~*", "&*", "+@all"))
+	pwFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pwFile, []byte(redisSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := rollup.Dial("redis://costmeter@"+r.Addr()+"/0", rollup.WithPasswordFile(pwFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := rollup.Ping(ctx, rdb); err != nil {
+		t.Fatal(err)
+	}
+	const rotated = "r0tated-Secret-pw"
+	admin := r.Client() // the default user
+	if err := admin.Do(ctx, "ACL", "SETUSER", "costmeter", "resetpass", ">"+rotated).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pwFile, []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Drop the client's authenticated connections: it must reconnect.
+	if err := admin.Do(ctx, "CLIENT", "KILL", "USER", "costmeter").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "reconnects with the rotated password", func() (bool, string) {
+		who, err := rdb.Do(ctx, "ACL", "WHOAMI").Text()
+		return err == nil && who == "costmeter", fmt.Sprintf("%q %v", who, err)
+	})
+	// An emptied file keeps the last good password.
+	if err := os.WriteFile(pwFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "KILL", "USER", "costmeter").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "reconnects with the last good password", func() (bool, string) {
+		err := rollup.Ping(ctx, rdb)
+		return err == nil, fmt.Sprint(err)
+	})
 }
