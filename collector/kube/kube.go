@@ -10,7 +10,15 @@
 // from the metrics API (metrics.k8s.io PodMetrics, which cannot be watched,
 // so it is listed once per scrape). Storage usage comes from the kubelets'
 // volume stats through the API server's node proxy, where RBAC allows it;
-// otherwise it is 0, said once in the log. The RBAC rules are in RBAC.md.
+// otherwise it is 0, said once in the log.
+//
+// # RBAC
+//
+// Read only, cluster-wide (RBAC.md has the ClusterRole to copy):
+//
+//	""               namespaces, pods, resourcequotas, persistentvolumeclaims  get list watch
+//	metrics.k8s.io   pods                                                     get list
+//	""               nodes/proxy (optional, for storage usage)                 get
 //
 // # How a window is measured
 //
@@ -223,7 +231,6 @@ type Source struct {
 
 type podUsage struct {
 	amounts
-	at time.Time
 }
 
 // New returns a source for the cluster kc and its metrics API mc.
@@ -549,7 +556,7 @@ func (s *Source) snapshot(ctx context.Context, at time.Time) (*snapshot, error) 
 	finals := s.finals
 	s.finals = map[types.UID]*corev1.Pod{}
 	s.mu.Unlock()
-	s.scrapeMetrics(ctx, at)
+	s.scrapeMetrics(ctx)
 
 	present := make(map[types.UID]bool, len(pods))
 	for _, p := range pods {
@@ -716,7 +723,7 @@ func lastFinish(p *corev1.Pod) (last time.Time, all bool) {
 
 // scrapeMetrics refreshes the usage of every pod the metrics API knows;
 // pods it does not list keep their previous usage.
-func (s *Source) scrapeMetrics(ctx context.Context, at time.Time) {
+func (s *Source) scrapeMetrics(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	list, err := s.mc.MetricsV1beta1().PodMetricses("").List(cctx, metav1ListOptions())
@@ -737,6 +744,6 @@ func (s *Source) scrapeMetrics(ctx context.Context, at time.Time) {
 		for _, c := range pm.Containers {
 			u = u.add(fromList(c.Usage))
 		}
-		s.usage[pm.Namespace+"/"+pm.Name] = podUsage{amounts: u, at: at}
+		s.usage[pm.Namespace+"/"+pm.Name] = podUsage{amounts: u}
 	}
 }
