@@ -146,9 +146,7 @@ func (g *Guard) RateLimit() gin.HandlerFunc {
 			return
 		}
 		if wait := g.take(ClientKey(c)); wait > 0 {
-			secs := int(math.Ceil(wait.Seconds()))
-			c.Header("Retry-After", strconv.Itoa(secs))
-			kstatus.Abort(c, http.StatusTooManyRequests, fmt.Sprintf("too many requests: at most %g per second (burst %d) per client; retry in %d s", g.cfg.Rate, g.cfg.Burst, secs))
+			g.tooMany(c, wait, "requests")
 		}
 	}
 }
@@ -174,6 +172,29 @@ func (g *Guard) take(key string) time.Duration {
 		return d
 	}
 	return 0
+}
+
+// owed returns how long until key's bucket holds a token, without
+// spending one (0: it holds one now, or key is unknown).
+func (g *Guard) owed(key string) time.Duration {
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cl, ok := g.clients[key]
+	if !ok {
+		return 0
+	}
+	tokens := cl.lim.TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - tokens) / g.cfg.Rate * float64(time.Second))
+}
+
+func (g *Guard) tooMany(c *gin.Context, wait time.Duration, what string) {
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	c.Header("Retry-After", strconv.Itoa(secs))
+	kstatus.Abort(c, http.StatusTooManyRequests, fmt.Sprintf("too many %s: at most %g per second (burst %d) per client; retry in %d s", what, g.cfg.Rate, g.cfg.Burst, secs))
 }
 
 // evict forgets clients whose bucket is full again (forgetting them loses
@@ -274,12 +295,26 @@ func (g *Guard) Running() int { return len(g.heavy) }
 // and a heavy query slot, then the rest of the chain. It is for an API
 // that takes a single middleware for its data routes
 // (api.WithAuthenticate).
+//
+// Failed authentications are rate limited too, per address: an address
+// that spent its bucket on 401s gets 429 before its token is even checked,
+// which bounds token guessing and the cost of verifying junk JWTs.
 func (g *Guard) Protect(authn gin.HandlerFunc) gin.HandlerFunc {
 	limit := g.RateLimit()
 	return func(c *gin.Context) {
 		cancel := g.startTimer(c)
 		defer cancel()
+		failKey := "failed-auth:" + c.ClientIP()
+		if g.cfg.Rate > 0 {
+			if wait := g.owed(failKey); wait > 0 {
+				g.tooMany(c, wait, "failed authentications")
+				return
+			}
+		}
 		if authn(c); c.IsAborted() {
+			if g.cfg.Rate > 0 && c.Writer.Status() == http.StatusUnauthorized {
+				g.take(failKey)
+			}
 			return
 		}
 		if limit(c); c.IsAborted() {

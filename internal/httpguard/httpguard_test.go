@@ -256,8 +256,11 @@ func TestProtect(t *testing.T) {
 		}
 		c.String(200, p.Name)
 	})
-	call := func(token string) *httptest.ResponseRecorder {
+	call := func(token string, ip ...string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, "/usage", nil)
+		if len(ip) > 0 {
+			req.RemoteAddr = ip[0] + ":5555"
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -265,8 +268,18 @@ func TestProtect(t *testing.T) {
 		r.ServeHTTP(rec, req)
 		return rec
 	}
-	checkStatus(t, call(""), 401, "Unauthorized")
-	checkStatus(t, call("wrong"), 401, "Unauthorized")
+	// Failures are limited per address: two (the burst), then 429 even
+	// for a good token from there; other addresses are not affected.
+	checkStatus(t, call("", "10.9.9.9"), 401, "Unauthorized")
+	checkStatus(t, call("wrong", "10.9.9.9"), 401, "Unauthorized")
+	rec := call("s3cret-token", "10.9.9.9")
+	checkStatus(t, rec, 429, "TooManyRequests")
+	if rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("Retry-After %q", rec.Header().Get("Retry-After"))
+	}
+	clk.add(time.Second)
+	checkStatus(t, call("wrong", "10.9.9.9"), 401, "Unauthorized")
+	checkStatus(t, call("wrong", "10.9.9.9"), 429, "TooManyRequests")
 	for i := range 2 {
 		if rec := call("s3cret-token"); rec.Code != 200 || rec.Body.String() != "admin" {
 			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
