@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/collector"
@@ -181,3 +183,109 @@ func TestRelayNATSOutage(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRelayBoundedSpool: while NATS is away the spool keeps only its bound;
+// the oldest batches go first and their samples are counted as dropped;
+// what stayed arrives once NATS is back.
+func TestRelayBoundedSpool(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	n := testenv.StartNATS(t)
+	nc, js, err := natsconn.Connect(n.URL(), "relay-bound-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	testenv.Eventually(t, 10*time.Second, "client notices the outage", func() (bool, string) {
+		return !nc.IsConnected(), nc.Status().String()
+	})
+
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(ctx)
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 100, AckTimeout: 2 * time.Second}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: spool.MinBytes}, spool.WithLogger(quiet), spool.WithMeter(mp.Meter("test")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 8, MaxBackoff: 300 * time.Millisecond}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := relay.Run(rctx); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	// 100 windows of 100 namespaces: one message of ~33 KB per window,
+	// ~3.3 MB in all, three times the bound.
+	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1"}, Projects: 3, Namespaces: 100, Interval: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	const windows = 100
+	for w := range windows {
+		ss := make([]sample.Sample, 100)
+		for i := range ss {
+			ss[i] = sim.Sample("c1", i, t0.Add(time.Duration(w)*time.Minute))
+		}
+		if err := relay.Emit(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+		if sp.Bytes() > spool.MinBytes {
+			t.Fatalf("spool holds %d bytes, above its bound", sp.Bytes())
+		}
+	}
+	kept := sp.Len()
+	if kept == 0 || kept >= windows {
+		t.Fatalf("spool kept %d of %d batches", kept, windows)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	var dropped int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "cost.collector.spool.dropped" {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					dropped += dp.Value
+				}
+			}
+		}
+	}
+	if want := int64((windows - kept) * 100); dropped != want {
+		t.Fatalf("dropped counter = %d, want %d", dropped, want)
+	}
+
+	n.Restart()
+	testenv.Eventually(t, 40*time.Second, "kept batches published", func() (bool, string) {
+		return sp.Len() == 0, fmt.Sprintf("spool still holds %d batches", sp.Len())
+	})
+	c := ReadStream(ctx, t, js)
+	if c.Messages != kept || len(c.IDs) != kept || len(c.Samples) != kept*100 {
+		t.Fatalf("stream holds %d messages (%d ids, %d samples), want the %d kept batches", c.Messages, len(c.IDs), len(c.Samples), kept)
+	}
+	// The newest windows are the ones kept.
+	for w := windows - kept; w < windows; w++ {
+		k := fmt.Sprintf("c1/ns-7@%s", t0.Add(time.Duration(w)*time.Minute).Format(time.RFC3339))
+		if c.Samples[k] != 1 {
+			t.Fatalf("kept window %d missing from the stream (%s)", w, k)
+		}
+	}
+}
