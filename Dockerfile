@@ -20,11 +20,12 @@ FROM alpine:3.22
 RUN apk add --no-cache ca-certificates tzdata \
  && addgroup -S -g 65532 costmeter \
  && adduser -S -D -H -u 65532 -G costmeter costmeter \
- && mkdir -p /var/lib/costmeter \
- && chown 65532:65532 /var/lib/costmeter
+ && mkdir -p /var/lib/costmeter/spool \
+ && chown -R 65532:65532 /var/lib/costmeter
 COPY --from=build /out/ /usr/local/bin/
 # Numeric, so Kubernetes can check runAsNonRoot.
 USER 65532:65532
+# The collector's spool; a volume mounted here inherits the ownership.
 WORKDIR /var/lib/costmeter
 # api; aggregator and collector probes listen on 9091 and 9090.
 EXPOSE 8080 9090 9091

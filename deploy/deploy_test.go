@@ -315,9 +315,10 @@ func TestCollectorRBACIsReadOnly(t *testing.T) {
 	if !ok {
 		t.Fatal("no ClusterRole cost-collector")
 	}
+	informer := []string{"get", "list", "watch"}
 	allowed := map[string][]string{
-		"/namespaces": nil, "/pods": nil, "/resourcequotas": nil, "/persistentvolumeclaims": nil,
-		"metrics.k8s.io/pods": nil,
+		"/namespaces": informer, "/pods": informer, "/resourcequotas": informer, "/persistentvolumeclaims": informer,
+		"metrics.k8s.io/pods": {"get", "list"},
 	}
 	seen := map[string]bool{}
 	for _, r := range role.Rules {
@@ -332,8 +333,15 @@ func TestCollectorRBACIsReadOnly(t *testing.T) {
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				k := g + "/" + res
-				if _, ok := allowed[k]; !ok {
+				verbs, ok := allowed[k]
+				if !ok {
 					t.Errorf("resource %s is not one the collector reads (nodes/proxy is deliberately not granted)", k)
+					continue
+				}
+				for _, v := range r.Verbs {
+					if !slices.Contains(verbs, v) {
+						t.Errorf("%s: verb %s is more than the collector uses (%v)", k, v, verbs)
+					}
 				}
 				seen[k] = true
 			}
@@ -343,6 +351,10 @@ func TestCollectorRBACIsReadOnly(t *testing.T) {
 		if !seen[k] {
 			t.Errorf("resource %s not granted", k)
 		}
+	}
+	// Without nodes/proxy the collector must not try the kubelets.
+	if args := m.deployments["cost-collector"].Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--volume-stats=false") {
+		t.Errorf("collector args %v: --volume-stats=false goes with the missing nodes/proxy rule", args)
 	}
 	b, ok := m.bindings["cost-collector"]
 	if !ok || b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != role.Name || len(b.Subjects) != 1 ||
@@ -481,6 +493,10 @@ func TestDockerCompose(t *testing.T) {
 		args := c.Services[n].Command
 		if len(args) == 0 || args[0] != "/usr/local/bin/collector" || !strings.Contains(cmd(n), "--source simulate") {
 			t.Errorf("%s: %q is not a simulating collector", n, cmd(n))
+		}
+		spool := c.Services[n].Environment["COLLECTOR_SPOOL_DIR"]
+		if spool == "" || !slices.ContainsFunc(c.Services[n].Volumes, func(v string) bool { return strings.HasSuffix(v, ":"+spool) }) {
+			t.Errorf("%s: the spool %q is not on a volume: %v", n, spool, c.Services[n].Volumes)
 		}
 		if i := slices.Index(args, "--sim-clusters"); i >= 0 && i+1 < len(args) {
 			clusters[args[i+1]] = true
