@@ -15,7 +15,8 @@ RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/
 
 # --- run -------------------------------------------------------------------
 # Alpine rather than distroless: its busybox wget serves the compose
-# health checks; nothing else is added.
+# health checks; nothing else is added. /var/lib/costmeter/spool is the
+# collector's spool: a volume mounted there inherits its ownership.
 FROM alpine:3.22
 RUN apk add --no-cache ca-certificates tzdata \
  && addgroup -S -g 65532 costmeter \
@@ -25,7 +26,6 @@ RUN apk add --no-cache ca-certificates tzdata \
 COPY --from=build /out/ /usr/local/bin/
 # Numeric, so Kubernetes can check runAsNonRoot.
 USER 65532:65532
-# The collector's spool; a volume mounted here inherits the ownership.
 WORKDIR /var/lib/costmeter
 # api; aggregator and collector probes listen on 9091 and 9090.
 EXPOSE 8080 9090 9091
