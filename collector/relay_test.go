@@ -32,6 +32,7 @@ type StreamContent struct {
 	IDs      map[string]int           // Nats-Msg-Id → messages with it
 	Samples  map[string]int           // cluster/namespace@start → copies
 	Values   map[string]sample.Sample // cluster/namespace@start → the sample
+	Starts   []time.Time              // window start of each message's first sample, in stream order
 }
 
 // ReadStream reads every message of the samples stream.
@@ -60,6 +61,7 @@ func ReadStream(ctx context.Context, t testing.TB, js jetstream.JetStream) Strea
 		if err != nil {
 			t.Fatalf("decode message %d: %v", seq, err)
 		}
+		c.Starts = append(c.Starts, rs[0].Sample.Start)
 		for _, r := range rs {
 			if r.Err != nil {
 				t.Fatalf("message %d: %v", seq, r.Err)
@@ -174,6 +176,12 @@ func TestRelayNATSOutage(t *testing.T) {
 	for k, copies := range c.Samples {
 		if copies != 1 {
 			t.Errorf("sample %s is in the stream %d times", k, copies)
+		}
+	}
+	// Published in the order they were spooled.
+	for i := 1; i < len(c.Starts); i++ {
+		if c.Starts[i].Before(c.Starts[i-1]) {
+			t.Fatalf("message %d (window %s) follows one of window %s", i, c.Starts[i].Format(time.TimeOnly), c.Starts[i-1].Format(time.TimeOnly))
 		}
 	}
 	want := sim.Sample("c2", 3, t0.Add(25*time.Minute))

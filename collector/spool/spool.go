@@ -365,28 +365,31 @@ func (s *Spool) Append(ctx context.Context, entries []Entry) error {
 		keep, headers = keep[1:], headers[1:]
 	}
 	added := make([]meta, 0, len(keep))
+	var werr error
 	for i := range keep {
 		e := &keep[i]
 		seq := s.next
 		size, err := s.write(seq, headers[i], e.Data)
 		if err != nil {
-			return err
+			werr = err
+			break
 		}
 		s.next++
 		added = append(added, meta{seq: seq, size: size, samples: e.Samples})
 	}
-	if len(added) == 0 {
-		return nil
+	if len(added) > 0 {
+		if err := syncDir(s.dir); err != nil {
+			werr = errors.Join(werr, fmt.Errorf("sync spool directory: %w", err))
+		}
+		// Written files are indexed even when a later one failed: they are
+		// on disk and a restart would find them anyway.
+		s.index = append(s.index, added...)
+		for _, m := range added {
+			s.bytes += m.size
+		}
+		s.signal()
 	}
-	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("sync spool directory: %w", err)
-	}
-	s.index = append(s.index, added...)
-	for _, m := range added {
-		s.bytes += m.size
-	}
-	s.signal()
-	return nil
+	return werr
 }
 
 func (s *Spool) write(seq uint64, header string, body []byte) (int64, error) {
