@@ -14,6 +14,8 @@ import (
 	"syscall"
 	_ "time/tzdata"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/collector/kube"
 	"github.com/alauda/costmeter/collector/spool"
@@ -34,6 +36,8 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	var common config.Common
 	common.RegisterNATS(f)
 	common.RegisterLog(f)
+	var natsSec config.NATSSecurity
+	natsSec.RegisterFlags(f)
 	var cfg collector.Config
 	cfg.RegisterFlags(f)
 	var kcfg kube.Config
@@ -42,7 +46,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Finish()
-	errs := []error{f.Err(), common.Validate(), cfg.Validate()}
+	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate()}
 	if cfg.Source == collector.SourceKubernetes {
 		kcfg.Interval = cfg.Sim.Interval
 		errs = append(errs, kcfg.Validate())
@@ -51,20 +55,25 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "collector: invalid configuration:\n%v\n", err)
 		return 2
 	}
+	natsOpts, err := natsconn.SecurityOptions(natsSec)
+	if err != nil {
+		fmt.Fprintf(stderr, "collector: %v\n", err)
+		return 2
+	}
 	log := telemetry.NewLogger(stderr, common.LogFormat, common.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if cfg.Source == collector.SourceFile {
-		return importFile(ctx, cfg, common, stdin, stderr, log)
+		return importFile(ctx, cfg, common, natsOpts, stdin, stderr, log)
 	}
-	return collect(ctx, cfg, kcfg, common, stderr, log)
+	return collect(ctx, cfg, kcfg, common, natsOpts, stderr, log)
 }
 
 // importFile runs --source file. It publishes directly, without the spool:
 // it exits only once JetStream acknowledged every line, so a failed import
 // is simply run again (message ids make that idempotent).
-func importFile(ctx context.Context, cfg collector.Config, common config.Common, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
+func importFile(ctx context.Context, cfg collector.Config, common config.Common, natsOpts []nats.Option, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
 	in := stdin
 	if cfg.File != "-" {
 		fh, err := os.Open(cfg.File)
@@ -75,7 +84,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 		defer fh.Close()
 		in = fh
 	}
-	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log)
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
 		return 1
@@ -106,7 +115,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 // collect runs the long-lived sources (kubernetes, simulate): the source
 // emits into the spool, the relay publishes from it, and both run until a
 // signal.
-func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, stderr io.Writer, log *slog.Logger) int {
+func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger) int {
 	var (
 		g     rungroup.Group
 		ready = func(context.Context) error { return nil }
@@ -145,7 +154,7 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 		return 2
 	}
 	defer sp.Close()
-	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log)
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
 		return 1
