@@ -59,14 +59,14 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Duration(&c.TokenFilePoll, "auth-token-file-poll", "COST_AUTH_TOKEN_FILE_POLL", poll, "how often --auth-token-file is checked for changes")
 	f.String(&c.OIDC.Issuer, "oidc-issuer", "OIDC_ISSUER", c.OIDC.Issuer, "OpenID Connect issuer URL whose JWTs are accepted")
 	f.String(&c.OIDC.Audience, "oidc-audience", "OIDC_AUDIENCE", c.OIDC.Audience, "audience (aud) the JWTs must carry, usually the client id")
-	f.String(&c.OIDC.ProjectsClaim, "oidc-projects-claim", "OIDC_PROJECTS_CLAIM", or(c.OIDC.ProjectsClaim, DefaultProjectsClaim), "claim listing the projects the caller may see")
-	f.String(&c.OIDC.GroupsClaim, "oidc-groups-claim", "OIDC_GROUPS_CLAIM", or(c.OIDC.GroupsClaim, DefaultGroupsClaim), "claim listing the caller's groups")
+	f.String(&c.OIDC.ProjectsClaim, "oidc-projects-claim", "OIDC_PROJECTS_CLAIM", orDefault(c.OIDC.ProjectsClaim, DefaultProjectsClaim), "claim listing the projects the caller may see")
+	f.String(&c.OIDC.GroupsClaim, "oidc-groups-claim", "OIDC_GROUPS_CLAIM", orDefault(c.OIDC.GroupsClaim, DefaultGroupsClaim), "claim listing the caller's groups")
 	f.String(&c.OIDC.PlatformGroup, "oidc-platform-group", "OIDC_PLATFORM_GROUP", c.OIDC.PlatformGroup, "group (in --oidc-groups-claim) whose members have platform scope; empty: nobody")
 	f.String(&c.OIDC.NameClaim, "oidc-name-claim", "OIDC_NAME_CLAIM", c.OIDC.NameClaim, "claim naming the caller in logs (default: sub)")
 	f.String(&c.OIDCCA, "oidc-ca", "OIDC_CA", c.OIDCCA, "PEM file of extra CAs trusted for the OIDC issuer")
 }
 
-func or(v, def string) string {
+func orDefault(v, def string) string {
 	if v == "" {
 		return def
 	}
