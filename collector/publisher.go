@@ -1,7 +1,15 @@
 // Package collector measures namespaces and publishes their usage samples
-// to JetStream. A Source produces samples (an NDJSON file, a simulation,
+// to JetStream. A source produces samples (an NDJSON file, a simulation,
 // or, in collector/kube, a real cluster); the Publisher batches them per
-// cluster into messages and publishes each until JetStream acknowledges it.
+// cluster into messages with content-hash Nats-Msg-Ids and publishes each
+// until JetStream acknowledges it.
+//
+// The long-running sources (simulate, kubernetes) publish through a Relay:
+// every batch goes to the on-disk spool (collector/spool) first and leaves
+// it only once acknowledged, so an outage of NATS or a kill -9 loses
+// nothing already measured. The file import publishes directly: it exits
+// only after every line was acknowledged, so a failed import is simply run
+// again, and message ids make that idempotent.
 package collector
 
 import (

@@ -1,5 +1,8 @@
-// Command collector measures namespaces (or imports or simulates samples)
-// and publishes usage samples to NATS JetStream.
+// Command collector measures namespaces (--source kubernetes), simulates
+// them (--source simulate) or imports NDJSON samples (--source file), and
+// publishes usage samples to NATS JetStream. The first two keep every batch
+// in an on-disk spool (--spool-dir, --spool-max-bytes) until JetStream
+// acknowledged it and serve /healthz and /readyz on --listen.
 package main
 
 import (

@@ -631,3 +631,23 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestGapLongerThanWindow: after a suspension the windows in between are
+// skipped, not invented, and the log says so.
+func TestGapLongerThanWindow(t *testing.T) {
+	e := start(t, t0, namespace("app", nil), pod("app", "p", t0.Add(-time.Hour), container("app", "1", "1Gi")))
+	e.scrapeAt(t0)
+	e.scrapeAt(t0.Add(15 * time.Second))
+	got := e.scrapeAt(t0.Add(3*time.Minute + 15*time.Second))
+	if len(got) != 0 {
+		t.Fatalf("a scrape after a gap emitted %d samples", len(got))
+	}
+	if !strings.Contains(e.logs.String(), "no scrape for longer than a window") {
+		t.Fatalf("the gap is not in the log:\n%s", e.logs.String())
+	}
+	e.scrapeAt(t0.Add(3*time.Minute + 30*time.Second))
+	e.scrapeAt(t0.Add(3*time.Minute + 45*time.Second))
+	got = e.scrapeAt(t0.Add(4 * time.Minute))
+	w := t0.Add(3 * time.Minute)
+	check(t, got, []sample.Sample{want("unassigned", "app", w, res(0, 1, 0, 1), res(0, gi, 0, gi), storage(0, 0, 0))})
+}
