@@ -127,8 +127,24 @@ func WithMeter(m metric.Meter) Option { return func(a *Aggregator) { a.meter = m
 // WithClock sets the clock (default: time.Now).
 func WithClock(now func() time.Time) Option { return func(a *Aggregator) { a.now = now } }
 
+// Stage is a point in the life of a batch, for fault injection.
+type Stage int
+
+// The stages a hook sees.
+const (
+	// StageDecoded: the batch is decoded, nothing is written yet.
+	StageDecoded Stage = iota
+	// StageCommitted: the rollups are committed, nothing is acknowledged.
+	StageCommitted
+)
+
+// WithStageHook calls hook at each stage of every batch. Fault tests and
+// soak runs use it to kill the process at the worst moments.
+func WithStageHook(hook func(Stage)) Option { return func(a *Aggregator) { a.hook = hook } }
+
 // Aggregator applies samples from the stream to the rollups.
 type Aggregator struct {
+	hook  func(Stage)
 	cfg   Config
 	js    jetstream.JetStream
 	store Rollups
@@ -311,6 +327,7 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	}
 	a.received.Add(ctx, int64(samples))
 
+	a.stage(StageDecoded)
 	start := time.Now()
 	verdicts, err := a.store.Apply(ctx, cs, stream.Samples, compress(seqs))
 	if err != nil {
@@ -343,6 +360,7 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	if err := a.deadLetter(ctx, letters); err != nil {
 		return err
 	}
+	a.stage(StageCommitted)
 	if ack {
 		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
@@ -351,6 +369,12 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 		}
 	}
 	return nil
+}
+
+func (a *Aggregator) stage(s Stage) {
+	if a.hook != nil {
+		a.hook(s)
+	}
 }
 
 func seqOf(m jetstream.Msg) uint64 {
@@ -364,6 +388,8 @@ func seqOf(m jetstream.Msg) uint64 {
 // check applies the rules that need more than the sample itself.
 func (a *Aggregator) check(r *sample.Result, cluster string, now time.Time, loc *time.Location) (string, string) {
 	switch {
+	case errors.Is(r.Err, sample.ErrMalformed):
+		return ReasonDecode, r.Err.Error()
 	case r.Err != nil:
 		return ReasonInvalid, r.Err.Error()
 	case r.Sample.Cluster != cluster:

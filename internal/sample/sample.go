@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"time"
 )
@@ -22,6 +23,10 @@ import (
 // caller can tell bad input (dead-letter it) from an infrastructure failure
 // (retry it).
 var ErrInvalidSample = errors.New("invalid sample")
+
+// ErrMalformed marks input that is not JSON at all (it also wraps
+// ErrInvalidSample).
+var ErrMalformed = fmt.Errorf("%w: malformed JSON", ErrInvalidSample)
 
 // Bounds of a single value. They are far above any real namespace and keep
 // a day of the largest possible namespace under 10^17 fixed-point units, so
@@ -194,7 +199,7 @@ type Result struct {
 func Decode(data []byte) ([]Result, error) {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {
-		return nil, invalid("empty message")
+		return nil, fmt.Errorf("%w: empty message", ErrMalformed)
 	}
 	if data[0] != '[' {
 		r := Result{Raw: data}
@@ -203,7 +208,7 @@ func Decode(data []byte) ([]Result, error) {
 	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, invalid("not a JSON array of samples: %s", jsonReason(err))
+		return nil, fmt.Errorf("%w: not a JSON array of samples: %s", ErrMalformed, jsonReason(err))
 	}
 	out := make([]Result, len(raw))
 	for i, m := range raw {
@@ -226,6 +231,10 @@ func decodeOne(data []byte, s *Sample) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(s); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: %s", ErrMalformed, jsonReason(err))
+		}
 		return invalid("%s", jsonReason(err))
 	}
 	if dec.More() {
