@@ -43,10 +43,16 @@ type Config struct {
 func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.Source, "source", "COLLECTOR_SOURCE", SourceSimulate, "where samples come from: file, simulate or kubernetes")
 	f.String(&c.File, "file", "COLLECTOR_FILE", "", "NDJSON file to import with --source file ('-' for stdin)")
-	f.Int(&c.MaxBatch, "max-batch", "COLLECTOR_MAX_BATCH", DefaultMaxBatch, "samples per NATS message")
 	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
 	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
 	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz and /readyz for the kubernetes and simulate sources (empty: none)")
+	c.RegisterSimFlags(f)
+}
+
+// RegisterSimFlags registers only the simulation's flags (costd embeds a
+// simulated collector and nothing else of it).
+func (c *Config) RegisterSimFlags(f *config.Flags) {
+	f.Int(&c.MaxBatch, "max-batch", "COLLECTOR_MAX_BATCH", DefaultMaxBatch, "samples per NATS message")
 	f.String(&c.simClusters, "sim-clusters", "SIM_CLUSTERS", "sim-east,sim-west,sim-edge", "simulated cluster names, comma separated")
 	f.Int(&c.Sim.Projects, "sim-projects", "SIM_PROJECTS", 4, "simulated projects per cluster")
 	f.Int(&c.Sim.Namespaces, "sim-namespaces", "SIM_NAMESPACES", 12, "simulated namespaces per cluster")

@@ -28,10 +28,16 @@ type SpoolReader interface {
 	Ready() <-chan struct{}
 }
 
+// SpoolSize tells how many bytes wait in the spool.
+type SpoolSize interface {
+	Bytes() int64
+}
+
 // Spool is what a Relay needs of collector/spool.Spool.
 type Spool interface {
 	SpoolWriter
 	SpoolReader
+	SpoolSize
 }
 
 // Relay defaults.
@@ -54,6 +60,13 @@ type RelayConfig struct {
 	// Streams, when set, are created (idempotently) before the first
 	// publish; until NATS answers, batches only pile up in the spool.
 	Streams *stream.Config
+	// HighWater, when positive, makes Emit wait while the spool holds more
+	// bytes than this and NATS is connected: a source that produces faster
+	// than JetStream takes (a simulation's backfill) is slowed down instead
+	// of pushing its own oldest batches out of the spool. While NATS is
+	// away Emit never waits. Leave it 0 for a source that must keep time
+	// (kubernetes).
+	HighWater int64
 }
 
 // Relay is the publishing path of the long-running sources (kubernetes,
@@ -72,10 +85,11 @@ type RelayConfig struct {
 // message is handed to a disconnected NATS client (it would only fill its
 // reconnect buffer with copies).
 type Relay struct {
-	pub *Publisher
-	sp  Spool
-	cfg RelayConfig
-	log *slog.Logger
+	pub     *Publisher
+	sp      Spool
+	cfg     RelayConfig
+	log     *slog.Logger
+	drained chan struct{} // signalled when published batches left the spool
 }
 
 // NewRelay returns a Relay publishing with pub from sp.
@@ -92,13 +106,16 @@ func NewRelay(pub *Publisher, sp Spool, cfg RelayConfig, log *slog.Logger) (*Rel
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Relay{pub: pub, sp: sp, cfg: cfg, log: log.With("component", "relay")}, nil
+	return &Relay{pub: pub, sp: sp, cfg: cfg, log: log.With("component", "relay"), drained: make(chan struct{}, 1)}, nil
 }
 
 // Emit encodes samples into messages and spools them; it returns once they
 // are on disk (fsynced), not once they are published. It is an Emit for
 // the sources.
 func (r *Relay) Emit(ctx context.Context, samples []sample.Sample) error {
+	if err := r.throttle(ctx); err != nil {
+		return fmt.Errorf("spool %d samples: %w", len(samples), err)
+	}
 	msgs := r.pub.Encode(samples)
 	entries := make([]spool.Entry, len(msgs))
 	for i, m := range msgs {
@@ -106,6 +123,24 @@ func (r *Relay) Emit(ctx context.Context, samples []sample.Sample) error {
 	}
 	if err := r.sp.Append(ctx, entries); err != nil {
 		return fmt.Errorf("spool %d samples: %w", len(samples), err)
+	}
+	return nil
+}
+
+// throttle waits while the spool is above the high-water mark and NATS is
+// connected (so that waiting ends soon); it re-checks every second, when
+// the connection may have changed.
+func (r *Relay) throttle(ctx context.Context) error {
+	for r.cfg.HighWater > 0 && r.sp.Bytes() > r.cfg.HighWater && r.pub.js.Conn().IsConnected() {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-r.drained:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	return nil
 }
@@ -167,6 +202,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			// Acknowledged but still on disk: a later run publishes them
 			// again and JetStream deduplicates them.
 			r.log.WarnContext(ctx, "remove published batches from the spool", "err", err)
+		}
+		if len(acked) > 0 {
+			r.log.DebugContext(ctx, "published spooled batches", "batches", len(acked), "samples", samples)
+			select {
+			case r.drained <- struct{}{}:
+			default:
+			}
 		}
 		if lastErr == nil {
 			if failing {

@@ -310,3 +310,79 @@ func TestRelayBoundedSpool(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayBackpressure: a source faster than JetStream waits at the high
+// water mark instead of pushing its own batches out of the spool.
+func TestRelayBackpressure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	n := testenv.StartNATS(t)
+	nc, js, err := natsconn.Connect(n.URL(), "relay-backpressure-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(ctx)
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 100}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: spool.MinBytes}, spool.WithLogger(quiet), spool.WithMeter(mp.Meter("test")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 4, Streams: ptr(stream.DefaultConfig()), HighWater: spool.MinBytes / 2}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := relay.Run(rctx); err != nil {
+			t.Errorf("relay: %v", err)
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+	testenv.Eventually(t, 10*time.Second, "stream created", func() (bool, string) {
+		_, err := js.Stream(ctx, stream.Samples)
+		return err == nil, fmt.Sprint(err)
+	})
+
+	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1"}, Projects: 3, Namespaces: 100, Interval: time.Minute}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	const windows = 200 // ~6.6 MB through a 1 MiB spool
+	for w := range windows {
+		ss := make([]sample.Sample, 100)
+		for i := range ss {
+			ss[i] = sim.Sample("c1", i, t0.Add(time.Duration(w)*time.Minute))
+		}
+		if err := relay.Emit(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 40*time.Second, "everything published", func() (bool, string) {
+		return sp.Len() == 0, fmt.Sprintf("spool still holds %d batches", sp.Len())
+	})
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "cost.collector.spool.dropped" {
+				t.Fatalf("samples were dropped: %+v", m.Data)
+			}
+		}
+	}
+	if c := ReadStream(ctx, t, js); c.Messages != windows || len(c.Samples) != windows*100 {
+		t.Fatalf("stream holds %d messages and %d samples, want %d and %d", c.Messages, len(c.Samples), windows, windows*100)
+	}
+}

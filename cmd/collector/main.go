@@ -120,9 +120,10 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 // signal.
 func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger) int {
 	var (
-		g     rungroup.Group
-		ready = func(context.Context) error { return nil }
-		run   func(ctx context.Context, emit collector.Emit) error
+		g         rungroup.Group
+		ready     = func(context.Context) error { return nil }
+		run       func(ctx context.Context, emit collector.Emit) error
+		highWater int64
 	)
 	switch cfg.Source {
 	case collector.SourceSimulate:
@@ -132,6 +133,10 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 			return 2
 		}
 		run = sim.Run
+		// A backfill produces far faster than JetStream takes: it waits
+		// for the relay rather than overflow the spool. The Kubernetes
+		// source keeps time instead, and never waits.
+		highWater = cfg.Spool.MaxBytes / 2
 	case collector.SourceKubernetes:
 		kc, mc, err := kube.Clients(kcfg)
 		if err != nil {
@@ -169,7 +174,7 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 		return 1
 	}
 	streams := stream.DefaultConfig()
-	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Streams: &streams}, log)
+	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Streams: &streams, HighWater: highWater}, log)
 	if err != nil {
 		log.Error("create relay", "err", err)
 		return 1
