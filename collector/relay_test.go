@@ -386,3 +386,50 @@ func TestRelayBackpressure(t *testing.T) {
 		t.Fatalf("stream holds %d messages and %d samples, want %d and %d", c.Messages, len(c.Samples), windows, windows*100)
 	}
 }
+
+// BenchmarkRelayDrain measures how fast a relay empties a spooled backlog
+// of 500-sample batches into embedded JetStream (file storage).
+func BenchmarkRelayDrain(b *testing.B) {
+	ctx := context.Background()
+	n := testenv.StartNATS(b)
+	nc, js, err := natsconn.Connect(n.URL(), "relay-bench", quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
+		b.Fatal(err)
+	}
+	pub, _ := collector.NewPublisher(js, collector.PublisherConfig{}, quiet)
+	sp, err := spool.Open(spool.Config{Dir: b.TempDir(), MaxBytes: 1 << 40}, spool.WithLogger(quiet))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.Close()
+	relay, _ := collector.NewRelay(pub, sp, collector.RelayConfig{}, quiet)
+	sim, _ := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1"}, Projects: 10, Namespaces: 500, Interval: time.Minute}, nil)
+	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for w := 0; w < b.N; w++ {
+		ss := make([]sample.Sample, 500)
+		for i := range ss {
+			ss[i] = sim.Sample("c1", i, t0.Add(time.Duration(w)*time.Minute))
+		}
+		if err := relay.Emit(ctx, ss); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(rctx) }()
+	for sp.Len() > 0 {
+		select {
+		case <-sp.Ready():
+		case <-time.After(time.Millisecond):
+		}
+	}
+	b.StopTimer()
+	stop()
+	<-done
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "samples/s")
+}

@@ -60,6 +60,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -726,7 +727,7 @@ func lastFinish(p *corev1.Pod) (last time.Time, all bool) {
 func (s *Source) scrapeMetrics(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	list, err := s.mc.MetricsV1beta1().PodMetricses("").List(cctx, metav1ListOptions())
+	list, err := s.mc.MetricsV1beta1().PodMetricses("").List(cctx, metav1.ListOptions{})
 	if err != nil {
 		if !s.metricsErr {
 			s.metricsErr = true

@@ -1,10 +1,6 @@
 package kube
 
-import (
-	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-)
+import "time"
 
 // window holds one window's time-weighted sums per namespace: value ×
 // seconds, in nanocores and bytes. Inputs are integers and durations whole
@@ -93,5 +89,3 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return b
 }
-
-func metav1ListOptions() metav1.ListOptions { return metav1.ListOptions{} }
