@@ -1,9 +1,13 @@
 package kube
 
-// DeletesPending is how many pod deletions the watch delivered that the
-// next scrape has not accounted yet; tests wait on it instead of sleeping.
-func DeletesPending(s *Source) int {
+import "k8s.io/apimachinery/pkg/types"
+
+// DeletePending reports whether the watch delivered the deletion of the pod
+// with uid and the next scrape has not accounted it yet; tests wait on it
+// instead of sleeping.
+func DeletePending(s *Source, uid types.UID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.finals)
+	_, ok := s.finals[uid]
+	return ok
 }

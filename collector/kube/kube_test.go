@@ -164,8 +164,9 @@ func (e *env) podGone(ns, name string) {
 		return err != nil
 	})
 	// The deletion handler runs after the cache update.
+	uid := types.UID(ns + "/" + name)
 	testenv.Eventually(e.t, 10*time.Second, "deletion delivered", func() (bool, string) {
-		return kube.DeletesPending(e.src) > 0, "no pending deletion"
+		return kube.DeletePending(e.src, uid), "deletion of " + string(uid) + " not delivered"
 	})
 }
 
