@@ -1,0 +1,173 @@
+// Command costd runs the whole system in one process, for trying it out:
+// an embedded NATS JetStream server, Redis (REDIS_URL, or a redis-server
+// child it starts), simulated collectors for three clusters that backfill
+// the last 40 days and then run live, the aggregator and the usage API.
+// Ctrl-C stops everything cleanly, in reverse order of start.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+	_ "time/tzdata"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/natsembed"
+	"github.com/alauda/costmeter/internal/redischild"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/rungroup"
+	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/telemetry"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+type options struct {
+	common     config.Common
+	dataDir    string
+	natsListen string
+	redisPort  int
+	retention  time.Duration
+	collector  collector.Config
+	aggregator aggregator.Config
+	api        apiOptions
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("costd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := config.NewFlags(fs, config.OSEnv)
+	var o options
+	o.common.RegisterTimezone(f)
+	o.common.RegisterLog(f)
+	f.String(&o.common.RedisURL, "redis-url", "REDIS_URL", "", "Redis to use; empty starts a redis-server child with its data under --data-dir")
+	f.String(&o.dataDir, "data-dir", "COSTD_DATA_DIR", "data", "where the embedded NATS and the Redis child keep their data")
+	f.String(&o.natsListen, "nats-listen", "COSTD_NATS_LISTEN", "127.0.0.1:14222", "address of the embedded NATS server")
+	f.Int(&o.redisPort, "redis-port", "COSTD_REDIS_PORT", 16379, "port of the redis-server child")
+	f.Duration(&o.retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
+	o.collector.RegisterSimFlags(f)
+	o.aggregator = aggregator.DefaultConfig()
+	o.aggregator.RegisterFlags(f)
+	o.api.register(f)
+	// The try-it-out defaults: three clusters, 40 days of history in hourly
+	// windows, then live minutes.
+	_ = fs.Set("backfill", "960h")
+	_ = fs.Set("backfill-interval", "1h")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.collector.Finish()
+	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate()}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "costd: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := telemetry.NewLogger(stderr, o.common.LogFormat, o.common.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, o, log); err != nil {
+		log.Error("costd stopped", "err", err)
+		if errors.Is(err, redischild.ErrNotInstalled) {
+			return 2
+		}
+		return 1
+	}
+	log.Info("costd stopped")
+	return 0
+}
+
+func serve(ctx context.Context, o options, log *slog.Logger) error {
+	// Redis first: it is stopped last.
+	redisURL := o.common.RedisURL
+	if redisURL == "" {
+		child, err := redischild.Start(ctx, filepath.Join(o.dataDir, "redis"), o.redisPort)
+		if err != nil {
+			return fmt.Errorf("start redis: %w", err)
+		}
+		defer child.Stop()
+		redisURL = child.URL()
+		log.Info("started redis-server", "url", redisURL, "dir", filepath.Join(o.dataDir, "redis"))
+	}
+	rdb, err := rollup.Dial(redisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := rollup.Ping(ctx, rdb); err != nil {
+		return err
+	}
+	store, err := rollup.NewStore(rdb, o.common.Location(), o.retention)
+	if err != nil {
+		return err
+	}
+	if err := store.CheckTimezone(ctx); err != nil {
+		return err
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		return err
+	}
+
+	ns, err := natsembed.Start(o.natsListen, filepath.Join(o.dataDir, "nats"))
+	if err != nil {
+		return err
+	}
+	defer ns.Stop()
+	log.Info("started embedded nats", "url", ns.URL(), "dir", filepath.Join(o.dataDir, "nats"))
+	nc, js, err := natsconn.Connect(ns.URL(), "costd", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	if err := stream.Ensure(ctx, js, o.aggregator.Stream); err != nil {
+		return err
+	}
+
+	agg, err := aggregator.New(o.aggregator, js, store, aggregator.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log)
+	if err != nil {
+		return err
+	}
+	sim, err := collector.NewSimulator(o.collector.Sim, nil)
+	if err != nil {
+		return err
+	}
+	apiRun, err := o.api.build(ctx, rdb, store, log)
+	if err != nil {
+		return err
+	}
+
+	var g rungroup.Group
+	g.Add("aggregator", agg.Run)
+	g.Add("api", apiRun)
+	g.Add("simulator", func(ctx context.Context) error {
+		log.Info("simulating clusters", "clusters", o.collector.Sim.Clusters, "backfill", o.collector.Sim.Backfill)
+		start := time.Now()
+		err := sim.Run(ctx, pub.Publish)
+		if err == nil && ctx.Err() == nil {
+			log.Info("simulator stopped", "after", time.Since(start))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		<-ctx.Done() // a finished simulation must not stop the rest
+		return nil
+	})
+	return g.Run(ctx)
+}
