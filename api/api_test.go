@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/gin-gonic/gin"
+	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/internal/auth"
@@ -584,4 +585,36 @@ func truncate(s string) string {
 		return s[:300] + "…"
 	}
 	return s
+}
+
+func TestRunServesUntilCancelled(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client()
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	cfg := api.DefaultConfig()
+	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	srv, err := api.New(cfg, rdb, time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	testenv.Eventually(t, 10*time.Second, "the API answers", func() (bool, string) {
+		resp, err := client.Get("http://" + cfg.Listen + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v after cancel", err)
+	}
 }
