@@ -10,6 +10,13 @@
 //	GET /openapi.yaml, /healthz, /readyz
 //
 // Every error is a Kubernetes Status object (internal/kstatus).
+//
+// Speed: a page costs one cardinality per bucket, one rank lookup and one
+// ZRANGE per bucket on the page, and one MGET per month of the page's day
+// rollups, so it grows with page size × days and with the number of
+// buckets, never with the number of entities (see rollup.Reader for the
+// one exception, an ISO week straddling two months, which is merged once
+// and cached). A full CSV export grows with the rows exported.
 package api
 
 import (
@@ -114,8 +121,10 @@ func WithAuthenticate(h gin.HandlerFunc) Option { return func(s *Server) { s.aut
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
-// New returns a Server answering from the rollups in rdb, made in billing
-// zone loc.
+// New returns a Server answering from the rollups in rdb. loc is the
+// billing zone the rollups were cut in: query days are its calendar days.
+// The caller checks it against the zone recorded in Redis
+// (rollup.Store.CheckTimezone) before serving.
 func New(cfg Config, rdb redis.UniversalClient, loc *time.Location, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -616,5 +617,46 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel", err)
+	}
+}
+
+// TestConcurrentQueries runs queries that share the reader's caches (range
+// indexes, the straddling-week merge) from many goroutines, for the race
+// detector, and checks every answer against the model.
+func TestConcurrentQueries(t *testing.T) {
+	f := newFixture(t)
+	h := newServer(t, f.rdb)
+	qs := []want{
+		{kind: "namespace_all", step: "week", start: "2025-05-29", end: "2025-06-10", item: rollup.Cpu, method: rollup.Usage},
+		{project: "team", kind: "cluster_all", step: "week", start: "2025-05-29", end: "2025-06-10", item: rollup.Memory, method: rollup.Effective},
+		{kind: "namespace", name: "default", step: "month", start: "2024-12-27", end: "2025-01-06", item: rollup.Storage, method: rollup.Effective},
+	}
+	expected := make([][]api.Row, len(qs))
+	for i, q := range qs {
+		expected[i] = f.rows(q, nil)
+	}
+	errs := make(chan error, 8*len(qs))
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		for i, q := range qs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec := get(h, usagePath(q.project), q.values())
+				var r api.Response
+				if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil || rec.Code != 200 {
+					errs <- fmt.Errorf("query %d: %d %s", i, rec.Code, rec.Body)
+					return
+				}
+				if r.Total != len(expected[i]) {
+					errs <- fmt.Errorf("query %d: total %d, want %d", i, r.Total, len(expected[i]))
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
