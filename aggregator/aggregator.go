@@ -64,11 +64,13 @@ type Config struct {
 	MaxFuture time.Duration
 	// Stream sizes the JetStream streams when this process creates them.
 	Stream stream.Config
+	// Events turns on rollup events (internal/event) after each commit.
+	Events bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 256, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig()}
+	return Config{BatchSize: 256, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true}
 }
 
 // RegisterFlags registers the aggregator's flags.
@@ -80,6 +82,8 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Duration(&c.HealInterval, "heal-interval", "AGGREGATOR_HEAL_INTERVAL", d.HealInterval, "how often lost Redis writes are looked for and replayed")
 	f.Duration(&c.MaxFuture, "max-future", "AGGREGATOR_MAX_FUTURE", d.MaxFuture, "how far in the future a sample window may end")
 	f.Duration(&c.Stream.SamplesMaxAge, "stream-max-age", "COST_STREAM_MAX_AGE", d.Stream.SamplesMaxAge, "how long samples stay in the stream (the replay window)")
+	f.Bool(&c.Events, "events", "AGGREGATOR_EVENTS", d.Events, "publish rollup events to the COST_ROLLUPS stream after each commit")
+	f.Duration(&c.Stream.RollupsMaxAge, "events-max-age", "COST_EVENTS_MAX_AGE", d.Stream.RollupsMaxAge, "how long rollup events stay in their stream")
 	c.Stream.DuplicateWindow, c.Stream.AckWait, c.Stream.Replicas = d.Stream.DuplicateWindow, d.Stream.AckWait, d.Stream.Replicas
 }
 
@@ -109,7 +113,7 @@ func (c Config) Validate() error {
 
 // Rollups is what the aggregator needs of the rollup store.
 type Rollups interface {
-	Apply(ctx context.Context, cs []rollup.Contribution, stream string, seqs []rollup.SeqRange) ([]rollup.Verdict, error)
+	Apply(ctx context.Context, cs []rollup.Contribution, stream string, seqs []rollup.SeqRange, changes bool) (rollup.Result, error)
 	Applied(ctx context.Context, stream string, first uint64) (uint64, error)
 	Expired(d rollup.Day, now time.Time) bool
 	Location() *time.Location
@@ -152,7 +156,7 @@ type Aggregator struct {
 	meter metric.Meter
 	now   func() time.Time
 
-	received, applied, duplicates, deadLettered metric.Int64Counter
+	received, applied, duplicates, deadLettered, events metric.Int64Counter
 	batchSize                                   metric.Int64Histogram
 	applyLatency                                metric.Float64Histogram
 
@@ -173,7 +177,8 @@ func New(cfg Config, js jetstream.JetStream, store Rollups, opts ...Option) (*Ag
 		o(a)
 	}
 	a.log = a.log.With("component", "aggregator")
-	var errs [6]error
+	var errs [7]error
+	a.events, errs[6] = a.meter.Int64Counter("cost.aggregator.events.published", metric.WithDescription("rollup events published"))
 	a.received, errs[0] = a.meter.Int64Counter("cost.aggregator.samples.received", metric.WithDescription("samples decoded from the stream"))
 	a.applied, errs[1] = a.meter.Int64Counter("cost.aggregator.samples.applied", metric.WithDescription("sample day-pieces added to the rollups"))
 	a.duplicates, errs[2] = a.meter.Int64Counter("cost.aggregator.samples.duplicates", metric.WithDescription("sample day-pieces already counted"))
@@ -206,6 +211,11 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	err := natsconn.Retry(ctx, a.log, "create streams", func(ctx context.Context) error {
 		if err := stream.Ensure(ctx, a.js, a.cfg.Stream); err != nil {
 			return err
+		}
+		if a.cfg.Events {
+			if err := stream.EnsureRollups(ctx, a.js, a.cfg.Stream); err != nil {
+				return err
+			}
 		}
 		c, err := stream.EnsureConsumer(ctx, a.js, a.cfg.Stream)
 		cons = c
@@ -329,10 +339,11 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 
 	a.stage(StageDecoded)
 	start := time.Now()
-	verdicts, err := a.store.Apply(ctx, cs, stream.Samples, compress(seqs))
+	res, err := a.store.Apply(ctx, cs, stream.Samples, compress(seqs), a.cfg.Events)
 	if err != nil {
 		return err
 	}
+	verdicts := res.Verdicts
 	a.applyLatency.Record(ctx, time.Since(start).Seconds())
 	a.batchSize.Record(ctx, int64(samples))
 	var nApplied, nDup int64
@@ -358,6 +369,9 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	a.applied.Add(ctx, nApplied)
 	a.duplicates.Add(ctx, nDup)
 	if err := a.deadLetter(ctx, letters); err != nil {
+		return err
+	}
+	if err := a.publishEvents(ctx, res.Changes); err != nil {
 		return err
 	}
 	a.stage(StageCommitted)

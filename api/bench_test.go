@@ -126,7 +126,7 @@ func loadBench(b *testing.B, rdb redis.UniversalClient, namespaces int) {
 		if len(cs) == 0 {
 			return
 		}
-		if _, err := store.Apply(ctx, cs, "bench", nil); err != nil {
+		if _, err := store.Apply(ctx, cs, "bench", nil, false); err != nil {
 			b.Fatal(err)
 		}
 		cs = cs[:0]

@@ -128,11 +128,11 @@ func (f *fixture) apply(t testing.TB, ss []sample.Sample) {
 	rng.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] }) // order must not matter
 	for len(cs) > 0 {
 		n := min(len(cs), 300)
-		v, err := f.store.Apply(context.Background(), cs[:n], "test", nil)
+		res, err := f.store.Apply(context.Background(), cs[:n], "test", nil, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, x := range v {
+		for _, x := range res.Verdicts {
 			if x != rollup.Applied {
 				t.Fatalf("verdict %c, want applied", x)
 			}

@@ -69,7 +69,7 @@ func TestRangeIndex(t *testing.T) {
 	var cs []rollup.Contribution
 	cs = append(cs, contribution(t, time.UTC, "pay", "east", "api", "2025-06-02T10:00:00Z", "2025-06-02T11:00:00Z", 1)...)
 	cs = append(cs, contribution(t, time.UTC, "pay", "east", "web", "2025-06-05T10:00:00Z", "2025-06-05T11:00:00Z", 1)...)
-	if _, err := store.Apply(ctx, cs, "S", nil); err != nil {
+	if _, err := store.Apply(ctx, cs, "S", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	// Redis lost the scripts: RangeIndex must load its own.
@@ -84,7 +84,7 @@ func TestRangeIndex(t *testing.T) {
 		t.Fatalf("days 1..3: %q", got)
 	}
 	cs = contribution(t, time.UTC, "ops", "west", "db", "2025-06-03T10:00:00Z", "2025-06-03T11:00:00Z", 1)
-	if _, err := store.Apply(ctx, cs, "S", nil); err != nil {
+	if _, err := store.Apply(ctx, cs, "S", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	key, err = rollup.RangeIndex(ctx, rdb, "202506", rollup.ScopeNamespace, rollup.DaysMask(day(t, "2025-06-01"), day(t, "2025-06-03")))

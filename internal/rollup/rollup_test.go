@@ -2,6 +2,7 @@ package rollup_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -127,12 +128,22 @@ func TestApplyExactlyOnce(t *testing.T) {
 	cs = append(cs, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:01:00Z", 1)...)
 	cs = append(cs, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:02:00Z", "2025-06-01T10:03:00Z", 1)...)
 	cs = append(cs, contribution(t, time.UTC, "pay", "west", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:01:00Z", 2)...)
-	v, err := store.Apply(ctx, cs, "S", []rollup.SeqRange{{First: 1, Last: 3}})
+	res, err := store.Apply(ctx, cs, "S", []rollup.SeqRange{{First: 1, Last: 3}}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(verdicts(v)) != "000" {
-		t.Fatalf("verdicts %q, want 000", verdicts(v))
+	if string(verdicts(res.Verdicts)) != "000" {
+		t.Fatalf("verdicts %q, want 000", verdicts(res.Verdicts))
+	}
+	// Changes: 2 namespaces, 1 project, 2 clusters (project-cluster sums
+	// are not reported).
+	got := map[string]int64{}
+	for _, c := range res.Changes {
+		got[string(c.Scope)+" "+c.Member] = c.Values[rollup.Field(rollup.Cpu, rollup.Usage)]
+	}
+	wantChanges := map[string]int64{"ns pay east api": 120 * rollup.Scale, "ns pay west api": 120 * rollup.Scale, "pr pay": 240 * rollup.Scale, "cl east": 120 * rollup.Scale, "cl west": 120 * rollup.Scale}
+	if fmt.Sprint(got) != fmt.Sprint(wantChanges) {
+		t.Fatalf("changes %v, want %v", got, wantChanges)
 	}
 	// Redelivered: all duplicates; the filler window is new; a straddling
 	// window overlaps.
@@ -140,10 +151,11 @@ func TestApplyExactlyOnce(t *testing.T) {
 	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:01:00Z", "2025-06-01T10:02:00Z", 1)...)
 	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:02:30Z", "2025-06-01T10:03:30Z", 5)...)
 	cs2 = append(cs2, contribution(t, time.UTC, "pay", "east", "api", "2025-06-01T10:00:00Z", "2025-06-01T10:03:00Z", 5)...)
-	v, err = store.Apply(ctx, cs2, "S", []rollup.SeqRange{{First: 4, Last: 6}})
+	res, err = store.Apply(ctx, cs2, "S", []rollup.SeqRange{{First: 4, Last: 6}}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v := res.Verdicts
 	if string(verdicts(v)) != "111021" {
 		t.Logf("coverage: %v", rdb.HGetAll(ctx, rollup.CoverageKey(rollup.DayFromDate(2025, 6, 1))).Val())
 		t.Fatalf("verdicts %q, want 111021", verdicts(v))
@@ -183,13 +195,13 @@ func TestApplyExactlyOnce(t *testing.T) {
 	if err != nil || low != 6 {
 		t.Fatalf("applied watermark = %d, %v; want 6", low, err)
 	}
-	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 9, Last: 9}}); err != nil {
+	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 9, Last: 9}}, false); err != nil {
 		t.Fatal(err)
 	}
 	if low, _ := store.Applied(ctx, "S", 1); low != 6 {
 		t.Fatalf("watermark with a gap = %d, want 6", low)
 	}
-	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 7, Last: 8}}); err != nil {
+	if _, err := store.Apply(ctx, nil, "S", []rollup.SeqRange{{First: 7, Last: 8}}, false); err != nil {
 		t.Fatal(err)
 	}
 	if low, _ := store.Applied(ctx, "S", 1); low != 9 {

@@ -11,17 +11,31 @@ import "github.com/redis/go-redis/v9"
 // overlap subtracts its own values again, exactly, in int64.
 //
 // KEYS[1]: any key of the month (routing for Redis Cluster).
-// ARGV: prefix, monthExpireAt, nPieces, nAggregates, then nAggregates of
-// (dd, scope, member, keyform, k, k×(field, value)), then nPieces of
-// (dd, dayExpireAt, project, cluster, namespace, from, to, k, k×(field, value)).
-// Returns {verdicts, overflows}: one character per piece ('0' applied,
-// '1' duplicate, '2' overlap) and how many increments overflowed int64.
+// ARGV: prefix, monthExpireAt, nPieces, nAggregates, wantChanges ('1' or
+// '0'), then nAggregates of (dd, scope, member, keyform, k, k×(field,
+// value)), then nPieces of (dd, dayExpireAt, project, cluster, namespace,
+// from, to, k, k×(field, value)).
+// Returns {verdicts, overflows, changes}: one character per piece ('0'
+// applied, '1' duplicate, '2' overlap), how many increments overflowed
+// int64, and, when asked, the new day rollup of every project, cluster and
+// namespace key the batch touched (applied or duplicate) as flat
+// (scope, dd, member, value) quadruples.
 var applyScript = redis.NewScript(`
 local pre = ARGV[1]
 local monthExp = ARGV[2]
 local np = tonumber(ARGV[3])
 local na = tonumber(ARGV[4])
+local want = ARGV[5] == '1'
 local overflow = 0
+local changes = {}
+local function changed(scope, dd, member, key)
+  if want then
+    changes[#changes + 1] = scope
+    changes[#changes + 1] = dd
+    changes[#changes + 1] = member
+    changes[#changes + 1] = redis.call('GET', key) or ''
+  end
+end
 
 local function incr(key, at, k, neg)
   local cmd = {'BITFIELD', key, 'OVERFLOW', 'FAIL'}
@@ -101,15 +115,19 @@ local function cover(key, field, proj, from, to)
   return 0, oldp ~= proj
 end
 
-local i = 5
+local i = 6
+local aggs = {}
 for _ = 1, na do
   local dd, scope, keyform, k = ARGV[i], ARGV[i + 1], ARGV[i + 3], tonumber(ARGV[i + 4])
-  incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 5, k, false)
+  local key = pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform
+  incr(key, i + 5, k, false)
+  if want and scope ~= 'pc' then aggs[#aggs + 1] = {scope, dd, ARGV[i + 2], key} end
   i = i + 5 + 2 * k
 end
 
 local verdicts = {}
 local covSeen = {}
+local nsSeen, nsChanged = {}, {}
 for _ = 1, np do
   local dd, dayExp, p, c, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local from, to, k = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
@@ -118,8 +136,12 @@ for _ = 1, np do
   local ck = pre .. 'cov:' .. dd
   local v, fresh = cover(ck, c .. '/' .. n, p, from, to)
   verdicts[#verdicts + 1] = tostring(v)
+  local nskey = p .. '/' .. c .. '/' .. n
+  if v ~= 2 and want and not nsSeen[dd .. nskey] then
+    nsSeen[dd .. nskey] = true
+    nsChanged[#nsChanged + 1] = {dd, p .. ' ' .. c .. ' ' .. n, pre .. 'r:' .. dd .. ':ns:' .. nskey}
+  end
   if v == 0 then
-    local nskey = p .. '/' .. c .. '/' .. n
     incr(pre .. 'r:' .. dd .. ':ns:' .. nskey, at, k, false)
     if fresh then
       if not covSeen[dd] then
@@ -137,7 +159,9 @@ for _ = 1, np do
     incr(pre .. 'r:' .. dd .. ':pc:' .. p .. '/' .. c, at, k, true)
   end
 end
-return {table.concat(verdicts), overflow}
+for _, a in ipairs(aggs) do changed(a[1], a[2], a[3], a[4]) end
+for _, x in ipairs(nsChanged) do changed('ns', x[1], x[2], x[3]) end
+return {table.concat(verdicts), overflow, changes}
 `)
 
 // markScript records applied stream sequences as merged ranges, so the

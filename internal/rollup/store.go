@@ -35,6 +35,24 @@ type Contribution struct {
 	Piece
 }
 
+// Change is the day rollup of one entity after a batch touched it.
+type Change struct {
+	Scope  Scope
+	Day    Day
+	Member string
+	Values Values
+}
+
+// Result is what Apply did.
+type Result struct {
+	// Verdicts are in the order of the contributions.
+	Verdicts []Verdict
+	// Changes (when asked for) hold the new day rollups of every project,
+	// cluster and namespace the batch touched, duplicates included: a
+	// commit whose events were lost re-publishes them when redelivered.
+	Changes []Change
+}
+
 // SeqRange is an inclusive range of stream sequences.
 type SeqRange struct{ First, Last uint64 }
 
@@ -89,8 +107,9 @@ func (s *Store) Expired(d Day, now time.Time) bool {
 // atomically per month (one Lua script each; a sample that crosses a month
 // boundary is two independent, individually exactly-once pieces). The
 // returned verdicts are in the order of cs. Applying the same contributions
-// again is harmless: they come back as duplicates.
-func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange) ([]Verdict, error) {
+// again is harmless: they come back as duplicates. With changes set, the
+// result also carries the touched entities' new day rollups.
+func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
 	type monthBatch struct {
 		idx  []int
 		args []any
@@ -131,7 +150,11 @@ func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seq
 		keys := aggByMonth[m]
 		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
 		args := make([]any, 0, 4+len(keys)*10+len(mb.idx)*20)
-		args = append(args, monthPrefix(m), s.monthExpireAt(cs[mb.idx[0]].Day), len(mb.idx), len(keys))
+		want := 0
+		if changes {
+			want = 1
+		}
+		args = append(args, monthPrefix(m), s.monthExpireAt(cs[mb.idx[0]].Day), len(mb.idx), len(keys), want)
 		for _, k := range keys {
 			args = append(args, dd(k.day), string(k.scope), k.member, valueKeyMember(k.member))
 			args = appendValues(args, aggs[k])
@@ -153,39 +176,55 @@ func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seq
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		if !isNoScript(err) {
-			return nil, fmt.Errorf("apply %d contributions: %w", len(cs), err)
+			return Result{}, fmt.Errorf("apply %d contributions: %w", len(cs), err)
 		}
 		if err := s.LoadScripts(ctx); err != nil {
-			return nil, err
+			return Result{}, err
 		}
 		// Safe to repeat: what the first attempt applied comes back as
 		// duplicates.
-		return s.Apply(ctx, cs, stream, seqs)
+		return s.Apply(ctx, cs, stream, seqs, changes)
 	}
 	if mark != nil {
 		if err := mark.Err(); err != nil {
-			return nil, fmt.Errorf("mark applied sequences: %w", err)
+			return Result{}, fmt.Errorf("mark applied sequences: %w", err)
 		}
 	}
-	verdicts := make([]Verdict, len(cs))
+	res := Result{Verdicts: make([]Verdict, len(cs))}
 	for mi, m := range order {
-		res, err := cmds[mi].Slice()
+		reply, err := cmds[mi].Slice()
 		if err != nil {
-			return nil, fmt.Errorf("apply month %s: %w", m, err)
+			return Result{}, fmt.Errorf("apply month %s: %w", m, err)
 		}
-		vs, _ := res[0].(string)
-		if overflow, _ := res[1].(int64); overflow > 0 {
-			return nil, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", m, overflow)
+		vs, _ := reply[0].(string)
+		if overflow, _ := reply[1].(int64); overflow > 0 {
+			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", m, overflow)
 		}
 		idx := months[m].idx
 		if len(vs) != len(idx) {
-			return nil, fmt.Errorf("apply month %s: %d verdicts for %d pieces", m, len(vs), len(idx))
+			return Result{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", m, len(vs), len(idx))
 		}
 		for j, i := range idx {
-			verdicts[i] = Verdict(vs[j])
+			res.Verdicts[i] = Verdict(vs[j])
+		}
+		if len(reply) > 2 {
+			flat, _ := reply[2].([]any)
+			firstDay := cs[idx[0]].Day
+			first := firstDay - Day(firstDay.DayOfMonth()-1)
+			for j := 0; j+3 < len(flat); j += 4 {
+				scope, _ := flat[j].(string)
+				ddStr, _ := flat[j+1].(string)
+				member, _ := flat[j+2].(string)
+				val, _ := flat[j+3].(string)
+				n, err := strconv.Atoi(ddStr)
+				if err != nil {
+					return Result{}, fmt.Errorf("apply month %s: bad day %q in changes", m, ddStr)
+				}
+				res.Changes = append(res.Changes, Change{Scope: Scope(scope), Day: first + Day(n-1), Member: member, Values: DecodeValues([]byte(val))})
+			}
 		}
 	}
-	return verdicts, nil
+	return res, nil
 }
 
 // LoadScripts loads the Lua scripts, after a Redis restart lost them.

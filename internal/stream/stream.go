@@ -21,6 +21,12 @@ const (
 	DeadLetterPrefix   = "cost.deadletter."
 	DeadLetterSubjects = "cost.deadletter.>"
 
+	// Rollups carries the aggregator's rollup events (internal/event):
+	// RollupsPrefix + kind + name tokens.
+	Rollups         = "COST_ROLLUPS"
+	RollupsPrefix   = "cost.rollups."
+	RollupsSubjects = "cost.rollups.>"
+
 	// Consumer is the durable pull consumer shared by every aggregator
 	// replica: JetStream hands each message to one of them.
 	Consumer = "aggregator"
@@ -45,11 +51,13 @@ type Config struct {
 	AckWait time.Duration
 	// Replicas of each stream (1 for a single server).
 	Replicas int
+	// RollupsMaxAge is how long rollup events stay for subscribers.
+	RollupsMaxAge time.Duration
 }
 
 // DefaultConfig is a week of replay, ten minutes of publish deduplication.
 func DefaultConfig() Config {
-	return Config{SamplesMaxAge: 7 * 24 * time.Hour, DuplicateWindow: 10 * time.Minute, AckWait: 30 * time.Second, Replicas: 1}
+	return Config{SamplesMaxAge: 7 * 24 * time.Hour, DuplicateWindow: 10 * time.Minute, AckWait: 30 * time.Second, Replicas: 1, RollupsMaxAge: 7 * 24 * time.Hour}
 }
 
 // Ensure creates or updates the sample and dead-letter streams.
@@ -81,6 +89,30 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("create stream %s: %w", sc.Name, err)
 		}
+	}
+	return nil
+}
+
+// EnsureRollups creates or updates the rollup events stream.
+func EnsureRollups(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	if cfg.RollupsMaxAge <= 0 {
+		cfg.RollupsMaxAge = DefaultConfig().RollupsMaxAge
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        Rollups,
+		Description: "rollup events: new day totals per changed entity, day and item",
+		Subjects:    []string{RollupsSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.RollupsMaxAge,
+		Duplicates:  cfg.DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", Rollups, err)
 	}
 	return nil
 }

@@ -1,0 +1,55 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alauda/costmeter/internal/event"
+	"github.com/alauda/costmeter/internal/rollup"
+)
+
+// publishEvents publishes one event per changed (entity, day, item) and
+// waits for JetStream to store them, before the batch is acknowledged. An
+// item whose day totals are all zero has nothing to say and is skipped.
+// Ids are content hashes: a redelivered batch (its pieces now duplicates)
+// re-publishes the same totals under the same ids, so events lost to a crash
+// between commit and acknowledgement are sent, and none is sent twice.
+func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change) error {
+	if !a.cfg.Events || len(changes) == 0 {
+		return nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(changes)*2)
+	for _, c := range changes {
+		if event.KindOf(c.Scope) == "" {
+			continue
+		}
+		for _, it := range rollup.Items() {
+			ev := event.New(c, it)
+			if ev.Fixed == (event.Fixed{}) {
+				continue
+			}
+			msg := nats.NewMsg(ev.Subject())
+			msg.Data = ev.Marshal()
+			msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+			f, err := a.js.PublishMsgAsync(msg)
+			if err != nil {
+				return fmt.Errorf("publish rollup event: %w", err)
+			}
+			futures = append(futures, f)
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish rollup event: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("publish rollup events: %w", ctx.Err())
+		}
+	}
+	a.events.Add(ctx, int64(len(futures)))
+	return nil
+}
