@@ -157,8 +157,8 @@ type Aggregator struct {
 	now   func() time.Time
 
 	received, applied, duplicates, deadLettered, events metric.Int64Counter
-	batchSize                                   metric.Int64Histogram
-	applyLatency                                metric.Float64Histogram
+	batchSize                                           metric.Int64Histogram
+	applyLatency                                        metric.Float64Histogram
 
 	mu      sync.Mutex
 	running bool
