@@ -138,7 +138,8 @@ type Stage int
 const (
 	// StageDecoded: the batch is decoded, nothing is written yet.
 	StageDecoded Stage = iota
-	// StageCommitted: the rollups are committed, nothing is acknowledged.
+	// StageCommitted: the rollups are committed; dead letters and events
+	// are not published, nothing is acknowledged.
 	StageCommitted
 )
 
@@ -344,6 +345,7 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 		return err
 	}
 	verdicts := res.Verdicts
+	a.stage(StageCommitted)
 	a.applyLatency.Record(ctx, time.Since(start).Seconds())
 	a.batchSize.Record(ctx, int64(samples))
 	var nApplied, nDup int64
@@ -374,7 +376,6 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	if err := a.publishEvents(ctx, res.Changes); err != nil {
 		return err
 	}
-	a.stage(StageCommitted)
 	if ack {
 		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
