@@ -372,6 +372,15 @@ func TestForbiddenAndNotFound(t *testing.T) {
 		rec := get(h, usagePath("team"), mustQuery(t, ok))
 		checkStatus(t, rec.Code, rec.Body.Bytes(), 403, "Forbidden", "")
 	})
+	t.Run("the request's deadline passed", func(t *testing.T) {
+		h := newServer(t, r.Client(), api.WithAuthenticate(func(c *gin.Context) {
+			ctx, cancel := context.WithDeadline(auth.WithPrincipal(c.Request.Context(), auth.Anonymous()), time.Now().Add(-time.Second))
+			t.Cleanup(cancel)
+			c.Request = c.Request.WithContext(ctx)
+		}))
+		rec := get(h, usagePath(""), mustQuery(t, ok+"&step=week"))
+		checkStatus(t, rec.Code, rec.Body.Bytes(), 504, "Timeout", "deadline")
+	})
 	t.Run("a panic is a 500 Status without a stack", func(t *testing.T) {
 		h := newServer(t, r.Client(), api.WithAuthenticate(func(*gin.Context) { panic("boom at secret.go:12") }))
 		rec := get(h, usagePath(""), mustQuery(t, ok))

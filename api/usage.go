@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -52,6 +53,16 @@ const queryTimeout = 10 * time.Second
 func (s *Server) usage(c *gin.Context, project string) {
 	ctx := c.Request.Context()
 	if err := s.serveUsage(c, project); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			// The request's own deadline (a guard in front, or the client
+			// gone), not Redis: 504 as the guard would answer, or nothing.
+			if errors.Is(cerr, context.DeadlineExceeded) && !c.Writer.Written() {
+				abort(c, http.StatusGatewayTimeout, "the request took longer than its deadline")
+			} else {
+				c.Abort()
+			}
+			return
+		}
 		code, msg := statusOf(err)
 		if code >= 500 {
 			s.log.ErrorContext(ctx, "usage query", "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
