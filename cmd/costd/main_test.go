@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/httpguard"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/testenv"
+
+	"github.com/alauda/costmeter/api"
+)
+
+// TestCostdEndToEnd runs what `make run` runs, smaller: embedded NATS, a
+// redis-server child, a simulated cluster backfilling two days, the
+// aggregator and the API; the API must answer with the simulated projects,
+// and cancelling stops everything.
+func TestCostdEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	apiPort := testenv.FreePort(t)
+	o := options{
+		common:     config.Common{Timezone: "UTC"},
+		dataDir:    dir,
+		natsListen: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
+		redisPort:  testenv.FreePort(t),
+		retention:  rollup.DefaultRetention,
+		aggregator: aggregator.DefaultConfig(),
+		api: apiOptions{
+			api:   api.Config{Listen: "127.0.0.1:" + strconv.Itoa(apiPort), Currency: "CNY"},
+			auth:  auth.Config{Mode: auth.ModeNone},
+			guard: httpguard.DefaultConfig(),
+		},
+	}
+	o.collector.MaxBatch = collector.DefaultMaxBatch
+	o.collector.Sim = collector.SimConfig{Clusters: []string{"sim-a", "sim-b"}, Projects: 3, Namespaces: 6,
+		Interval: time.Minute, Backfill: 48 * time.Hour, BackfillInterval: time.Hour, Live: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- serve(ctx, o, log) }()
+
+	today := time.Now().UTC()
+	url := fmt.Sprintf("http://127.0.0.1:%d/platform/cost.alauda.io/v1beta1/costs/usage?start=%s&end=%s&kind=project_all&step=day",
+		apiPort, today.AddDate(0, 0, -1).Format("2006-01-02"), today.Format("2006-01-02"))
+	testenv.Eventually(t, 60*time.Second, "the API reports every simulated project for yesterday and today", func() (bool, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Total int `json:"total"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return false, err.Error()
+		}
+		return resp.StatusCode == 200 && body.Total == 6, fmt.Sprintf("status %d, total %d", resp.StatusCode, body.Total)
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("costd did not stop within 30s of cancel")
+	}
+}
+
+func TestInvalidConfiguration(t *testing.T) {
+	var stderr strings.Builder
+	if code := run([]string{"--timezone", "Nowhere/Land", "--sim-namespaces", "0"}, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	for _, want := range []string{"--timezone", "--sim-namespaces"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
