@@ -191,6 +191,28 @@ func TestApplyExactlyOnce(t *testing.T) {
 			t.Errorf("day index %s has %d members, want %d", sc, n, want)
 		}
 	}
+	// Everything of the day expires retention after the day ends, the
+	// month's keys retention after the month ends.
+	dayEnd := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
+	monthEnd := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
+	for key, want := range map[string]int64{
+		rollup.ValueKey(d, rollup.ScopeNamespace, "pay east api"):  dayEnd,
+		rollup.ValueKey(d, rollup.ScopeProject, "pay"):             dayEnd,
+		rollup.ValueKey(d, rollup.ScopeProjectCluster, "pay west"): dayEnd,
+		rollup.CoverageKey(d):                                 dayEnd,
+		rollup.DayIndexKey(d, rollup.ScopeCluster):            dayEnd,
+		rollup.MonthIndexKey("202506", rollup.ScopeNamespace): monthEnd,
+		rollup.MaskKey("202506", rollup.ScopeProject):         monthEnd,
+		rollup.NameIndexKey("202506"):                         monthEnd,
+	} {
+		got, err := rdb.ExpireTime(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(got/time.Second) != want {
+			t.Errorf("%s expires at %d, want %d", key, int64(got/time.Second), want)
+		}
+	}
 	low, err := store.Applied(ctx, "S", 1)
 	if err != nil || low != 6 {
 		t.Fatalf("applied watermark = %d, %v; want 6", low, err)
