@@ -28,14 +28,18 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/telemetry"
 )
 
 // Dead-letter reasons: the last token of the dead-letter subject and the
@@ -66,11 +70,14 @@ type Config struct {
 	Stream stream.Config
 	// Events turns on rollup events (internal/event) after each commit.
 	Events bool
+	// LagInterval is how often the consumer's pending messages are read
+	// for the consumer-lag gauge (a JetStream request, so not per scrape).
+	LagInterval time.Duration
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 256, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true}
+	return Config{BatchSize: 256, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
 }
 
 // RegisterFlags registers the aggregator's flags.
@@ -83,6 +90,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Duration(&c.MaxFuture, "max-future", "AGGREGATOR_MAX_FUTURE", d.MaxFuture, "how far in the future a sample window may end")
 	f.Duration(&c.Stream.SamplesMaxAge, "stream-max-age", "COST_STREAM_MAX_AGE", d.Stream.SamplesMaxAge, "how long samples stay in the stream (the replay window)")
 	f.Bool(&c.Events, "events", "AGGREGATOR_EVENTS", d.Events, "publish rollup events to the COST_ROLLUPS stream after each commit")
+	f.Duration(&c.LagInterval, "lag-interval", "AGGREGATOR_LAG_INTERVAL", d.LagInterval, "how often the consumer lag (pending messages) is measured for /metrics")
 	f.Duration(&c.Stream.RollupsMaxAge, "events-max-age", "COST_EVENTS_MAX_AGE", d.Stream.RollupsMaxAge, "how long rollup events stay in their stream")
 	c.Stream.DuplicateWindow, c.Stream.AckWait, c.Stream.Replicas = d.Stream.DuplicateWindow, d.Stream.AckWait, d.Stream.Replicas
 }
@@ -101,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.HealInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heal-interval: must be positive, got %s", c.HealInterval))
+	}
+	if c.LagInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--lag-interval: must be positive, got %s", c.LagInterval))
 	}
 	if c.MaxFuture < 0 {
 		errs = append(errs, fmt.Errorf("--max-future: must not be negative, got %s", c.MaxFuture))
@@ -128,6 +139,10 @@ func WithLogger(l *slog.Logger) Option { return func(a *Aggregator) { a.log = l 
 // WithMeter sets the OTel meter (default: no-op).
 func WithMeter(m metric.Meter) Option { return func(a *Aggregator) { a.meter = m } }
 
+// WithTracer sets the OTel tracer (default: no-op). Each batch is one
+// span, a child of its first message's publish span.
+func WithTracer(t trace.Tracer) Option { return func(a *Aggregator) { a.tracer = t } }
+
 // WithClock sets the clock (default: time.Now).
 func WithClock(now func() time.Time) Option { return func(a *Aggregator) { a.now = now } }
 
@@ -149,13 +164,14 @@ func WithStageHook(hook func(Stage)) Option { return func(a *Aggregator) { a.hoo
 
 // Aggregator applies samples from the stream to the rollups.
 type Aggregator struct {
-	hook  func(Stage)
-	cfg   Config
-	js    jetstream.JetStream
-	store Rollups
-	log   *slog.Logger
-	meter metric.Meter
-	now   func() time.Time
+	hook   func(Stage)
+	cfg    Config
+	js     jetstream.JetStream
+	store  Rollups
+	log    *slog.Logger
+	meter  metric.Meter
+	tracer trace.Tracer
+	now    func() time.Time
 
 	received, applied, duplicates, deadLettered, events metric.Int64Counter
 	batchSize                                           metric.Int64Histogram
@@ -163,6 +179,7 @@ type Aggregator struct {
 
 	mu      sync.Mutex
 	running bool
+	lag     lag
 }
 
 // New returns an Aggregator reading from js and writing to store.
@@ -173,7 +190,7 @@ func New(cfg Config, js jetstream.JetStream, store Rollups, opts ...Option) (*Ag
 	if js == nil || store == nil {
 		return nil, errors.New("aggregator: jetstream and store are required")
 	}
-	a := &Aggregator{cfg: cfg, js: js, store: store, log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now}
+	a := &Aggregator{cfg: cfg, js: js, store: store, log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), tracer: tracenoop.NewTracerProvider().Tracer(""), now: time.Now}
 	for _, o := range opts {
 		o(a)
 	}
@@ -188,6 +205,9 @@ func New(cfg Config, js jetstream.JetStream, store Rollups, opts ...Option) (*Ag
 	a.applyLatency, errs[5] = a.meter.Float64Histogram("cost.aggregator.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to commit one batch to redis"))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("create aggregator instruments: %w", err)
+	}
+	if err := a.lagGauge(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -243,6 +263,11 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.healLoop(ctx, cons)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.lagLoop(ctx, cons)
+	}()
 	wg.Wait()
 	return nil
 }
@@ -297,10 +322,22 @@ type origin struct {
 	index  int
 }
 
-// process applies one batch of messages: decode, validate, apply, dead-
+// process applies one batch of messages under one span (see startApply).
+func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
+	ctx, span := a.startApply(ctx, msgs, ack)
+	defer span.End()
+	if err := a.apply(ctx, msgs, ack); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "apply batch")
+		return err
+	}
+	return nil
+}
+
+// apply applies one batch of messages: decode, validate, apply, dead-
 // letter what cannot be counted, and (when ack) acknowledge. Messages
 // from a replay are not acknowledged.
-func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
+func (a *Aggregator) apply(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
 	var (
 		cs      []rollup.Contribution
 		origins []origin
@@ -370,6 +407,7 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	}
 	a.applied.Add(ctx, nApplied)
 	a.duplicates.Add(ctx, nDup)
+	trace.SpanFromContext(ctx).SetAttributes(attrSamples.Int(samples), attrApplied.Int64(nApplied), attrDuplicates.Int64(nDup), attrDeadLetters.Int(len(letters)))
 	if err := a.deadLetter(ctx, letters); err != nil {
 		return err
 	}
@@ -457,6 +495,8 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 	if len(letters) == 0 {
 		return nil
 	}
+	ctx, span := a.tracer.Start(ctx, "dead-letter samples", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrMessages.Int(len(letters))))
+	defer span.End()
 	futures := make([]jetstream.PubAckFuture, 0, len(letters))
 	for _, l := range letters {
 		msg := nats.NewMsg(stream.DeadLetterPrefix + l.reason)
@@ -466,6 +506,7 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dl-%d-%d", l.seq, l.index))
 		msg.Header.Set(HeaderElement, strconv.Itoa(l.index))
 		msg.Data = l.data
+		telemetry.Inject(ctx, msg)
 		f, err := a.js.PublishMsgAsync(msg)
 		if err != nil {
 			return fmt.Errorf("dead-letter message %d: %w", l.seq, err)

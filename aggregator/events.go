@@ -6,9 +6,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/telemetry"
 )
 
 // publishEvents publishes one event per changed (entity, day, item) and
@@ -21,6 +23,8 @@ func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change)
 	if !a.cfg.Events || len(changes) == 0 {
 		return nil
 	}
+	ctx, span := a.tracer.Start(ctx, "publish rollup events", trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
 	futures := make([]jetstream.PubAckFuture, 0, len(changes)*2)
 	for _, c := range changes {
 		if event.KindOf(c.Scope) == "" {
@@ -34,6 +38,7 @@ func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change)
 			msg := nats.NewMsg(ev.Subject())
 			msg.Data = ev.Marshal()
 			msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+			telemetry.Inject(ctx, msg)
 			f, err := a.js.PublishMsgAsync(msg)
 			if err != nil {
 				return fmt.Errorf("publish rollup event: %w", err)
@@ -50,6 +55,7 @@ func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change)
 			return fmt.Errorf("publish rollup events: %w", ctx.Err())
 		}
 	}
+	span.SetAttributes(attrMessages.Int(len(futures)))
 	a.events.Add(ctx, int64(len(futures)))
 	return nil
 }
