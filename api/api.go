@@ -7,6 +7,7 @@
 //
 //	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
+//	GET .../costs/usage/watch (both)  Server-Sent Events of rollup changes (watch.go)
 //	GET /openapi.yaml, /healthz, /readyz
 //
 // Every error is a Kubernetes Status object (internal/kstatus).
@@ -107,6 +108,7 @@ type Server struct {
 	log     *slog.Logger
 	authn   gin.HandlerFunc
 	engine  *gin.Engine
+	watch   watchState
 }
 
 // Option sets an optional dependency of the Server.
@@ -168,6 +170,8 @@ func (s *Server) routes() *gin.Engine {
 	g := e.Group("", s.authn)
 	g.GET(PlatformPath, func(c *gin.Context) { s.usage(c, "") })
 	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
+	g.GET(PlatformWatchPath, func(c *gin.Context) { s.watchRoute(c, "") })
+	g.GET(ProjectWatchPath, func(c *gin.Context) { s.watchRoute(c, c.Param("project")) })
 	e.NoRoute(func(c *gin.Context) {
 		abort(c, http.StatusNotFound, fmt.Sprintf("the server could not find the requested resource %s", c.Request.URL.Path))
 	})
@@ -203,6 +207,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 5 * time.Minute}
+	srv.RegisterOnShutdown(s.watch.shutdown) // watch streams end; Shutdown then finds them idle
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("serving api", "addr", ln.Addr().String())

@@ -86,34 +86,11 @@ func ParseQuery(v url.Values) (Query, error) {
 		}
 		q.Step, q.StepName = st, s
 	}
-	if s, ok := one(v, "kind"); ok {
-		q.Kind = ""
-		for _, k := range kinds {
-			if string(k) == s {
-				q.Kind = k
-			}
-		}
-		if q.Kind == "" {
-			return Query{}, badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all or cluster_all", s)
-		}
+	if q.Kind, q.Name, err = parseKind(v); err != nil {
+		return Query{}, err
 	}
-	switch q.Kind {
-	case KindProject, KindNamespace, KindCluster:
-		name, _ := one(v, "name")
-		if name == "" {
-			return Query{}, badParam("name", "required for kind=%s", q.Kind)
-		}
-		if err := checkName(name, q.Kind == KindCluster); err != nil {
-			return Query{}, badParam("name", "%v", err)
-		}
-		q.Name = name
-	}
-	if s, ok := one(v, "item"); ok {
-		it, known := rollup.ParseItem(s)
-		if !known {
-			return Query{}, badParam("item", "%q is not Cpu, Memory or Storage", s)
-		}
-		q.Item = it
+	if q.Item, err = parseItem(v); err != nil {
+		return Query{}, err
 	}
 	if s, ok := one(v, "method"); ok {
 		m, known := rollup.ParseMethod(s)
@@ -141,6 +118,48 @@ func ParseQuery(v url.Values) (Query, error) {
 		}
 	}
 	return q, nil
+}
+
+// parseKind parses kind (default project_all) and, for the kinds that
+// name one entity, name.
+func parseKind(v url.Values) (Kind, string, error) {
+	kind := KindProjectAll
+	if s, ok := one(v, "kind"); ok {
+		kind = ""
+		for _, k := range kinds {
+			if string(k) == s {
+				kind = k
+			}
+		}
+		if kind == "" {
+			return "", "", badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all or cluster_all", s)
+		}
+	}
+	switch kind {
+	case KindProject, KindNamespace, KindCluster:
+		name, _ := one(v, "name")
+		if name == "" {
+			return "", "", badParam("name", "required for kind=%s", kind)
+		}
+		if err := checkName(name, kind == KindCluster); err != nil {
+			return "", "", badParam("name", "%v", err)
+		}
+		return kind, name, nil
+	}
+	return kind, "", nil
+}
+
+// parseItem parses item (default Cpu).
+func parseItem(v url.Values) (rollup.Item, error) {
+	s, ok := one(v, "item")
+	if !ok {
+		return rollup.Cpu, nil
+	}
+	it, known := rollup.ParseItem(s)
+	if !known {
+		return 0, badParam("item", "%q is not Cpu, Memory or Storage", s)
+	}
+	return it, nil
 }
 
 // one returns the parameter's value; ok is false when it is absent or

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/kstatus"
+	"github.com/alauda/costmeter/internal/stream"
 )
 
 func abort(c *gin.Context, code int, message string) { kstatus.Abort(c, code, message) }
@@ -33,6 +34,10 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), ErrBadParameter.Error()+": ")
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden, strings.TrimPrefix(err.Error(), ErrForbidden.Error()+": ")
+	case errors.Is(err, ErrWatchDisabled):
+		return http.StatusServiceUnavailable, ErrWatchDisabled.Error()
+	case errors.Is(err, ErrEventsUnavailable):
+		return http.StatusServiceUnavailable, "the rollup events (nats stream " + stream.Rollups + ") are unavailable; retry later"
 	case unavailable(err):
 		return http.StatusServiceUnavailable, "the usage store (redis) is unavailable; retry later"
 	default:

@@ -1,0 +1,484 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/event"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/stream"
+)
+
+// Paths of the watch routes: Server-Sent Events of rollup changes.
+const (
+	PlatformWatchPath = PlatformPath + "/watch"
+	ProjectWatchPath  = ProjectPath + "/watch"
+)
+
+// Limits of a watch stream.
+const (
+	// MaxWatchSnapshot is the most entities whose day totals open a
+	// stream; a larger selection sends the first ones (in the usage
+	// route's order) and says so in a comment line and in the synced
+	// event.
+	MaxWatchSnapshot = 1000
+	// DefaultHeartbeat is how often an idle stream sends ": ping", so that
+	// proxies keep it open and a vanished client is noticed.
+	DefaultHeartbeat = 15 * time.Second
+	// watchBuffer is how many events wait between NATS and a slow client;
+	// beyond it NATS delivery waits (the ordered consumer recovers from
+	// the stall by itself, losing nothing).
+	watchBuffer = 256
+	// watchConsumerIdle lets the server remove a watch's consumer that was
+	// not deleted on the way out (the process died).
+	watchConsumerIdle = time.Minute
+)
+
+// ErrWatchDisabled is returned by the watch routes of a Server without
+// rollup events (WithEvents).
+var ErrWatchDisabled = errors.New("watch needs NATS (--nats-url)")
+
+// ErrEventsUnavailable is returned when the rollup events cannot be
+// subscribed to: NATS does not answer, or no aggregator created the
+// COST_ROLLUPS stream yet.
+var ErrEventsUnavailable = errors.New("rollup events unavailable")
+
+// IsWatch reports whether r asks for a watch stream: the request guards
+// give those no deadline and no heavy query slot
+// (httpguard.WithStreaming).
+func IsWatch(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/watch") }
+
+// WithEvents turns the watch routes on: they subscribe to the rollup
+// events (stream COST_ROLLUPS) through js.
+func WithEvents(js jetstream.JetStream) Option { return func(s *Server) { s.watch.js = js } }
+
+// WithClock sets the clock that tells the watch routes what today is in
+// the billing zone (default: time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.watch.now = now } }
+
+// WithHeartbeat sets how often an idle watch stream sends ": ping"
+// (default DefaultHeartbeat).
+func WithHeartbeat(d time.Duration) Option { return func(s *Server) { s.watch.heartbeat = d } }
+
+// watchState is the Server's share of the watch routes; its zero value
+// has them disabled.
+type watchState struct {
+	js        jetstream.JetStream
+	now       func() time.Time
+	heartbeat time.Duration
+
+	mu      sync.Mutex
+	stop    chan struct{} // closed when the HTTP server shuts down
+	stopped bool
+}
+
+// stopping is closed when the server shuts down: http.Server.Shutdown
+// waits for requests to finish, and a stream would never.
+func (w *watchState) stopping() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stop == nil {
+		w.stop = make(chan struct{})
+		if w.stopped {
+			close(w.stop)
+		}
+	}
+	return w.stop
+}
+
+// shutdown ends every stream (http.Server.RegisterOnShutdown).
+func (w *watchState) shutdown() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	w.stopped = true
+	if w.stop != nil {
+		close(w.stop)
+	}
+}
+
+// watchQuery is a parsed, valid watch query.
+type watchQuery struct {
+	Kind Kind
+	Name string
+	Item rollup.Item
+}
+
+// usageOnly are the usage route's parameters that mean nothing to a watch:
+// it streams today and what follows, with every method's totals.
+var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageSize", "format"}
+
+// parseWatchQuery checks the watch parameters: kind, name and item as the
+// usage route checks them (same defaults, same messages); the usage
+// route's other parameters are refused rather than silently ignored.
+func parseWatchQuery(v url.Values) (watchQuery, error) {
+	var q watchQuery
+	var err error
+	if q.Kind, q.Name, err = parseKind(v); err != nil {
+		return watchQuery{}, err
+	}
+	if q.Item, err = parseItem(v); err != nil {
+		return watchQuery{}, err
+	}
+	for _, p := range usageOnly {
+		if _, ok := one(v, p); ok {
+			return watchQuery{}, badParam(p, "not a parameter of the watch route (it streams today's totals and later changes, with every method)")
+		}
+	}
+	return q, nil
+}
+
+// watchPlan is what one stream reads and subscribes to.
+type watchPlan struct {
+	q       watchQuery
+	project string // the project route's project, "" on the platform route
+	sel     rollup.Selection
+	subject string
+	// derive: the project route's clusters have no events of their own
+	// (a project's share of a cluster); they are re-read from the rollups
+	// whenever one of the project's namespaces in that cluster changes.
+	derive bool
+}
+
+// planWatch maps a query to its snapshot selection and event subject. The
+// project route confines both to the project: every subject it builds
+// starts with the project's own token.
+func planWatch(q watchQuery, project string) (watchPlan, error) {
+	sel, err := selectionOf(Query{Kind: q.Kind, Name: q.Name}, project)
+	if err != nil {
+		return watchPlan{}, err
+	}
+	p := watchPlan{q: q, project: project, sel: sel}
+	const pre = stream.RollupsPrefix
+	if project == "" {
+		switch q.Kind {
+		case KindProjectAll:
+			p.subject = pre + event.KindProject + ".*"
+		case KindProject:
+			p.subject = pre + event.KindProject + "." + q.Name
+		case KindClusterAll:
+			p.subject = pre + event.KindCluster + ".*"
+		case KindCluster:
+			p.subject = pre + event.KindCluster + "." + event.Token(q.Name)
+		case KindNamespaceAll:
+			p.subject = pre + event.KindNamespace + ".*.*.*"
+		default:
+			p.subject = pre + event.KindNamespace + ".*.*." + q.Name
+		}
+		return p, nil
+	}
+	switch q.Kind {
+	case KindProject, KindProjectAll:
+		p.subject = pre + event.KindProject + "." + project
+	case KindClusterAll:
+		p.subject, p.derive = pre+event.KindNamespace+"."+project+".*.*", true
+	case KindCluster:
+		p.subject, p.derive = pre+event.KindNamespace+"."+project+"."+event.Token(q.Name)+".*", true
+	case KindNamespaceAll:
+		p.subject = pre + event.KindNamespace + "." + project + ".*.*"
+	default:
+		p.subject = pre + event.KindNamespace + "." + project + ".*." + q.Name
+	}
+	return p, nil
+}
+
+// watchEvent turns an entity's day rollup into the event of item it; a
+// project's share of a cluster is reported as kind cluster with its
+// project, as the usage route's project-scoped cluster rows are. Its id is
+// the content hash of event.New, so a snapshot event and a stream event
+// with the same totals carry the same id.
+func watchEvent(sc rollup.Scope, d rollup.Day, member string, v rollup.Values, it rollup.Item) event.Event {
+	ev := event.New(rollup.Change{Scope: sc, Day: d, Member: member, Values: v}, it)
+	if sc == rollup.ScopeProjectCluster {
+		ev.Kind = event.KindCluster
+	}
+	return ev
+}
+
+func (s *Server) watchRoute(c *gin.Context, project string) {
+	ctx := c.Request.Context()
+	if err := s.serveWatch(c, project); err != nil {
+		if ctx.Err() != nil {
+			c.Abort() // the client left (or the server stopped) while opening
+			return
+		}
+		code, msg := statusOf(err)
+		if code >= 500 {
+			s.log.ErrorContext(ctx, "watch", "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
+		}
+		if c.Writer.Written() {
+			c.Abort()
+			return
+		}
+		abort(c, code, msg)
+	}
+}
+
+// serveWatch checks the request, subscribes, sends the snapshot, then
+// streams until the client leaves or the server stops. Errors before the
+// first byte become a Status; after it the stream ends with a comment
+// saying why.
+func (s *Server) serveWatch(c *gin.Context, project string) error {
+	ctx := c.Request.Context()
+	p, _ := auth.FromContext(ctx)
+	if project == "" {
+		if !p.CanSeePlatform() {
+			return fmt.Errorf("%w: %s may not see platform-wide usage", ErrForbidden, principalName(p))
+		}
+	} else {
+		if err := checkName(project, false); err != nil {
+			return badParam("project", "%v", err)
+		}
+		if !p.CanSeeProject(project) {
+			return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)
+		}
+	}
+	q, err := parseWatchQuery(c.Request.URL.Query())
+	if err != nil {
+		return err
+	}
+	plan, err := planWatch(q, project)
+	if err != nil {
+		return err
+	}
+	if s.watch.js == nil {
+		return ErrWatchDisabled
+	}
+
+	// Subscribe first, then read the snapshot: whatever commits between
+	// the two is both in the snapshot and on the stream, never in neither.
+	// Events carry absolute totals, so the duplicate is harmless.
+	octx, cancel := context.WithTimeout(ctx, queryTimeout)
+	cons, err := s.watch.js.OrderedConsumer(octx, stream.Rollups, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{plan.subject},
+		DeliverPolicy:     jetstream.DeliverNewPolicy,
+		InactiveThreshold: watchConsumerIdle,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: subscribe to %s: %w", ErrEventsUnavailable, stream.Rollups, err)
+	}
+	done := make(chan struct{})
+	msgs := make(chan jetstream.Msg, watchBuffer)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	})
+	if err != nil {
+		s.deleteConsumer(ctx, cons)
+		return fmt.Errorf("%w: consume %s: %w", ErrEventsUnavailable, stream.Rollups, err)
+	}
+	defer func() {
+		close(done)
+		cc.Stop()
+		s.deleteConsumer(ctx, cons)
+	}()
+
+	now := time.Now
+	if s.watch.now != nil {
+		now = s.watch.now
+	}
+	today := rollup.DayOf(now(), s.loc)
+	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	page, err := s.reader.Page(rctx, plan.sel, []rollup.Bucket{{First: today, Last: today}}, 0, MaxWatchSnapshot)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read today's totals: %w", err)
+	}
+
+	// The stream outlives the server's write timeout.
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
+	h := c.Writer.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	c.Status(http.StatusOK)
+	w := &sseWriter{w: c.Writer}
+	w.comment(fmt.Sprintf("rollup changes of kind=%s item=%s; totals of %s first", q.Kind, q.Item, today))
+	sent := 0
+	for _, r := range page.Rows {
+		ev := watchEvent(plan.sel.Scope, today, r.Entity.Member(plan.sel.Scope), r.Days[0], q.Item)
+		if ev.Fixed == (event.Fixed{}) {
+			continue
+		}
+		w.event("rollup", ev.ID, ev.Marshal())
+		sent++
+	}
+	truncated := page.Total > len(page.Rows)
+	if truncated {
+		w.comment(fmt.Sprintf("snapshot truncated: the first %d of %d entities", len(page.Rows), page.Total))
+	}
+	synced, _ := json.Marshal(map[string]any{"day": today.String(), "entities": len(page.Rows), "total": page.Total, "sent": sent, "truncated": truncated})
+	w.event("synced", "", synced)
+	if err := w.flush(c.Writer); err != nil {
+		return nil // the client left
+	}
+	return s.streamWatch(ctx, c.Writer, w, plan, msgs)
+}
+
+// streamWatch forwards matching events, with heartbeats, until the client
+// leaves or the server stops.
+func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, plan watchPlan, msgs <-chan jetstream.Msg) error {
+	every := s.watch.heartbeat
+	if every <= 0 {
+		every = DefaultHeartbeat
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	stop := s.watch.stopping()
+	d := deriver{sent: map[string]event.Fixed{}}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-stop:
+			w.comment("server shutting down; reconnect")
+			_ = w.flush(f)
+			return nil
+		case <-tick.C:
+			w.comment("ping")
+		case m := <-msgs:
+			// Drain what is already here before flushing once.
+			for more := true; more; {
+				if err := s.forward(ctx, w, plan, &d, m); err != nil {
+					w.comment("stream ended: the usage store is unavailable; reconnect")
+					_ = w.flush(f)
+					return err
+				}
+				select {
+				case m = <-msgs:
+				default:
+					more = false
+				}
+			}
+		}
+		if err := w.flush(f); err != nil {
+			return nil // the client left
+		}
+	}
+}
+
+// forward writes the event of m if the plan wants it.
+func (s *Server) forward(ctx context.Context, w *sseWriter, plan watchPlan, d *deriver, m jetstream.Msg) error {
+	var ev event.Event
+	if err := json.Unmarshal(m.Data(), &ev); err != nil {
+		s.log.WarnContext(ctx, "undecodable rollup event", "subject", m.Subject(), "err", err)
+		return nil
+	}
+	if ev.Item != plan.q.Item.String() {
+		return nil
+	}
+	// The subject already confines the stream to the project; the body
+	// is checked too, so a mislabelled event cannot cross projects.
+	if plan.project != "" && ev.Project != plan.project {
+		return nil
+	}
+	if plan.derive {
+		var err error
+		if ev, err = s.derive(ctx, d, plan, ev); err != nil || ev.ID == "" {
+			return err
+		}
+	}
+	w.event("rollup", ev.ID, ev.Marshal())
+	return nil
+}
+
+// deriver remembers the project-cluster totals a stream sent, so that a
+// burst of namespace events of one cluster sends its new totals once.
+type deriver struct {
+	sent map[string]event.Fixed
+}
+
+// maxDerived bounds deriver.sent; forgetting only risks a repeated event.
+const maxDerived = 4096
+
+// derive reads the project's share of the namespace event's cluster on
+// its day (committed before the event was published, so at least as new
+// as it) and returns its event, or a zero Event when nothing changed.
+func (s *Server) derive(ctx context.Context, d *deriver, plan watchPlan, ns event.Event) (event.Event, error) {
+	day, err := time.Parse("20060102", ns.Day)
+	if err != nil {
+		return event.Event{}, nil
+	}
+	rd := rollup.DayFromDate(day.Date())
+	member := rollup.Entity{Project: plan.project, Cluster: ns.Cluster}.Member(rollup.ScopeProjectCluster)
+	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	v, ok, err := rollup.DayValues(rctx, s.rdb, rd, rollup.ScopeProjectCluster, member)
+	cancel()
+	if err != nil {
+		return event.Event{}, fmt.Errorf("read cluster totals: %w", err)
+	}
+	if !ok {
+		return event.Event{}, nil
+	}
+	ev := watchEvent(rollup.ScopeProjectCluster, rd, member, v, plan.q.Item)
+	key := ev.Cluster + "|" + ev.Day
+	if ev.Fixed == (event.Fixed{}) || d.sent[key] == ev.Fixed {
+		return event.Event{}, nil
+	}
+	if len(d.sent) >= maxDerived {
+		clear(d.sent)
+	}
+	d.sent[key] = ev.Fixed
+	return ev, nil
+}
+
+// deleteConsumer removes a watch's consumer from the server rather than
+// leaving it to expire.
+func (s *Server) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := s.watch.js.DeleteConsumer(dctx, stream.Rollups, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.DebugContext(ctx, "delete watch consumer", "consumer", info.Name, "err", err)
+	}
+}
+
+// sseWriter formats Server-Sent Events; the first write error sticks.
+type sseWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (w *sseWriter) printf(format string, args ...any) {
+	if w.err == nil {
+		_, w.err = fmt.Fprintf(w.w, format, args...)
+	}
+}
+
+// event writes one event; data must be one line (compact JSON is).
+func (w *sseWriter) event(name, id string, data []byte) {
+	if id != "" {
+		w.printf("event: %s\nid: %s\ndata: %s\n\n", name, id, data)
+		return
+	}
+	w.printf("event: %s\ndata: %s\n\n", name, data)
+}
+
+func (w *sseWriter) comment(text string) { w.printf(": %s\n\n", text) }
+
+func (w *sseWriter) flush(f http.Flusher) error {
+	if w.err == nil {
+		f.Flush()
+	}
+	return w.err
+}
