@@ -17,3 +17,17 @@ build:
 
 fmt:
 	gofmt -l -w .
+
+## bench: one run against fresh servers (embedded NATS, redis-server child): raw limits of JetStream and
+## Redis, ingest end to end (steady and catch-up), API queries at 10k and 100k namespaces, memory; prints
+## one table, writes bench/results/latest.json and a CPU profile of the catch-up drain. Under 10 minutes.
+bench:
+	$(GO) run ./bench -out bench/results/latest.json -cpuprofile bench/results/catchup-cpu.pprof
+
+## bench-quick: the same at small sizes, under a minute (also run by `make test` through internal/benchrun).
+bench-quick:
+	BENCH_QUICK=1 $(GO) run ./bench
+
+## fuzz: the sample decoder's fuzz test for a minute (its seed corpus runs in `make test`).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s ./internal/sample

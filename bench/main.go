@@ -1,0 +1,68 @@
+// Command bench measures costmeter on this machine against the machine's
+// own limits, in one run against fresh servers, prints one table and writes
+// it as JSON (see internal/benchrun). BENCH_QUICK=1 runs the small sizes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/alauda/costmeter/internal/benchrun"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "small sizes, under a minute (BENCH_QUICK=1)")
+	out := fs.String("out", "", "JSON report file (default bench/results/latest.json, or quick.json in quick mode)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up drain to this file")
+	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile}
+	if *quick {
+		cfg.Sizes = benchrun.QuickSizes()
+	}
+	if *out == "" {
+		*out = "bench/results/latest.json"
+		if *quick {
+			*out = "bench/results/quick.json"
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	gin.SetMode(gin.ReleaseMode)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := benchrun.Run(ctx, cfg, log)
+	if rep != nil && len(rep.Rows) > 0 {
+		_ = rep.WriteTable(os.Stdout)
+	}
+	if err == nil {
+		if werr := rep.WriteJSON(*out); werr != nil {
+			fmt.Fprintln(os.Stderr, "bench:", werr)
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}

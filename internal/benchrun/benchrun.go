@@ -1,0 +1,275 @@
+// Package benchrun measures the whole pipeline on the machine it runs on,
+// in one run against fresh servers, so that every figure can be read
+// beside the machine's own limits:
+//
+//  1. raw limits: JetStream publish and consume-with-ack of the pipeline's
+//     own messages (sample.EncodeBatch batches of collector.DefaultMaxBatch
+//     samples), and Redis pipelined BITFIELD INCRBY i64 on day-rollup keys;
+//  2. ingest end to end (collector.Publisher -> JetStream ->
+//     aggregator.Aggregator -> Redis), steady state and catch-up;
+//  3. the API's queries over real HTTP with 10 concurrent clients at two
+//     sizes;
+//  4. memory: the process's peak RSS per phase and Redis bytes per
+//     namespace-day.
+//
+// Everything but redis-server runs in this process (the embedded NATS
+// server too), so process memory figures include NATS; the report says so.
+package benchrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/alauda/costmeter/collector"
+)
+
+// The project's targets, from issue 6.
+const (
+	TargetSteady       = 100_000 // samples/s, steady-state ingest
+	TargetCatchup      = 300_000 // samples/s, catch-up ingest
+	TargetRawFraction  = 0.5     // ingest / slowest raw stage
+	TargetQueryP95     = 25 * time.Millisecond
+	TargetQueryScaling = 2.0 // p95 at the large size / p95 at the small size
+)
+
+// Sizes are the amounts one run measures.
+type Sizes struct {
+	// RawMessages is how many batch messages the JetStream raw stages
+	// publish and consume.
+	RawMessages int
+	// RawIncrements is how many BITFIELD commands the Redis raw stage
+	// sends.
+	RawIncrements int
+	// SteadyClusters × SteadyNamespaces namespaces each send
+	// SteadyWindows one-minute windows.
+	SteadyClusters, SteadyNamespaces, SteadyWindows int
+	// CatchupClusters × CatchupNamespaces namespaces have a backlog of
+	// CatchupBackfill in one-minute windows.
+	CatchupClusters, CatchupNamespaces int
+	CatchupBackfill                    time.Duration
+	// QueryNamespaces are the sizes the queries run at (31 days, 200
+	// projects, 3 clusters); the first is the reference of the ratio.
+	QueryNamespaces []int
+	// QueryRequests is how many requests each of the QueryClients sends
+	// per query.
+	QueryRequests, QueryClients int
+}
+
+// FullSizes are the sizes of `make bench`.
+func FullSizes() Sizes {
+	return Sizes{
+		RawMessages: 1_000, RawIncrements: 1_000_000,
+		SteadyClusters: 2, SteadyNamespaces: 5_000, SteadyWindows: 20,
+		CatchupClusters: 2, CatchupNamespaces: 1_000, CatchupBackfill: 24 * time.Hour,
+		QueryNamespaces: []int{10_000, 100_000}, QueryRequests: 100, QueryClients: 10,
+	}
+}
+
+// QuickSizes are small enough for a test under the race detector.
+func QuickSizes() Sizes {
+	return Sizes{
+		RawMessages: 100, RawIncrements: 20_000,
+		SteadyClusters: 2, SteadyNamespaces: 500, SteadyWindows: 3,
+		CatchupClusters: 2, CatchupNamespaces: 100, CatchupBackfill: time.Hour,
+		QueryNamespaces: []int{300, 3_000}, QueryRequests: 5, QueryClients: 10,
+	}
+}
+
+// Config is one run.
+type Config struct {
+	Sizes Sizes
+	// Quick is recorded in the report.
+	Quick bool
+	// CPUProfile, when set, receives a CPU profile of the process during
+	// the catch-up drain (the aggregator applying the backlog).
+	CPUProfile string
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	s := c.Sizes
+	if s.RawMessages < 1 || s.RawIncrements < 1 {
+		errs = append(errs, errors.New("raw sizes must be positive"))
+	}
+	if s.SteadyClusters < 1 || s.SteadyNamespaces < 1 || s.SteadyWindows < 1 {
+		errs = append(errs, errors.New("steady sizes must be positive"))
+	}
+	if s.CatchupClusters < 1 || s.CatchupNamespaces < 1 || s.CatchupBackfill < time.Minute {
+		errs = append(errs, errors.New("catch-up sizes must be positive (backfill at least a minute)"))
+	}
+	if len(s.QueryNamespaces) != 2 || s.QueryRequests < 1 || s.QueryClients < 1 {
+		errs = append(errs, errors.New("queries need two sizes, requests and clients"))
+	}
+	return errors.Join(errs...)
+}
+
+// Row is one figure of the report.
+type Row struct {
+	Section string  `json:"section"`
+	Name    string  `json:"name"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	// Target is the goal beside the figure ("" when there is none); Met
+	// tells whether the figure reaches it.
+	Target string `json:"target,omitempty"`
+	Met    *bool  `json:"met,omitempty"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"`
+	Quick    bool      `json:"quick"`
+	Sizes    Sizes     `json:"sizes"`
+	Machine  string    `json:"machine"`
+	Versions string    `json:"versions"`
+	Rows     []Row     `json:"rows"`
+}
+
+func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
+
+func (r *Report) value(section, name string) float64 {
+	for _, row := range r.Rows {
+		if row.Section == section && row.Name == name {
+			return row.Value
+		}
+	}
+	return 0
+}
+
+func met(ok bool) *bool { return &ok }
+
+// Run starts fresh servers and measures everything, logging progress to
+// log. The report holds what was measured even when an error stops it.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes,
+		Machine: fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))}
+	srv, err := startServers(ctx, log)
+	if err != nil {
+		return rep, err
+	}
+	defer srv.close()
+	redisVer, _ := srv.rdb.InfoMap(ctx, "server").Result()
+	rep.Versions = fmt.Sprintf("%s, nats-server %s, redis %s", runtime.Version(), server.VERSION, redisVer["Server"]["redis_version"])
+	phases := []struct {
+		name string
+		run  func(context.Context, *servers, Config, *Report, *slog.Logger) error
+	}{
+		{"raw limits", runRaw},
+		{"ingest steady", runSteady},
+		{"ingest catch-up", runCatchup},
+		{"queries", runQueries},
+	}
+	for _, p := range phases {
+		if err := srv.reset(ctx); err != nil {
+			return rep, err
+		}
+		log.Info("phase", "name", p.name)
+		t0 := time.Now()
+		if err := p.run(ctx, srv, cfg, rep, log); err != nil {
+			return rep, fmt.Errorf("%s: %w", p.name, err)
+		}
+		log.Info("phase done", "name", p.name, "seconds", time.Since(t0).Round(time.Millisecond).Seconds())
+	}
+	rep.Seconds = time.Since(rep.Started).Seconds()
+	return rep, nil
+}
+
+// defaultBatch is the collector's message size, which the raw stages use.
+const defaultBatch = collector.DefaultMaxBatch
+
+// WriteTable prints the report as one aligned table.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	mode := "full"
+	if r.Quick {
+		mode = "quick (BENCH_QUICK=1)"
+	}
+	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions)
+	fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", "SECTION", "MEASURE", "VALUE", "UNIT", "TARGET", "MET")
+	rows := slices.Clone(r.Rows)
+	order := []string{secRaw, secIngest, secQuery, secMemory}
+	slices.SortStableFunc(rows, func(a, b Row) int { return slices.Index(order, a.Section) - slices.Index(order, b.Section) })
+	section := ""
+	for _, row := range rows {
+		if row.Section != section && section != "" {
+			b.WriteString("\n")
+		}
+		section = row.Section
+		m := ""
+		if row.Met != nil {
+			m = "yes"
+			if !*row.Met {
+				m = "NO"
+			}
+		}
+		fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", row.Section, row.Name, formatValue(row.Value), row.Unit, row.Target, m)
+		if row.Note != "" {
+			fmt.Fprintf(&b, "%-9s   %s\n", "", row.Note)
+		}
+	}
+	fmt.Fprintf(&b, "\ntotal %.0f s\n", r.Seconds)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v >= 1000:
+		return commas(int64(v + 0.5))
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+// WriteJSON writes the report to path atomically (a .tmp file renamed).
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create results dir: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}

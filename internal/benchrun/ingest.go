@@ -1,0 +1,273 @@
+package benchrun
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/stream"
+)
+
+// ledger is the exact sum the cluster rollups must hold, computed from the
+// samples as they were published.
+type ledger map[ledgerKey]rollup.Values
+
+type ledgerKey struct {
+	cluster string
+	day     rollup.Day
+}
+
+func (l ledger) add(samples []sample.Sample) {
+	for i := range samples {
+		for _, p := range rollup.Split(&samples[i], time.UTC) {
+			k := ledgerKey{samples[i].Cluster, p.Day}
+			v := l[k]
+			v.Add(&p.Values)
+			l[k] = v
+		}
+	}
+}
+
+// verify compares every cluster-day rollup with the ledger.
+func (l ledger) verify(ctx context.Context, store *rollup.Store) error {
+	for k, want := range l {
+		got, ok, err := rollup.DayValues(ctx, store.Client(), k.day, rollup.ScopeCluster, k.cluster)
+		if err != nil {
+			return err
+		}
+		if !ok || got != want {
+			return fmt.Errorf("cluster %s day %s: redis holds %v, the published samples sum to %v", k.cluster, k.day, got, want)
+		}
+	}
+	return nil
+}
+
+func clusters(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "sim-" + strconv.Itoa(i)
+	}
+	return out
+}
+
+// newStore is a rollup store on the bench Redis with the production
+// retention, scripts loaded.
+func newStore(ctx context.Context, srv *servers, retention time.Duration) (*rollup.Store, error) {
+	store, err := rollup.NewStore(srv.rdb, time.UTC, retention)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.CheckTimezone(ctx); err != nil {
+		return nil, err
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// AggregatorBatch is the aggregator's --batch-size in the bench, in
+// messages: 16 messages of 500 samples are 8,000 samples per Lua call. The
+// default, 256 messages (128,000 samples per call), keeps Redis inside one
+// script for more than its 5 s busy limit during catch-up: the other worker
+// gets BUSY, batches pass their 30 s deadline, are redelivered, and the
+// drain livelocks. 256 is sized for messages of one sample.
+const AggregatorBatch = 16
+
+// startAggregator runs an in-process aggregator with the default
+// configuration but AggregatorBatch until the returned stop is called.
+func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger) (stop func() error, err error) {
+	cfg := aggregator.DefaultConfig()
+	cfg.BatchSize = AggregatorBatch
+	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- agg.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	return func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}, nil
+}
+
+func slowestRaw(rep *Report) (float64, string) {
+	best, name := 0.0, ""
+	for _, n := range []string{rawPublish, rawConsume, rawIncr} {
+		if v := rep.value(secRaw, n); v > 0 && (best == 0 || v < best) {
+			best, name = v, n
+		}
+	}
+	return best, name
+}
+
+// ingestRows adds the rate, its ratio to the slowest raw stage and the
+// phase's resources.
+func ingestRows(rep *Report, shape string, samples int, seconds float64, target float64, w *memWatch, redisCPUSeconds float64, note string) {
+	rate := float64(samples) / seconds
+	rep.add(Row{Section: secIngest, Name: shape + ": samples/s, first publish to last visible", Value: rate, Unit: "samples/s",
+		Target: ">= " + commas(int64(target)), Met: met(rate >= target), Note: note})
+	if slow, name := slowestRaw(rep); slow > 0 {
+		r := rate / slow
+		rep.add(Row{Section: secIngest, Name: shape + ": ratio to the slowest raw stage", Value: r, Unit: "×",
+			Target: fmt.Sprintf(">= %.2f", TargetRawFraction), Met: met(r >= TargetRawFraction), Note: "slowest raw stage: " + name})
+	}
+	rss, heap, cpu := w.done()
+	rep.add(Row{Section: secMemory, Name: shape + ": peak RSS, aggregator process", Value: float64(rss) / mib, Unit: "MiB", Note: w.note()})
+	rep.add(Row{Section: secMemory, Name: shape + ": peak Go heap (objects), aggregator process", Value: float64(heap) / mib, Unit: "MiB"})
+	rep.add(Row{Section: secIngest, Name: shape + ": CPU used, this process / redis-server", Value: cpu / seconds, Unit: "cores",
+		Note: fmt.Sprintf("redis-server main thread busy %.0f%% of the wall time (%.1f s of %.1f s)", 100*redisCPUSeconds/seconds, redisCPUSeconds, seconds)})
+}
+
+func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *slog.Logger) error {
+	sz := cfg.Sizes
+	store, err := newStore(ctx, srv, rollup.DefaultRetention)
+	if err != nil {
+		return err
+	}
+	if err := stream.Ensure(ctx, srv.js, stream.DefaultConfig()); err != nil {
+		return err
+	}
+	pub, err := collector.NewPublisher(srv.js, collector.PublisherConfig{}, log)
+	if err != nil {
+		return err
+	}
+	perWindow := sz.SteadyClusters * sz.SteadyNamespaces
+	now := time.Now()
+	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: clusters(sz.SteadyClusters), Projects: 100, Namespaces: sz.SteadyNamespaces,
+		Interval: time.Minute, Backfill: time.Duration(sz.SteadyWindows) * time.Minute, ChunkSamples: perWindow}, func() time.Time { return now })
+	if err != nil {
+		return err
+	}
+	// Encoded ahead, window by window, so that the timed part is the
+	// pipeline and not the simulation.
+	l := ledger{}
+	var windows [][]collector.Message
+	total := 0
+	if err := sim.Run(ctx, func(_ context.Context, s []sample.Sample) error {
+		l.add(s)
+		windows = append(windows, pub.Encode(s))
+		total += len(s)
+		return nil
+	}); err != nil {
+		return err
+	}
+	stop, err := startAggregator(ctx, srv, store, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	// Wait until the aggregator created its consumer.
+	for {
+		if _, _, err := drained(ctx, srv.js); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w := watchMemory()
+	rcpu := redisCPU(ctx, srv.rdb)
+	t0 := time.Now()
+	for _, msgs := range windows {
+		if err := pub.PublishMessages(ctx, msgs); err != nil {
+			return err
+		}
+	}
+	published := time.Since(t0).Seconds()
+	if err := waitDrained(ctx, srv.js, 8*time.Minute); err != nil {
+		return err
+	}
+	el := time.Since(t0).Seconds()
+	ingestRows(rep, "steady", total, el, TargetSteady, w, redisCPU(ctx, srv.rdb)-rcpu,
+		fmt.Sprintf("%d namespaces × %d new one-minute windows = %d samples; publishing took %.1f s of %.1f s", perWindow, sz.SteadyWindows, total, published, el))
+	if err := stop(); err != nil {
+		return err
+	}
+	return l.verify(ctx, store)
+}
+
+func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log *slog.Logger) error {
+	sz := cfg.Sizes
+	store, err := newStore(ctx, srv, rollup.DefaultRetention)
+	if err != nil {
+		return err
+	}
+	if err := stream.Ensure(ctx, srv.js, stream.DefaultConfig()); err != nil {
+		return err
+	}
+	pub, err := collector.NewPublisher(srv.js, collector.PublisherConfig{}, log)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: clusters(sz.CatchupClusters), Projects: 100, Namespaces: sz.CatchupNamespaces,
+		Interval: time.Minute, Backfill: sz.CatchupBackfill}, func() time.Time { return now })
+	if err != nil {
+		return err
+	}
+	l := ledger{}
+	total := 0
+	t0 := time.Now()
+	if err := sim.Run(ctx, func(ctx context.Context, s []sample.Sample) error {
+		l.add(s)
+		total += len(s)
+		return pub.Publish(ctx, s)
+	}); err != nil {
+		return err
+	}
+	pubSecs := time.Since(t0).Seconds()
+	rep.add(Row{Section: secIngest, Name: "catch-up: backlog published by the collector (simulate)", Value: float64(total) / pubSecs, Unit: "samples/s",
+		Note: fmt.Sprintf("%d samples in %.1f s, simulation and encoding included; not part of the drain time", total, pubSecs)})
+	log.Info("backlog published", "samples", total, "seconds", pubSecs)
+
+	var prof io.Closer
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("create cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		prof = f
+	}
+	w := watchMemory()
+	rcpu := redisCPU(ctx, srv.rdb)
+	t0 = time.Now()
+	stop, err := startAggregator(ctx, srv, store, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	err = waitDrained(ctx, srv.js, 9*time.Minute)
+	el := time.Since(t0).Seconds()
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
+	}
+	if err != nil {
+		return err
+	}
+	ingestRows(rep, "catch-up", total, el, TargetCatchup, w, redisCPU(ctx, srv.rdb)-rcpu,
+		fmt.Sprintf("backlog of %s at 60 s for %d namespaces = %d samples, drained from aggregator start", sz.CatchupBackfill, sz.CatchupClusters*sz.CatchupNamespaces, total))
+	if err := stop(); err != nil {
+		return err
+	}
+	return l.verify(ctx, store)
+}
