@@ -24,9 +24,16 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/telemetry"
 )
 
 // DefaultMaxBatch is how many samples go into one message: per-message
@@ -45,7 +52,22 @@ type Publisher struct {
 	maxElapsed time.Duration
 	ackTimeout time.Duration
 	log        *slog.Logger
+	meter      metric.Meter
+	tracer     trace.Tracer
+
+	messages, samples, failures metric.Int64Counter
 }
+
+// PublisherOption sets an optional dependency of a Publisher.
+type PublisherOption func(*Publisher)
+
+// WithPublisherMeter sets the OTel meter (default: no-op).
+func WithPublisherMeter(m metric.Meter) PublisherOption { return func(p *Publisher) { p.meter = m } }
+
+// WithPublisherTracer sets the OTel tracer (default: no-op). Every message
+// sent is a producer span whose W3C trace context travels in the message's
+// headers: the aggregator's apply span is its child.
+func WithPublisherTracer(t trace.Tracer) PublisherOption { return func(p *Publisher) { p.tracer = t } }
 
 // PublisherConfig tunes a Publisher.
 type PublisherConfig struct {
@@ -64,7 +86,7 @@ type PublisherConfig struct {
 const DefaultAckTimeout = 30 * time.Second
 
 // NewPublisher returns a Publisher.
-func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger) (*Publisher, error) {
+func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger, opts ...PublisherOption) (*Publisher, error) {
 	if js == nil {
 		return nil, errors.New("publisher: nil jetstream")
 	}
@@ -77,7 +99,22 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, log *slog.Logger)
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Publisher{js: js, maxBatch: cfg.MaxBatch, maxElapsed: cfg.MaxElapsed, ackTimeout: cfg.AckTimeout, log: log.With("component", "publisher")}, nil
+	p := &Publisher{js: js, maxBatch: cfg.MaxBatch, maxElapsed: cfg.MaxElapsed, ackTimeout: cfg.AckTimeout, log: log.With("component", "publisher"),
+		meter: metricnoop.NewMeterProvider().Meter(""), tracer: tracenoop.NewTracerProvider().Tracer("")}
+	for _, o := range opts {
+		o(p)
+	}
+	var err1, err2, err3 error
+	p.messages, err1 = p.meter.Int64Counter("cost.collector.messages.published", metric.WithUnit("{message}"),
+		metric.WithDescription("sample messages JetStream acknowledged (duplicates included)"))
+	p.samples, err2 = p.meter.Int64Counter("cost.collector.samples.published", metric.WithUnit("{sample}"),
+		metric.WithDescription("samples in the messages JetStream acknowledged"))
+	p.failures, err3 = p.meter.Int64Counter("cost.collector.publish.failures", metric.WithUnit("{message}"),
+		metric.WithDescription("attempts to publish a sample message that JetStream did not acknowledge (each is retried)"))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("create publisher instruments: %w", err)
+	}
+	return p, nil
 }
 
 // Message is one encoded batch, ready to publish.
@@ -175,29 +212,47 @@ func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) ([]Message,
 // Send publishes msgs once each, in order and without waiting in between,
 // then waits (at most the ack timeout) for their acknowledgements. The
 // result holds one entry per message: nil when JetStream acknowledged it
-// (a duplicate Nats-Msg-Id is acknowledged too), else why not.
+// (a duplicate Nats-Msg-Id is acknowledged too), else why not. Each
+// message is one producer span, from publish to acknowledgement.
 func (p *Publisher) Send(ctx context.Context, msgs []Message) []error {
 	errs := make([]error, len(msgs))
 	futures := make([]jetstream.PubAckFuture, len(msgs))
+	spans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
+		mctx, span := p.tracer.Start(ctx, "publish samples", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", m.Subject),
+			attribute.String("messaging.message.id", m.ID),
+			attribute.Int("cost.samples", m.Samples)))
+		spans[i] = span
 		nm := nats.NewMsg(m.Subject)
 		nm.Data = m.Data
 		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		telemetry.Inject(mctx, nm)
 		futures[i], errs[i] = p.js.PublishMsgAsync(nm, jetstream.WithExpectStream(stream.Samples))
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.ackTimeout)
 	defer cancel()
 	for i, f := range futures {
-		if errs[i] != nil || f == nil {
-			continue
+		if errs[i] == nil && f != nil {
+			select {
+			case ack := <-f.Ok():
+				spans[i].SetAttributes(attribute.Bool("cost.duplicate", ack.Duplicate))
+			case err := <-f.Err():
+				errs[i] = err
+			case <-wctx.Done():
+				errs[i] = fmt.Errorf("no acknowledgement: %w", wctx.Err())
+			}
 		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			errs[i] = err
-		case <-wctx.Done():
-			errs[i] = fmt.Errorf("no acknowledgement: %w", wctx.Err())
+		if errs[i] != nil {
+			spans[i].RecordError(errs[i])
+			spans[i].SetStatus(codes.Error, "not acknowledged")
+			p.failures.Add(ctx, 1)
+		} else {
+			p.messages.Add(ctx, 1)
+			p.samples.Add(ctx, int64(msgs[i].Samples))
 		}
+		spans[i].End()
 	}
 	return errs
 }

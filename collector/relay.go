@@ -84,6 +84,13 @@ type RelayConfig struct {
 // retried with jittered exponential backoff capped at MaxBackoff, and no
 // message is handed to a disconnected NATS client (it would only fill its
 // reconnect buffer with copies).
+//
+// Traces start when the relay publishes a batch, not when the source
+// emitted it: the spool stores the message body and id only (format
+// CSPOOL1 is unchanged), and a span cannot outlive the process anyway,
+// while a batch may wait in the spool across restarts or for hours of a
+// NATS outage. So a trace shows publish → apply → events; the time a batch
+// spent in the spool is the spool gauges' business.
 type Relay struct {
 	pub     *Publisher
 	sp      Spool
