@@ -109,6 +109,7 @@ type Server struct {
 	authn   gin.HandlerFunc
 	engine  *gin.Engine
 	watch   watchState
+	tel     telemetryDeps
 }
 
 // Option sets an optional dependency of the Server.
@@ -156,6 +157,7 @@ func New(cfg Config, rdb redis.UniversalClient, loc *time.Location, opts ...Opti
 
 func (s *Server) routes() *gin.Engine {
 	e := gin.New()
+	s.instrument(e)
 	e.Use(s.recovery)
 	probes := health.NewServer("", map[string]health.Check{
 		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, s.rdb) },
