@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -702,4 +705,75 @@ func TestWatchSnapshotBounded(t *testing.T) {
 	p.publish("09:00", es[n-1])
 	final, _ := p.want(nsKey(es[n-1]), rollup.Cpu)
 	s.until(func(ev event.Event) bool { return keyOf(ev) == nsKey(es[n-1]) && ev.Fixed == final.Fixed })
+}
+
+// TestWatchOpenAPI checks the watch routes' answers against the spec: the
+// Status errors, and the event stream's content type.
+func TestWatchOpenAPI(t *testing.T) {
+	p := newPipeline(t)
+	p.publish("08:00", watchEntities[0])
+	ts := watchServer(t, p)
+	disabled := watchServer(t, nil)
+	ctx := context.Background()
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPISpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	for _, c := range []struct {
+		name      string
+		server    *httptest.Server
+		project   string
+		principal string
+		q         url.Values
+		code      int
+	}{
+		{name: "stream", server: ts, q: url.Values{"kind": {"namespace_all"}, "item": {"Memory"}}, code: 200},
+		{name: "project stream", server: ts, project: "team", principal: "project:team", q: url.Values{"kind": {"cluster"}, "name": {"east"}}, code: 200},
+		{name: "bad item", server: ts, q: url.Values{"item": {"Gpu"}}, code: 400},
+		{name: "forbidden", server: ts, project: "ops", principal: "project:team", code: 403},
+		{name: "disabled", server: disabled, code: 503},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			principal := c.principal
+			if principal == "" {
+				principal = "platform"
+			}
+			u := watchURL(c.server.URL, c.project, c.q)
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+			req.Header.Set("X-Test-Principal", principal)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != c.code {
+				t.Fatalf("%s: %s", u, resp.Status)
+			}
+			var body []byte
+			if c.code != 200 {
+				body, _ = io.ReadAll(resp.Body) // a stream never ends by itself
+			}
+			route, params, err := router.FindRoute(req)
+			if err != nil {
+				t.Fatalf("route: %v", err)
+			}
+			in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route}
+			out := &openapi3filter.ResponseValidationInput{
+				RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+				Options: &openapi3filter.Options{IncludeResponseStatus: true, ExcludeResponseBody: c.code == 200},
+			}
+			out.SetBodyBytes(body)
+			if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+				t.Fatalf("response %s does not match the spec: %v", resp.Status, err)
+			}
+		})
+	}
 }
