@@ -8,7 +8,7 @@
 //	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
 //	GET .../costs/usage/watch (both)  Server-Sent Events of rollup changes (watch.go)
-//	GET /openapi.yaml, /healthz, /readyz
+//	GET /openapi.yaml, /healthz, /readyz, /metrics (with WithTelemetry)
 //
 // Every error is a Kubernetes Status object (internal/kstatus).
 //
@@ -76,7 +76,7 @@ func DefaultConfig() Config { return Config{Listen: ":8080", Currency: "CNY"} }
 // RegisterFlags registers --listen, --currency and --pricing.
 func (c *Config) RegisterFlags(f *config.Flags) {
 	d := DefaultConfig()
-	f.String(&c.Listen, "listen", "API_LISTEN", d.Listen, "address of the API, /openapi.yaml, /healthz and /readyz")
+	f.String(&c.Listen, "listen", "API_LISTEN", d.Listen, "address of the API, /openapi.yaml, /healthz, /readyz and /metrics")
 	f.String(&c.Currency, "currency", "COST_CURRENCY", d.Currency, "currency of costs (ISO 4217: CNY, USD, EUR, JPY, GBP, HKD, TWD, SGD, KRW, AUD, CAD, CHF, INR, RUB, BRL)")
 	f.String(&c.PricingFile, "pricing", "COST_PRICING_FILE", "", "price list file (YAML or JSON); when set rows carry cost")
 }

@@ -29,8 +29,8 @@ type Config struct {
 	// Spool is where the kubernetes and simulate sources keep batches
 	// until JetStream acknowledged them.
 	Spool spool.Config
-	// Listen is the address of /healthz and /readyz (empty: none) for the
-	// long-running sources.
+	// Listen is the address of /healthz, /readyz and /metrics (empty:
+	// none) for the long-running sources.
 	Listen string
 	// Sim configures --source simulate; Interval is shared with the
 	// Kubernetes source.
@@ -45,7 +45,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.File, "file", "COLLECTOR_FILE", "", "NDJSON file to import with --source file ('-' for stdin)")
 	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
 	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
-	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz and /readyz for the kubernetes and simulate sources (empty: none)")
+	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz, /readyz and /metrics for the kubernetes and simulate sources (empty: none)")
 	c.RegisterSimFlags(f)
 }
 

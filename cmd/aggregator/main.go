@@ -25,6 +25,10 @@ import (
 	"github.com/alauda/costmeter/internal/telemetry"
 )
 
+// scope is the OTel instrumentation scope of the aggregator's meter and
+// tracer.
+const scope = "github.com/alauda/costmeter/aggregator"
+
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 func run(args []string, stderr io.Writer) int {
@@ -42,6 +46,8 @@ func run(args []string, stderr io.Writer) int {
 	redisSec.RegisterFlags(f)
 	cfg := aggregator.DefaultConfig()
 	cfg.RegisterFlags(f)
+	var telCfg telemetry.Config
+	telCfg.RegisterFlags(f)
 	var retention time.Duration
 	var listen string
 	f.Duration(&retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
@@ -50,7 +56,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	var errs []error
-	errs = append(errs, f.Err(), common.Validate(), natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate())
+	errs = append(errs, f.Err(), common.Validate(), natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), telCfg.Validate())
 	if retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention: %s is shorter than a day", retention))
 	}
@@ -63,12 +69,30 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Shut down last: it flushes the spans of the shutdown itself.
+	tel, err := telemetry.Setup(ctx, telCfg, "cost-aggregator")
+	if err != nil {
+		log.Error("set up telemetry", "err", err)
+		return 2
+	}
+	defer func() {
+		if err := tel.Shutdown(context.Background()); err != nil {
+			log.Warn("shut telemetry down", "err", err)
+		}
+	}()
+
 	rdb, err := rollup.Dial(common.RedisURL, rollup.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
 		return 2
 	}
 	defer rdb.Close()
+	if tel.Tracing() {
+		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
+			log.Error("trace redis", "err", err)
+			return 2
+		}
+	}
 	store, err := rollup.NewStore(rdb, common.Location(), retention)
 	if err != nil {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
@@ -95,8 +119,11 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("connect to nats", "err", err)
 		return 1
 	}
-	defer nc.Drain()
-	agg, err := aggregator.New(cfg, js, store, aggregator.WithLogger(log))
+	// Runs after the aggregator finished and acknowledged its batches in
+	// hand, and before Redis is closed.
+	defer natsconn.Drain(nc, 10*time.Second)
+	agg, err := aggregator.New(cfg, js, store, aggregator.WithLogger(log),
+		aggregator.WithMeter(tel.Meter(scope)), aggregator.WithTracer(tel.Tracer(scope)))
 	if err != nil {
 		log.Error("create aggregator", "err", err)
 		return 2
@@ -116,6 +143,7 @@ func run(args []string, stderr io.Writer) int {
 			return nil
 		},
 	}, log)
+	probes.Handle("/metrics", tel.Handler())
 	var g rungroup.Group
 	g.Add("aggregator", agg.Run)
 	g.Add("probes", probes.Run)

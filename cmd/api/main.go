@@ -45,10 +45,12 @@ func run(args []string, stderr io.Writer) int {
 	authCfg.RegisterFlags(f)
 	guardCfg := httpguard.DefaultConfig()
 	guardCfg.RegisterFlags(f)
+	var telCfg telemetry.Config
+	telCfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), authCfg.Validate(), guardCfg.Validate()); err != nil {
+	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), authCfg.Validate(), guardCfg.Validate(), telCfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "api: invalid configuration:\n%v\n", err)
 		return 2
 	}
@@ -58,12 +60,30 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Shut down last: it flushes the spans of the shutdown itself.
+	tel, err := telemetry.Setup(ctx, telCfg, "cost-api")
+	if err != nil {
+		log.Error("set up telemetry", "err", err)
+		return 2
+	}
+	defer func() {
+		if err := tel.Shutdown(context.Background()); err != nil {
+			log.Warn("shut telemetry down", "err", err)
+		}
+	}()
+
 	rdb, err := rollup.Dial(common.RedisURL, rollup.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)
 		return 2
 	}
 	defer rdb.Close()
+	if tel.Tracing() {
+		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
+			log.Error("trace redis", "err", err)
+			return 2
+		}
+	}
 	store, err := rollup.NewStore(rdb, common.Location(), rollup.DefaultRetention)
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)
@@ -90,7 +110,8 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	srv, err := api.New(cfg, rdb, common.Location(), api.WithLogger(log.With("component", "api")),
-		api.WithAuthenticate(guard.Protect(authn.Handler())))
+		api.WithAuthenticate(guard.Protect(authn.Handler())),
+		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {
 		log.Error("create api", "err", err)
 		return 2

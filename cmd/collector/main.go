@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 	_ "time/tzdata"
 
 	"github.com/nats-io/nats.go"
@@ -45,11 +46,13 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	cfg.RegisterFlags(f)
 	var kcfg kube.Config
 	kcfg.RegisterFlags(f)
+	var telCfg telemetry.Config
+	telCfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg.Finish()
-	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate()}
+	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate(), telCfg.Validate()}
 	if cfg.Source == collector.SourceKubernetes {
 		kcfg.Interval = cfg.Sim.Interval
 		errs = append(errs, kcfg.Validate())
@@ -67,16 +70,35 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if cfg.Source == collector.SourceFile {
-		return importFile(ctx, cfg, common, natsOpts, stdin, stderr, log)
+	// Shut down last: it flushes the spans of the shutdown itself.
+	tel, err := telemetry.Setup(ctx, telCfg, "cost-collector")
+	if err != nil {
+		log.Error("set up telemetry", "err", err)
+		return 2
 	}
-	return collect(ctx, cfg, kcfg, common, natsOpts, stderr, log)
+	defer func() {
+		if err := tel.Shutdown(context.Background()); err != nil {
+			log.Warn("shut telemetry down", "err", err)
+		}
+	}()
+	if cfg.Source == collector.SourceFile {
+		return importFile(ctx, cfg, common, natsOpts, stdin, stderr, log, tel)
+	}
+	return collect(ctx, cfg, kcfg, common, natsOpts, stderr, log, tel)
+}
+
+// scope is the OTel instrumentation scope of the collector's meters and
+// tracers.
+const scope = "github.com/alauda/costmeter/collector"
+
+func publisherOptions(tel *telemetry.Telemetry) []collector.PublisherOption {
+	return []collector.PublisherOption{collector.WithPublisherMeter(tel.Meter(scope)), collector.WithPublisherTracer(tel.Tracer(scope))}
 }
 
 // importFile runs --source file. It publishes directly, without the spool:
 // it exits only once JetStream acknowledged every line, so a failed import
 // is simply run again (message ids make that idempotent).
-func importFile(ctx context.Context, cfg collector.Config, common config.Common, natsOpts []nats.Option, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
+func importFile(ctx context.Context, cfg collector.Config, common config.Common, natsOpts []nats.Option, stdin io.Reader, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	in := stdin
 	if cfg.File != "-" {
 		fh, err := os.Open(cfg.File)
@@ -92,13 +114,13 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 		log.Error("connect to nats", "err", err)
 		return 1
 	}
-	defer nc.Drain()
+	defer natsconn.Drain(nc, 10*time.Second)
 	if err := natsconn.Retry(ctx, log, "create streams", func(ctx context.Context) error {
 		return stream.Ensure(ctx, js, stream.DefaultConfig())
 	}); err != nil {
 		return 1
 	}
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log)
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log, publisherOptions(tel)...)
 	if err != nil {
 		log.Error("create publisher", "err", err)
 		return 1
@@ -118,7 +140,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 // collect runs the long-lived sources (kubernetes, simulate): the source
 // emits into the spool, the relay publishes from it, and both run until a
 // signal.
-func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger) int {
+func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	var (
 		g         rungroup.Group
 		ready     = func(context.Context) error { return nil }
@@ -156,7 +178,7 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 			return nil
 		}
 	}
-	sp, err := spool.Open(cfg.Spool, spool.WithLogger(log))
+	sp, err := spool.Open(cfg.Spool, spool.WithLogger(log), spool.WithMeter(tel.Meter(scope+"/spool")))
 	if err != nil {
 		fmt.Fprintf(stderr, "collector: open spool: %v\n", err)
 		return 2
@@ -167,8 +189,8 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 		log.Error("connect to nats", "err", err)
 		return 1
 	}
-	defer nc.Drain()
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log)
+	defer natsconn.Drain(nc, 10*time.Second)
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log, publisherOptions(tel)...)
 	if err != nil {
 		log.Error("create publisher", "err", err)
 		return 1
@@ -185,6 +207,7 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 		// NATS being away is no reason to restart the collector: the spool
 		// is there for it, so readiness is the source's alone.
 		probes := health.NewServer(cfg.Listen, map[string]health.Check{"source": ready}, log)
+		probes.Handle("/metrics", tel.Handler())
 		g.Add("probes", probes.Run)
 	}
 	if err := g.Run(ctx); err != nil {

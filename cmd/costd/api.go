@@ -15,6 +15,7 @@ import (
 	"github.com/alauda/costmeter/internal/httpguard"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
+	"github.com/alauda/costmeter/internal/telemetry"
 )
 
 // apiOptions configures costd's usage API: the same flags as cmd/api,
@@ -40,7 +41,7 @@ func (a *apiOptions) validate() error {
 }
 
 // build returns the actor serving the API (and reloading tokens).
-func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *rollup.Store, log *slog.Logger) (func(context.Context) error, error) {
+func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *rollup.Store, log *slog.Logger, tel *telemetry.Telemetry) (func(context.Context) error, error) {
 	gin.SetMode(gin.ReleaseMode)
 	authn, err := auth.New(a.auth, log.With("component", "auth"))
 	if err != nil {
@@ -51,7 +52,8 @@ func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *
 		return nil, err
 	}
 	srv, err := api.New(a.api, rdb, store.Location(), api.WithLogger(log.With("component", "api")),
-		api.WithAuthenticate(guard.Protect(authn.Handler())))
+		api.WithAuthenticate(guard.Protect(authn.Handler())),
+		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,7 @@ type options struct {
 	collector  collector.Config
 	aggregator aggregator.Config
 	api        apiOptions
+	telemetry  telemetry.Config
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -60,6 +61,7 @@ func run(args []string, stderr io.Writer) int {
 	o.aggregator = aggregator.DefaultConfig()
 	o.aggregator.RegisterFlags(f)
 	o.api.register(f)
+	o.telemetry.RegisterFlags(f)
 	// The try-it-out defaults: three clusters, 40 days of history in hourly
 	// windows, then live minutes.
 	_ = fs.Set("backfill", "960h")
@@ -68,7 +70,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.collector.Finish()
-	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate()}
+	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate(), o.telemetry.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "costd: invalid configuration:\n%v\n", err)
 		return 2
@@ -87,7 +89,15 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func serve(ctx context.Context, o options, log *slog.Logger) error {
+func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
+	// One set of providers for every part: their metrics share the API's
+	// /metrics, and a trace runs from the simulator's publish to the
+	// aggregator's events. Shut down last, it flushes the last spans.
+	tel, err := telemetry.Setup(ctx, o.telemetry, "costd")
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, tel.Shutdown(context.Background())) }()
 	// Redis first: it is stopped last.
 	redisURL := o.common.RedisURL
 	if redisURL == "" {
@@ -104,6 +114,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
+	if tel.Tracing() {
+		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
+			return err
+		}
+	}
 	if err := rollup.Ping(ctx, rdb); err != nil {
 		return err
 	}
@@ -128,16 +143,19 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
+	defer natsconn.Drain(nc, 10*time.Second)
 	if err := stream.Ensure(ctx, js, o.aggregator.Stream); err != nil {
 		return err
 	}
 
-	agg, err := aggregator.New(o.aggregator, js, store, aggregator.WithLogger(log))
+	const aggScope, colScope = "github.com/alauda/costmeter/aggregator", "github.com/alauda/costmeter/collector"
+	agg, err := aggregator.New(o.aggregator, js, store, aggregator.WithLogger(log),
+		aggregator.WithMeter(tel.Meter(aggScope)), aggregator.WithTracer(tel.Tracer(aggScope)))
 	if err != nil {
 		return err
 	}
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log)
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log,
+		collector.WithPublisherMeter(tel.Meter(colScope)), collector.WithPublisherTracer(tel.Tracer(colScope)))
 	if err != nil {
 		return err
 	}
@@ -145,7 +163,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	apiRun, err := o.api.build(ctx, rdb, store, log)
+	apiRun, err := o.api.build(ctx, rdb, store, log, tel)
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,24 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 	return nc, js, nil
 }
 
+// Drain unsubscribes, flushes what nc still has to send (acknowledgements
+// included) and closes it, waiting at most timeout. nats.Conn.Drain alone
+// returns at once: a process exiting right after it cuts the flush short.
+func Drain(nc *nats.Conn, timeout time.Duration) {
+	if nc.IsClosed() {
+		return
+	}
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+}
+
 // Retry runs op with jittered, capped exponential backoff until it
 // succeeds or ctx ends; what for names the operation in logs.
 func Retry(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {

@@ -101,6 +101,7 @@ func WithSpanExporter(exp sdktrace.SpanExporter) Option {
 type Telemetry struct {
 	meters     *sdkmetric.MeterProvider
 	tracers    trace.TracerProvider
+	tracing    bool
 	shutdownTP func(context.Context) error
 	handler    http.Handler
 }
@@ -143,14 +144,14 @@ func Setup(ctx context.Context, cfg Config, service string, opts ...Option) (*Te
 	switch endpoint := cfg.tracesURL(); {
 	case o.exporter != nil:
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(o.exporter), sdktrace.WithResource(res))
-		t.tracers, t.shutdownTP = tp, tp.Shutdown
+		t.tracers, t.shutdownTP, t.tracing = tp, tp.Shutdown, true
 	case endpoint != "":
 		sexp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("create otlp trace exporter for %s: %w", config.RedactURL(endpoint), err), t.meters.Shutdown(ctx))
 		}
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(sexp), sdktrace.WithResource(res))
-		t.tracers, t.shutdownTP = tp, tp.Shutdown
+		t.tracers, t.shutdownTP, t.tracing = tp, tp.Shutdown, true
 	default:
 		t.tracers, t.shutdownTP = noop.NewTracerProvider(), func(context.Context) error { return nil }
 	}
@@ -163,6 +164,11 @@ func (t *Telemetry) MeterProvider() metric.MeterProvider { return t.meters }
 // TracerProvider returns the provider of every span (a no-op one when no
 // exporter is configured).
 func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tracers }
+
+// Tracing reports whether spans are recorded at all: instrumentation that
+// costs even with a no-op provider (a hook on every Redis command) is added
+// only then.
+func (t *Telemetry) Tracing() bool { return t.tracing }
 
 // Meter returns the meter of the instrumentation scope name (a package path).
 func (t *Telemetry) Meter(name string) metric.Meter { return t.meters.Meter(name) }
