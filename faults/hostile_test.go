@@ -1,0 +1,160 @@
+package faults_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+// maxPayload is nats-server's default message size limit.
+const maxPayload = 1 << 20
+
+// TestHostileInput publishes malformed and hostile messages on the samples
+// subject between good ones: each is dead-lettered with its reason and
+// counted, the aggregator goes on, and the good samples count exactly.
+func TestHostileInput(t *testing.T) {
+	e := newEnv(t, testenv.StartNATS(t).URL())
+	reader := sdkmetric.NewManualReader()
+	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("faults")
+	e.startAggregator(aggregator.WithMeter(meter))
+	ctx := context.Background()
+	l := newLedger()
+
+	before := gen("east", 10, time.Date(2025, 6, 2, 10, 0, 0, 0, time.UTC), 5, time.Minute)
+	if err := e.pub.Publish(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	l.add(before...)
+
+	one := func(project, namespace, values string) string {
+		return fmt.Sprintf(`{"cluster":"east","project":%q,"namespace":%q,"start":"2025-06-02T00:00:00Z","end":"2025-06-02T00:01:00Z"%s}`, project, namespace, values)
+	}
+	// A valid batch just under the payload limit counts.
+	var big []sample.Sample
+	var bigBody []byte
+	for _, s := range gen("east", 4000, time.Date(2025, 6, 2, 12, 0, 0, 0, time.UTC), 1, time.Minute) {
+		next := sample.EncodeBatch(nil, append(big, s))
+		if len(next) > maxPayload-4096 {
+			break
+		}
+		big, bigBody = append(big, s), next
+	}
+	good := gen("east", 1, time.Date(2025, 6, 2, 13, 0, 0, 0, time.UTC), 1, time.Hour)
+	tests := []struct {
+		name   string
+		body   string
+		reason string // dead-letter reason, "" when nothing is dead-lettered
+		count  int
+	}{
+		{"truncated object", `{"cluster":"east"`, aggregator.ReasonDecode, 1},
+		{"not json", `not json at all`, aggregator.ReasonDecode, 1},
+		{"broken array", `[{"cluster":"east"},`, aggregator.ReasonDecode, 1},
+		{"NaN literal", one("p", "n", `,"cpu":{"usage":NaN}`), aggregator.ReasonDecode, 1},
+		{"NaN string", one("p", "n", `,"cpu":{"usage":"NaN"}`), aggregator.ReasonInvalid, 1},
+		{"negative", one("p", "n", `,"cpu":{"usage":-1}`), aggregator.ReasonInvalid, 1},
+		{"overflowing number", one("p", "n", `,"memory":{"usage":1e999}`), aggregator.ReasonInvalid, 1},
+		{"above the bound", one("p", "n", `,"storage":{"quota":1e300}`), aggregator.ReasonInvalid, 1},
+		{"colon", one("a:b", "n", ""), aggregator.ReasonInvalid, 1},
+		{"brace", one("p", "x{y}", ""), aggregator.ReasonInvalid, 1},
+		{"star", one("p", "*", ""), aggregator.ReasonInvalid, 1},
+		{"space", one("p", "has space", ""), aggregator.ReasonInvalid, 1},
+		{"900 KB name", one("p", strings.Repeat("a", 900_000), ""), aggregator.ReasonInvalid, 1},
+		{"unknown field", one("p", "n", `,"cpux":{}`), aggregator.ReasonInvalid, 1},
+		{"mixed batch", "[" + string(sample.AppendJSON(nil, &good[0])) + "," + one("p", "BAD", "") + "]", aggregator.ReasonInvalid, 1},
+		{"near-limit valid batch", string(bigBody), "", 0},
+		{"large garbage", "[" + strings.Repeat("x", maxPayload-8192), aggregator.ReasonDecode, 1},
+	}
+	want := map[string]int{}
+	for _, tt := range tests {
+		if _, err := e.js.Publish(ctx, "cost.samples.east", []byte(tt.body)); err != nil {
+			t.Fatalf("%s: publish: %v", tt.name, err)
+		}
+		if tt.reason != "" {
+			want[tt.reason] += tt.count
+		}
+	}
+	l.add(good...)
+	l.add(big...)
+	// Over the limit: refused by the server, nothing stored.
+	if _, err := e.js.Publish(ctx, "cost.samples.east", make([]byte, maxPayload+1)); err == nil {
+		t.Fatal("a message over the payload limit was accepted")
+	}
+
+	after := gen("east", 10, time.Date(2025, 6, 2, 14, 0, 0, 0, time.UTC), 5, time.Minute)
+	if err := e.pub.Publish(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	l.add(after...)
+	e.waitExact(l, 60*time.Second)
+	testenv.Eventually(t, 10*time.Second, "dead letters by reason", func() (bool, string) {
+		got := e.deadLetters()
+		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("got %v, want %v", got, want)
+	})
+	counted := deadLetterCounts(t, reader)
+	if fmt.Sprint(counted) != fmt.Sprint(want) {
+		t.Errorf("dead-letter counter %v, want %v", counted, want)
+	}
+}
+
+// deadLetterCounts reads the aggregator's dead-letter counter by reason.
+func deadLetterCounts(t *testing.T, r *sdkmetric.ManualReader) map[string]int {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "cost.aggregator.samples.deadlettered" {
+				continue
+			}
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				t.Fatalf("%s is %T", m.Name, m.Data)
+			}
+			for _, dp := range sum.DataPoints {
+				reason, _ := dp.Attributes.Value("reason")
+				out[reason.AsString()] += int(dp.Value)
+			}
+		}
+	}
+	return out
+}
+
+// TestDeadLetterAtPayloadLimit: a malformed message just under the payload
+// limit must be dead-lettered like any other. It is not yet: the dead
+// letter carries the whole message plus its reason headers, which is over
+// the limit, so the publish fails, the batch is not acknowledged, and the
+// message is redelivered forever (ack pending 1, the consumer never
+// drains). Fix in aggregator.deadLetter: when the letter would exceed the
+// connection's MaxPayload, cut the data (the original stays in the samples
+// stream under the Cost-Stream-Seq header) and say so in a header.
+func TestDeadLetterAtPayloadLimit(t *testing.T) {
+	t.Skip("known aggregator bug, reported to the lead: a dead letter of a message near the payload limit exceeds it and blocks the message forever")
+	e := newEnv(t, testenv.StartNATS(t).URL())
+	e.startAggregator()
+	ctx := context.Background()
+	if _, err := e.js.Publish(ctx, "cost.samples.east", []byte("["+strings.Repeat("x", maxPayload-64))); err != nil {
+		t.Fatal(err)
+	}
+	l := newLedger()
+	after := gen("east", 10, time.Date(2025, 6, 2, 14, 0, 0, 0, time.UTC), 5, time.Minute)
+	if err := e.pub.Publish(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	l.add(after...)
+	e.waitExact(l, 30*time.Second)
+	if got := e.deadLetters(); got[aggregator.ReasonDecode] != 1 {
+		t.Fatalf("dead letters %v, want one decode", got)
+	}
+}
