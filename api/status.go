@@ -34,6 +34,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), ErrBadParameter.Error()+": ")
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden, strings.TrimPrefix(err.Error(), ErrForbidden.Error()+": ")
+	case errors.Is(err, ErrTooManyWatches):
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, ErrWatchDisabled):
 		return http.StatusServiceUnavailable, ErrWatchDisabled.Error()
 	case errors.Is(err, ErrEventsUnavailable):

@@ -34,6 +34,9 @@ const (
 	// route's order) and says so in a comment line and in the synced
 	// event.
 	MaxWatchSnapshot = 1000
+	// DefaultMaxWatches bounds the streams one Server serves at once (each
+	// holds a NATS consumer); more answer 429.
+	DefaultMaxWatches = 1000
 	// DefaultHeartbeat is how often an idle stream sends ": ping", so that
 	// proxies keep it open and a vanished client is noticed.
 	DefaultHeartbeat = 15 * time.Second
@@ -55,6 +58,10 @@ var ErrWatchDisabled = errors.New("watch needs NATS (--nats-url)")
 // COST_ROLLUPS stream yet.
 var ErrEventsUnavailable = errors.New("rollup events unavailable")
 
+// ErrTooManyWatches is returned when the Server already serves its most
+// watch streams.
+var ErrTooManyWatches = errors.New("too many watch streams")
+
 // IsWatch reports whether r asks for a watch stream: the request guards
 // give those no deadline and no heavy query slot
 // (httpguard.WithStreaming).
@@ -72,14 +79,20 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.watch.n
 // (default DefaultHeartbeat).
 func WithHeartbeat(d time.Duration) Option { return func(s *Server) { s.watch.heartbeat = d } }
 
+// WithMaxWatches sets how many watch streams the Server serves at once
+// (default DefaultMaxWatches).
+func WithMaxWatches(n int) Option { return func(s *Server) { s.watch.max = n } }
+
 // watchState is the Server's share of the watch routes; its zero value
 // has them disabled.
 type watchState struct {
 	js        jetstream.JetStream
 	now       func() time.Time
 	heartbeat time.Duration
+	max       int
 
 	mu      sync.Mutex
+	active  int
 	stop    chan struct{} // closed when the HTTP server shuts down
 	stopped bool
 }
@@ -96,6 +109,30 @@ func (w *watchState) stopping() <-chan struct{} {
 		}
 	}
 	return w.stop
+}
+
+// enter counts a new stream in; false when there are too many.
+func (w *watchState) enter() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.active >= w.limit() {
+		return false
+	}
+	w.active++
+	return true
+}
+
+func (w *watchState) limit() int {
+	if w.max <= 0 {
+		return DefaultMaxWatches
+	}
+	return w.max
+}
+
+func (w *watchState) leave() {
+	w.mu.Lock()
+	w.active--
+	w.mu.Unlock()
 }
 
 // shutdown ends every stream (http.Server.RegisterOnShutdown).
@@ -217,6 +254,9 @@ func (s *Server) watchRoute(c *gin.Context, project string) {
 			return
 		}
 		code, msg := statusOf(err)
+		if code == http.StatusTooManyRequests {
+			c.Header("Retry-After", "5")
+		}
 		if code >= 500 {
 			s.log.ErrorContext(ctx, "watch", "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
 		}
@@ -258,6 +298,10 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	if s.watch.js == nil {
 		return ErrWatchDisabled
 	}
+	if !s.watch.enter() {
+		return fmt.Errorf("%w: at most %d at once; retry later", ErrTooManyWatches, s.watch.limit())
+	}
+	defer s.watch.leave()
 
 	// Subscribe first, then read the snapshot: whatever commits between
 	// the two is both in the snapshot and on the stream, never in neither.

@@ -586,16 +586,28 @@ func TestWatchRefused(t *testing.T) {
 }
 
 // TestWatchHeartbeatAndDisconnect: an idle stream pings; a client that
-// leaves ends the handler, its goroutines and its NATS consumer.
+// leaves ends the handler, its goroutines and its NATS consumer, and frees
+// its slot.
 func TestWatchHeartbeatAndDisconnect(t *testing.T) {
 	p := newPipeline(t)
 	p.publish("08:00", watchEntities...)
-	ts := watchServer(t, p, api.WithHeartbeat(20*time.Millisecond))
+	ts := watchServer(t, p, api.WithHeartbeat(20*time.Millisecond), api.WithMaxWatches(1))
 	client := &http.Client{Transport: &http.Transport{}}
 	p.stop() // its fetches come and go
 	ignore := goleak.IgnoreCurrent()
 	s := openWatch(t, client, watchURL(ts.URL, "", url.Values{"kind": {"namespace_all"}}), "platform")
 	s.snapshot()
+	req, _ := http.NewRequest(http.MethodGet, watchURL(ts.URL, "", nil), nil)
+	req.Header.Set("X-Test-Principal", "platform")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "too many watch streams: at most 1 at once") {
+		t.Fatalf("a second stream: %s %s", resp.Status, body)
+	}
 	for pings := 0; pings < 2; {
 		f, ok := s.next(5 * time.Second)
 		if !ok {
@@ -623,8 +635,12 @@ func TestWatchHeartbeatAndDisconnect(t *testing.T) {
 	}
 	s.close()
 	client.CloseIdleConnections()
-	goleak.VerifyNone(t, ignore)
 	testenv.Eventually(t, 5*time.Second, "the watch's consumer is deleted", consumers)
+	goleak.VerifyNone(t, ignore)
+	again := openWatch(t, client, watchURL(ts.URL, "", nil), "platform")
+	again.snapshot()
+	again.close()
+	client.CloseIdleConnections()
 }
 
 // TestWatchEndsOnShutdown: Run's shutdown ends open streams at once
