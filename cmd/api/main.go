@@ -8,10 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 	_ "time/tzdata" // billing zones resolve without the host's zoneinfo
 
 	"github.com/gin-gonic/gin"
@@ -38,6 +38,11 @@ func run(args []string, stderr io.Writer) int {
 	common.RegisterLog(f)
 	var redisSec config.RedisSecurity
 	redisSec.RegisterFlags(f)
+	// Optional here: without NATS the watch routes answer 503.
+	var natsURL string
+	f.String(&natsURL, "nats-url", "NATS_URL", "", "NATS server URL(s) for the watch routes (rollup events); empty: watch disabled")
+	var natsSec config.NATSSecurity
+	natsSec.RegisterFlags(f)
 	cfg := api.DefaultConfig()
 	cfg.RegisterFlags(f)
 	// No default: --auth none must be chosen explicitly here.
@@ -50,7 +55,7 @@ func run(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), authCfg.Validate(), guardCfg.Validate(), telCfg.Validate()); err != nil {
+	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), natsSec.Validate(), cfg.Validate(), authCfg.Validate(), guardCfg.Validate(), telCfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "api: invalid configuration:\n%v\n", err)
 		return 2
 	}
@@ -102,16 +107,32 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("create authentication", "err", err)
 		return 2
 	}
+	opts := []api.Option{api.WithLogger(log.With("component", "api")),
+		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler())}
+	if natsURL != "" {
+		natsOpts, err := natsconn.SecurityOptions(natsSec)
+		if err != nil {
+			log.Error("nats security", "err", err)
+			return 2
+		}
+		// Connects in the background: until NATS answers, watch requests
+		// get 503.
+		nc, js, err := natsconn.Connect(natsURL, "cost-api", log, natsOpts...)
+		if err != nil {
+			log.Error("connect to nats", "err", err)
+			return 1
+		}
+		defer natsconn.Drain(nc, 10*time.Second)
+		opts = append(opts, api.WithEvents(js))
+	}
 	// Watch streams outlive any request deadline and must not hold a
 	// heavy query slot.
-	guard, err := httpguard.New(guardCfg, httpguard.WithStreaming(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
+	guard, err := httpguard.New(guardCfg, httpguard.WithStreaming(api.IsWatch))
 	if err != nil {
 		log.Error("create request guard", "err", err)
 		return 2
 	}
-	srv, err := api.New(cfg, rdb, common.Location(), api.WithLogger(log.With("component", "api")),
-		api.WithAuthenticate(guard.Protect(authn.Handler())),
-		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
+	srv, err := api.New(cfg, rdb, common.Location(), append(opts, api.WithAuthenticate(guard.Protect(authn.Handler())))...)
 	if err != nil {
 		log.Error("create api", "err", err)
 		return 2

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/api"
@@ -40,19 +40,20 @@ func (a *apiOptions) validate() error {
 	return errors.Join(a.api.Validate(), a.auth.Validate(), a.guard.Validate())
 }
 
-// build returns the actor serving the API (and reloading tokens).
-func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *rollup.Store, log *slog.Logger, tel *telemetry.Telemetry) (func(context.Context) error, error) {
+// build returns the actor serving the API (and reloading tokens); its
+// watch routes read the rollup events from the in-process JetStream js.
+func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *rollup.Store, js jetstream.JetStream, log *slog.Logger, tel *telemetry.Telemetry) (func(context.Context) error, error) {
 	gin.SetMode(gin.ReleaseMode)
 	authn, err := auth.New(a.auth, log.With("component", "auth"))
 	if err != nil {
 		return nil, err
 	}
-	guard, err := httpguard.New(a.guard, httpguard.WithStreaming(func(r *http.Request) bool { return r.URL.Query().Has("watch") }))
+	guard, err := httpguard.New(a.guard, httpguard.WithStreaming(api.IsWatch))
 	if err != nil {
 		return nil, err
 	}
 	srv, err := api.New(a.api, rdb, store.Location(), api.WithLogger(log.With("component", "api")),
-		api.WithAuthenticate(guard.Protect(authn.Handler())),
+		api.WithAuthenticate(guard.Protect(authn.Handler())), api.WithEvents(js),
 		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {
 		return nil, err

@@ -163,7 +163,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	apiRun, err := o.api.build(ctx, rdb, store, log, tel)
+	apiRun, err := o.api.build(ctx, rdb, store, js, log, tel)
 	if err != nil {
 		return err
 	}
