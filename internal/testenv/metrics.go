@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -26,12 +28,21 @@ func Scrape(t testing.TB, h http.Handler) Metrics {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("scrape /metrics: status %d: %s", rec.Code, rec.Body.String())
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(rec.Body)
+	m, err := ParseMetrics(rec.Body)
 	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
+		t.Fatal(err)
 	}
-	return mfs
+	return m
+}
+
+// ParseMetrics parses the Prometheus text format, as served on /metrics.
+func ParseMetrics(r io.Reader) (Metrics, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse /metrics: %w", err)
+	}
+	return mfs, nil
 }
 
 // Value returns the value of the series of family name whose labels
