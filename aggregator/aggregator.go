@@ -484,6 +484,14 @@ type deadLetter struct {
 	data   []byte // the offending message, or array element
 }
 
+// HeaderTruncated is set on a dead letter whose data was cut to fit the
+// NATS payload limit; its value is the original length.
+const HeaderTruncated = "Cost-Truncated"
+
+// deadLetterHeadroom is what a dead letter's headers may take of the payload
+// limit (the reason is cut to 1 KiB).
+const deadLetterHeadroom = 8 << 10
+
 // HeaderElement names the element of an array message a dead letter is
 // about (-1: the whole message).
 const HeaderElement = "Cost-Element"
@@ -497,6 +505,15 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 	}
 	ctx, span := a.tracer.Start(ctx, "dead-letter samples", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrMessages.Int(len(letters))))
 	defer span.End()
+	// A letter carries its offending bytes, which may be as large as the
+	// largest message NATS accepts; with headers it would not fit, its
+	// publish would fail for ever and block the batch. So the data is cut to
+	// fit (the whole original stays in the samples stream at Cost-Stream-Seq).
+	maxData := int64(1 << 20)
+	if nc := a.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		maxData = nc.MaxPayload()
+	}
+	maxData -= deadLetterHeadroom
 	futures := make([]jetstream.PubAckFuture, 0, len(letters))
 	for _, l := range letters {
 		msg := nats.NewMsg(stream.DeadLetterPrefix + l.reason)
@@ -506,14 +523,16 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dl-%d-%d", l.seq, l.index))
 		msg.Header.Set(HeaderElement, strconv.Itoa(l.index))
 		msg.Data = l.data
+		if int64(len(msg.Data)) > maxData {
+			msg.Header.Set(HeaderTruncated, strconv.Itoa(len(msg.Data)))
+			msg.Data = msg.Data[:max(maxData, 0)]
+		}
 		telemetry.Inject(ctx, msg)
 		f, err := a.js.PublishMsgAsync(msg)
 		if err != nil {
 			return fmt.Errorf("dead-letter message %d: %w", l.seq, err)
 		}
 		futures = append(futures, f)
-		a.deadLettered.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", l.reason)))
-		a.log.WarnContext(ctx, "dead-lettered sample", "seq", l.seq, "element", l.index, "reason", l.reason, "detail", truncate(l.detail, 300))
 	}
 	for _, f := range futures {
 		select {
@@ -523,6 +542,12 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 		case <-ctx.Done():
 			return fmt.Errorf("dead-letter message: %w", ctx.Err())
 		}
+	}
+	// Counted once stored, so a failed attempt that is retried does not
+	// count twice.
+	for _, l := range letters {
+		a.deadLettered.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", l.reason)))
+		a.log.WarnContext(ctx, "dead-lettered sample", "seq", l.seq, "element", l.index, "reason", l.reason, "detail", truncate(l.detail, 300))
 	}
 	return nil
 }
