@@ -30,6 +30,7 @@ var natsPasswords = map[string]string{
 	"COLLECTOR_SIM_EAST_PASSWORD": "east-pw-1f3a",
 	"COLLECTOR_SIM_WEST_PASSWORD": "west-pw-7c2d",
 	"AGGREGATOR_PASSWORD":         "agg-pw-9b4e",
+	"API_PASSWORD":                "api-pw-3d8a",
 	"ADMIN_PASSWORD":              "admin-pw-5e6f",
 }
 
@@ -208,7 +209,7 @@ func TestNATSPermissions(t *testing.T) {
 	agg.denied(t, "aggregator publishing samples", func() error { return agg.nc.Publish("cost.samples.sim-east", []byte("{}")) })
 	agg.denied(t, "aggregator deleting the stream", func() error { return agg.nc.Publish("$JS.API.STREAM.DELETE.COST_SAMPLES", nil) })
 
-	// No password, no entry; the API has no NATS user at all.
+	// No password (or the wrong one), no entry.
 	for _, url := range []string{srv.ClientURL(), strings.Replace(srv.ClientURL(), "nats://", "nats://api:x@", 1)} {
 		if nc, err := nats.Connect(url); err == nil {
 			nc.Close()
