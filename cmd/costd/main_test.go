@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -68,7 +70,52 @@ func TestCostdEndToEnd(t *testing.T) {
 		}
 		return resp.StatusCode == 200 && body.Total == 6, fmt.Sprintf("status %d, total %d", resp.StatusCode, body.Total)
 	})
+	// The watch route streams from the in-process JetStream: today's
+	// project totals first; an open stream does not hold up the stop.
+	wresp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/platform/cost.alauda.io/v1beta1/costs/usage/watch", apiPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wresp.Body.Close()
+	if wresp.StatusCode != 200 {
+		t.Fatalf("watch: %s", wresp.Status)
+	}
+	frames := make(chan string, 64)
+	go func() {
+		defer close(frames)
+		br := bufio.NewReader(wresp.Body)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			frames <- strings.TrimSpace(l)
+		}
+	}()
+	readUntil := func(prefix string) []string {
+		t.Helper()
+		var seen []string
+		deadline := time.After(15 * time.Second)
+		for {
+			select {
+			case l, ok := <-frames:
+				if !ok {
+					t.Fatalf("watch ended before %q: %q", prefix, seen)
+				}
+				seen = append(seen, l)
+				if strings.HasPrefix(l, prefix) {
+					return seen
+				}
+			case <-deadline:
+				t.Fatalf("no %q on the watch within 15 s: %q", prefix, seen)
+			}
+		}
+	}
+	if seen := readUntil("event: synced"); !slices.Contains(seen, "event: rollup") {
+		t.Fatalf("no totals before synced: %q", seen)
+	}
 	cancel()
+	readUntil(": server shutting down")
 	select {
 	case err := <-done:
 		if err != nil {
