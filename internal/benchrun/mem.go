@@ -3,6 +3,8 @@ package benchrun
 import (
 	"bufio"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -23,6 +25,10 @@ type memWatch struct {
 }
 
 func watchMemory() *memWatch {
+	// Start from what is live: garbage of earlier phases (and the embedded
+	// server's caches of deleted streams) is not this phase's.
+	runtime.GC()
+	debug.FreeOSMemory()
 	// Writing 5 to clear_refs resets the peak RSS to the current RSS.
 	w := &memWatch{stop: make(chan struct{}), cpu0: processCPU()}
 	w.reset = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil

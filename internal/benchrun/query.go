@@ -65,14 +65,16 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 			return err
 		}
 		t0 := time.Now()
+		rcpu := redisCPU(ctx, srv.rdb)
 		pieces, err := load(ctx, store, n)
 		if err != nil {
 			return err
 		}
 		el := time.Since(t0).Seconds()
+		busy := 100 * (redisCPU(ctx, srv.rdb) - rcpu) / el
 		log.Info("loaded", "namespaces", n, "seconds", el)
 		rep.add(Row{Section: secQuery, Name: fmt.Sprintf("ns=%d: load through rollup.Store.Apply (Lua)", n), Value: float64(pieces) / el, Unit: "pieces/s",
-			Note: fmt.Sprintf("%d namespace-days in %.1f s, batches of 4000, 2 goroutines: the aggregator's write path without NATS", pieces, el)})
+			Note: fmt.Sprintf("%d namespace-days in %.1f s, batches of 4000, 4 goroutines: the aggregator's write path without NATS; redis-server busy %.0f%%", pieces, el, busy)})
 		after, err := redisUsedMemory(ctx, srv.rdb)
 		if err != nil {
 			return err
@@ -110,7 +112,7 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 // load writes n namespaces × 31 days of July 2025 (200 projects, 3
 // clusters) through Store.Apply and returns how many pieces it wrote.
 func load(ctx context.Context, store *rollup.Store, n int) (int, error) {
-	const batch, workers = 4000, 2
+	const batch, workers = 4000, 4
 	first := rollup.DayFromDate(2025, time.July, 1)
 	total := n * 31
 	var wg sync.WaitGroup
