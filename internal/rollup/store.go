@@ -109,7 +109,106 @@ func (s *Store) Expired(d Day, now time.Time) bool {
 // returned verdicts are in the order of cs. Applying the same contributions
 // again is harmless: they come back as duplicates. With changes set, the
 // result also carries the touched entities' new day rollups.
+//
+// Contiguous pieces of the same namespace and day in one batch (a backlog
+// of one-minute windows) are merged into one run before they reach Redis:
+// one coverage check and one increment instead of one per window. A run
+// that is wholly new is applied whole and wholly a duplicate is dropped
+// whole; only a run that partly overlaps counted time is sent again piece
+// by piece, so every piece still gets its own verdict.
 func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
+	runs, members, alone := mergeRuns(cs)
+	res, err := s.apply(ctx, runs, stream, seqs, changes)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(runs) == len(cs) {
+		return res, nil
+	}
+	out := Result{Verdicts: make([]Verdict, len(cs)), Changes: res.Changes}
+	retry := alone
+	for r, v := range res.Verdicts {
+		if v == Overlap && len(members[r]) > 1 {
+			retry = append(retry, members[r]...)
+			continue
+		}
+		for _, i := range members[r] {
+			out.Verdicts[i] = v
+		}
+	}
+	if len(retry) == 0 {
+		return out, nil
+	}
+	// In the batch's own order, so that a window sent twice in one batch
+	// is judged after the pieces before it, as it would be on its own.
+	sort.Ints(retry)
+	sub := make([]Contribution, len(retry))
+	for j, i := range retry {
+		sub[j] = cs[i]
+	}
+	res2, err := s.apply(ctx, sub, stream, nil, changes)
+	if err != nil {
+		return Result{}, err
+	}
+	for j, i := range retry {
+		out.Verdicts[i] = res2.Verdicts[j]
+	}
+	out.Changes = append(out.Changes, res2.Changes...)
+	return out, nil
+}
+
+// mergeRuns merges each namespace-day's contiguous pieces into runs;
+// members[r] lists the indexes of cs merged into runs[r]. A piece that
+// overlaps its run (the same window twice in one batch) is left out and
+// returned in alone, to be applied after the runs.
+func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
+	type key struct {
+		day Day
+		e   Entity
+	}
+	groups := map[key][]int{}
+	var order []key
+	for i := range cs {
+		k := key{cs[i].Day, cs[i].Entity}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	if len(order) == len(cs) {
+		members := make([][]int, len(cs))
+		for i := range cs {
+			members[i] = []int{i}
+		}
+		return cs, members, nil
+	}
+	runs := make([]Contribution, 0, len(order))
+	members := make([][]int, 0, len(order))
+	var alone []int
+	for _, k := range order {
+		idx := groups[k]
+		sort.SliceStable(idx, func(a, b int) bool { return cs[idx[a]].From < cs[idx[b]].From })
+		cur := -1
+		for _, i := range idx {
+			switch {
+			case cur >= 0 && cs[i].From == runs[cur].To:
+				runs[cur].To = cs[i].To
+				runs[cur].Values.Add(&cs[i].Values)
+				members[cur] = append(members[cur], i)
+			case cur >= 0 && cs[i].From < runs[cur].To:
+				alone = append(alone, i)
+			default:
+				runs = append(runs, cs[i])
+				members = append(members, []int{i})
+				cur = len(runs) - 1
+			}
+		}
+	}
+	return runs, members, alone
+}
+
+// apply sends contributions to Redis as they are.
+func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
 	type monthBatch struct {
 		idx  []int
 		args []any
@@ -183,7 +282,7 @@ func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seq
 		}
 		// Safe to repeat: what the first attempt applied comes back as
 		// duplicates.
-		return s.Apply(ctx, cs, stream, seqs, changes)
+		return s.apply(ctx, cs, stream, seqs, changes)
 	}
 	if mark != nil {
 		if err := mark.Err(); err != nil {
