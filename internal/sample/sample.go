@@ -206,6 +206,9 @@ func Decode(data []byte) ([]Result, error) {
 		r.Err = decodeOne(data, &r.Sample)
 		return []Result{r}, nil
 	}
+	if out, ok := decodeCanonicalArray(data); ok {
+		return out, nil
+	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("%w: not a JSON array of samples: %s", ErrMalformed, jsonReason(err))
@@ -228,6 +231,10 @@ func DecodeOne(data []byte) (Sample, error) {
 }
 
 func decodeOne(data []byte, s *Sample) error {
+	if decodeCanonical(data, s) {
+		return s.Validate()
+	}
+	*s = Sample{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(s); err != nil {
