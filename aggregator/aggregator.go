@@ -201,8 +201,10 @@ func New(cfg Config, js jetstream.JetStream, store Rollups, opts ...Option) (*Ag
 	a.applied, errs[1] = a.meter.Int64Counter("cost.aggregator.samples.applied", metric.WithDescription("sample day-pieces added to the rollups"))
 	a.duplicates, errs[2] = a.meter.Int64Counter("cost.aggregator.samples.duplicates", metric.WithDescription("sample day-pieces already counted"))
 	a.deadLettered, errs[3] = a.meter.Int64Counter("cost.aggregator.samples.deadlettered", metric.WithDescription("samples sent to the dead-letter stream, by reason"))
-	a.batchSize, errs[4] = a.meter.Int64Histogram("cost.aggregator.batch.size", metric.WithDescription("samples per applied batch"))
-	a.applyLatency, errs[5] = a.meter.Float64Histogram("cost.aggregator.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to commit one batch to redis"))
+	a.batchSize, errs[4] = a.meter.Int64Histogram("cost.aggregator.batch.size", metric.WithDescription("samples per applied batch"),
+		metric.WithExplicitBucketBoundaries(batchSizeBuckets...))
+	a.applyLatency, errs[5] = a.meter.Float64Histogram("cost.aggregator.apply.duration", metric.WithUnit("s"), metric.WithDescription("time to commit one batch to redis"),
+		metric.WithExplicitBucketBoundaries(applySecondsBuckets...))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("create aggregator instruments: %w", err)
 	}

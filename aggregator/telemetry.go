@@ -25,6 +25,15 @@ const (
 	attrReplay      = attribute.Key("cost.replay")
 )
 
+// Histogram buckets. The SDK's default boundaries (0 to 10000) suit
+// milliseconds; apply latency is in seconds, from a millisecond to the
+// 30-second batch deadline, and a batch holds up to BatchSize messages of
+// up to 500 samples each.
+var (
+	applySecondsBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	batchSizeBuckets    = []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000}
+)
+
 // startApply starts the span of one batch. Its parent is the trace context
 // the collector put in the first message's headers (the publish span), so
 // that one trace runs from the collector's publish through this apply (and
