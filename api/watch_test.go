@@ -257,12 +257,12 @@ func openWatch(t *testing.T, client *http.Client, u, principal string) *sse {
 		t.Fatalf("GET %s: %s %s: %s", u, resp.Status, resp.Header.Get("Content-Type"), b)
 	}
 	s := &sse{t: t, resp: resp, cancel: cancel, frames: make(chan frame, 1024), done: make(chan struct{})}
-	go s.read()
+	go s.read(ctx)
 	t.Cleanup(s.close)
 	return s
 }
 
-func (s *sse) read() {
+func (s *sse) read(ctx context.Context) {
 	defer close(s.done)
 	defer close(s.frames)
 	br := bufio.NewReader(s.resp.Body)
@@ -275,7 +275,11 @@ func (s *sse) read() {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			s.frames <- f
+			select {
+			case s.frames <- f:
+			case <-ctx.Done():
+				return
+			}
 			f = frame{}
 		case strings.HasPrefix(line, ": "):
 			f.comment = line[2:]
@@ -791,5 +795,38 @@ func TestWatchOpenAPI(t *testing.T) {
 				t.Fatalf("response %s does not match the spec: %v", resp.Status, err)
 			}
 		})
+	}
+}
+
+// TestWatchOutlivesWriteTimeout: a stream is not cut by the HTTP
+// server's write timeout (Run sets one for ordinary requests).
+func TestWatchOutlivesWriteTimeout(t *testing.T) {
+	p := newPipeline(t)
+	p.publish("08:00", watchEntities[0])
+	srv, err := api.New(api.DefaultConfig(), p.store.Client(), time.UTC, api.WithEvents(p.js),
+		api.WithClock(func() time.Time { return watchNow }), api.WithHeartbeat(25*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Config.WriteTimeout = 100 * time.Millisecond
+	ts.Start()
+	t.Cleanup(ts.Close) // after the stream's own cleanup
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	s := openWatch(t, client, watchURL(ts.URL, "", nil), "anonymous")
+	s.snapshot()
+	start := time.Now()
+	for pings := 0; pings < 20; {
+		f, ok := s.next(5 * time.Second)
+		if !ok {
+			t.Fatalf("the stream ended after %s, %d pings", time.Since(start), pings)
+		}
+		if f.comment == "ping" {
+			pings++
+		}
+	}
+	if time.Since(start) < 4*ts.Config.WriteTimeout {
+		t.Fatalf("20 pings in %s: the heartbeat is not what was set", time.Since(start))
 	}
 }
