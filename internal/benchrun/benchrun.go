@@ -95,6 +95,9 @@ type Config struct {
 	// CPUProfile, when set, receives a CPU profile of the process during
 	// the catch-up drain (the aggregator applying the backlog).
 	CPUProfile string
+	// HeapProfile, when set, receives the live heap at the end of the
+	// catch-up drain.
+	HeapProfile string
 }
 
 // Validate reports every problem at once.

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/rollup"
@@ -86,10 +89,11 @@ const AggregatorBatch = 16
 
 // startAggregator runs an in-process aggregator with the default
 // configuration but AggregatorBatch until the returned stop is called.
-func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger) (stop func() error, err error) {
+func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader) (stop func() error, err error) {
 	cfg := aggregator.DefaultConfig()
 	cfg.BatchSize = AggregatorBatch
-	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log))
+	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("bench")
+	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log), aggregator.WithMeter(meter))
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +172,8 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 	}); err != nil {
 		return err
 	}
-	stop, err := startAggregator(ctx, srv, store, log)
+	reader := sdkmetric.NewManualReader()
+	stop, err := startAggregator(ctx, srv, store, log, reader)
 	if err != nil {
 		return err
 	}
@@ -193,6 +198,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		return err
 	}
 	el := time.Since(t0).Seconds()
+	aggregatorRows(ctx, rep, "steady", reader, total, el)
 	ingestRows(rep, "steady", total, el, TargetSteady, w, redisCPU(ctx, srv.rdb)-rcpu,
 		fmt.Sprintf("%d namespaces × %d new one-minute windows = %d samples; publishing took %.1f s of %.1f s", perWindow, sz.SteadyWindows, total, published, el))
 	if err := stop(); err != nil {
@@ -250,13 +256,19 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 	w := watchMemory()
 	rcpu := redisCPU(ctx, srv.rdb)
 	t0 = time.Now()
-	stop, err := startAggregator(ctx, srv, store, log)
+	reader := sdkmetric.NewManualReader()
+	stop, err := startAggregator(ctx, srv, store, log, reader)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	err = waitDrained(ctx, srv.js, 9*time.Minute)
 	el := time.Since(t0).Seconds()
+	if cfg.HeapProfile != "" && err == nil {
+		if herr := writeHeapProfile(cfg.HeapProfile); herr != nil {
+			return herr
+		}
+	}
 	if prof != nil {
 		pprof.StopCPUProfile()
 		prof.Close()
@@ -264,10 +276,62 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 	if err != nil {
 		return err
 	}
+	aggregatorRows(ctx, rep, "catch-up", reader, total, el)
 	ingestRows(rep, "catch-up", total, el, TargetCatchup, w, redisCPU(ctx, srv.rdb)-rcpu,
 		fmt.Sprintf("backlog of %s at 60 s for %d namespaces = %d samples, drained from aggregator start", sz.CatchupBackfill, sz.CatchupClusters*sz.CatchupNamespaces, total))
 	if err := stop(); err != nil {
 		return err
 	}
 	return l.verify(ctx, store)
+}
+
+// aggregatorRows reads the aggregator's own instruments: how much of the
+// wall time its workers spent committing to Redis, and what else it did
+// per sample (events, redeliveries).
+func aggregatorRows(ctx context.Context, rep *Report, shape string, reader *sdkmetric.ManualReader, samples int, wall float64) {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		return
+	}
+	var applySecs float64
+	var batches uint64
+	counters := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				if m.Name == "cost.aggregator.apply.duration" {
+					for _, dp := range d.DataPoints {
+						applySecs += dp.Sum
+						batches += dp.Count
+					}
+				}
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					counters[m.Name] += dp.Value
+				}
+			}
+		}
+	}
+	if batches == 0 {
+		return
+	}
+	workers := float64(aggregator.DefaultConfig().Workers)
+	rep.add(Row{Section: secIngest, Name: shape + ": aggregator workers' time in the redis commit", Value: 100 * applySecs / (workers * wall), Unit: "%",
+		Note: fmt.Sprintf("%d batches, %.0f ms mean commit (Lua), %.1f s of %.0f worker-seconds; events published %d (%.2f per sample), duplicates %d, dead letters %d",
+			batches, 1000*applySecs/float64(batches), applySecs, workers*wall, counters["cost.aggregator.events.published"],
+			float64(counters["cost.aggregator.events.published"])/float64(samples), counters["cost.aggregator.samples.duplicates"], counters["cost.aggregator.samples.deadlettered"])})
+}
+
+// writeHeapProfile writes the live heap (after a collection) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create heap profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("write heap profile: %w", err)
+	}
+	return nil
 }
