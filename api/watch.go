@@ -354,12 +354,21 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	c.Status(http.StatusOK)
 	w := &sseWriter{w: c.Writer}
-	w.comment(fmt.Sprintf("rollup changes of kind=%s item=%s; totals of %s first", q.Kind, q.Item, today))
+	writeSnapshot(w, plan, today, page)
+	if err := w.flush(c.Writer); err != nil {
+		return nil // the client left
+	}
+	return s.streamWatch(ctx, c.Writer, w, plan, msgs)
+}
+
+// writeSnapshot sends today's totals of the page's entities, then synced.
+func writeSnapshot(w *sseWriter, plan watchPlan, today rollup.Day, page rollup.Page) {
+	w.comment(fmt.Sprintf("rollup changes of kind=%s item=%s; totals of %s first", plan.q.Kind, plan.q.Item, today))
 	sent := 0
 	for _, r := range page.Rows {
-		ev := watchEvent(plan.sel.Scope, today, r.Entity.Member(plan.sel.Scope), r.Days[0], q.Item)
+		ev := watchEvent(plan.sel.Scope, today, r.Entity.Member(plan.sel.Scope), r.Days[0], plan.q.Item)
 		if ev.Fixed == (event.Fixed{}) {
-			continue
+			continue // as the aggregator, which sends no all-zero totals
 		}
 		w.event("rollup", ev.ID, ev.Marshal())
 		sent++
@@ -370,10 +379,6 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	}
 	synced, _ := json.Marshal(map[string]any{"day": today.String(), "entities": len(page.Rows), "total": page.Total, "sent": sent, "truncated": truncated})
 	w.event("synced", "", synced)
-	if err := w.flush(c.Writer); err != nil {
-		return nil // the client left
-	}
-	return s.streamWatch(ctx, c.Writer, w, plan, msgs)
 }
 
 // streamWatch forwards matching events, with heartbeats, until the client
@@ -398,17 +403,20 @@ func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, 
 		case <-tick.C:
 			w.comment("ping")
 		case m := <-msgs:
-			// Drain what is already here before flushing once.
-			for more := true; more; {
+			// Write what is already here too (up to a buffer's worth),
+			// then flush once.
+			for n := 1; m != nil; n++ {
 				if err := s.forward(ctx, w, plan, &d, m); err != nil {
 					w.comment("stream ended: the usage store is unavailable; reconnect")
 					_ = w.flush(f)
 					return err
 				}
-				select {
-				case m = <-msgs:
-				default:
-					more = false
+				m = nil
+				if n < watchBuffer {
+					select {
+					case m = <-msgs:
+					default:
+					}
 				}
 			}
 		}
