@@ -121,7 +121,13 @@ func (p *pipeline) publish(hhmm string, es ...rollup.Entity) {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	start := time.Date(2025, 6, 10, at.Hour(), at.Minute(), 0, 0, time.UTC)
+	p.publishAt(time.Date(2025, 6, 10, at.Hour(), at.Minute(), 0, 0, time.UTC), es...)
+}
+
+// publishAt is publish at any start time.
+func (p *pipeline) publishAt(start time.Time, es ...rollup.Entity) {
+	p.t.Helper()
+	at := start
 	var ss []sample.Sample
 	for i, e := range es {
 		eff := 0.8 + float64(i)/10
@@ -731,6 +737,10 @@ func TestWatchSnapshotBounded(t *testing.T) {
 	p.publish("09:00", es[n-1])
 	final, _ := p.want(nsKey(es[n-1]), rollup.Cpu)
 	s.until(func(ev event.Event) bool { return keyOf(ev) == nsKey(es[n-1]) && ev.Fixed == final.Fixed })
+
+	// A late sample of yesterday streams too, with its day.
+	p.publishAt(time.Date(2025, 6, 9, 23, 0, 0, 0, time.UTC), es[0])
+	s.until(func(ev event.Event) bool { return keyOf(ev) == nsKey(es[0]) && ev.Day == "20250609" })
 }
 
 // TestWatchOpenAPI checks the watch routes' answers against the spec: the
