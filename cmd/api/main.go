@@ -15,6 +15,7 @@ import (
 	_ "time/tzdata" // billing zones resolve without the host's zoneinfo
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel"
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/internal/auth"
@@ -66,6 +67,7 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 
 	// Shut down last: it flushes the spans of the shutdown itself.
+	otel.SetErrorHandler(telemetry.ErrorHandler(log))
 	tel, err := telemetry.Setup(ctx, telCfg, "cost-api")
 	if err != nil {
 		log.Error("set up telemetry", "err", err)

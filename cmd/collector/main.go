@@ -19,6 +19,7 @@ import (
 	_ "time/tzdata"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
 
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/collector/kube"
@@ -71,6 +72,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	defer stop()
 
 	// Shut down last: it flushes the spans of the shutdown itself.
+	otel.SetErrorHandler(telemetry.ErrorHandler(log))
 	tel, err := telemetry.Setup(ctx, telCfg, "cost-collector")
 	if err != nil {
 		log.Error("set up telemetry", "err", err)

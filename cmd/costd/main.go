@@ -19,6 +19,8 @@ import (
 	"time"
 	_ "time/tzdata"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/config"
@@ -93,6 +95,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 	// One set of providers for every part: their metrics share the API's
 	// /metrics, and a trace runs from the simulator's publish to the
 	// aggregator's events. Shut down last, it flushes the last spans.
+	otel.SetErrorHandler(telemetry.ErrorHandler(log))
 	tel, err := telemetry.Setup(ctx, o.telemetry, "costd")
 	if err != nil {
 		return err

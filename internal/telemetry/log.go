@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/alauda/costmeter/internal/config"
@@ -113,4 +114,11 @@ func scrubURLs(s string) string {
 		return s
 	}
 	return strings.Join(words, " ")
+}
+
+// ErrorHandler returns an OTel error handler logging to log: failed
+// exports and dropped spans become ordinary warnings instead of the SDK's
+// own stderr lines. Only main installs it (otel.SetErrorHandler is global).
+func ErrorHandler(log *slog.Logger) otel.ErrorHandler {
+	return otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "err", err) })
 }
