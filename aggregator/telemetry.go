@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -34,6 +35,10 @@ var (
 	batchSizeBuckets    = []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000}
 )
 
+// maxLinks is the SDK's default limit of links per span: reading more
+// traceparents than it keeps would be wasted.
+const maxLinks = 128
+
 // startApply starts the span of one batch. Its parent is the trace context
 // the collector put in the first message's headers (the publish span), so
 // that one trace runs from the collector's publish through this apply (and
@@ -41,6 +46,11 @@ var (
 // other messages' publish spans, usually of other traces, are links. A
 // batch without trace context (older collectors, nats pub) starts a trace.
 func (a *Aggregator) startApply(ctx context.Context, msgs []jetstream.Msg, ack bool) (context.Context, trace.Span) {
+	if _, off := a.tracer.(tracenoop.Tracer); off {
+		// Tracing is off: reading 256 traceparents would cost more than
+		// everything else here (BenchmarkStartApply).
+		return ctx, tracenoop.Span{}
+	}
 	var (
 		parent = ctx
 		found  bool
@@ -48,6 +58,9 @@ func (a *Aggregator) startApply(ctx context.Context, msgs []jetstream.Msg, ack b
 		seen   = map[trace.SpanID]bool{}
 	)
 	for _, m := range msgs {
+		if len(links) == maxLinks {
+			break
+		}
 		h := m.Headers()
 		if len(h) == 0 {
 			continue
