@@ -27,7 +27,8 @@ type telemetryDeps struct {
 // caller's W3C traceparent) and records http.server.request.duration by
 // route template (http_route, never the raw path) and status
 // (http_response_status_code) with the given providers; metrics, when not
-// nil, is served on /metrics. Probes and /metrics themselves are left out.
+// nil, is served on /metrics. Probes, /metrics and watch streams are left
+// out.
 func WithTelemetry(mp metric.MeterProvider, tp trace.TracerProvider, metrics http.Handler) Option {
 	return func(s *Server) { s.tel = telemetryDeps{meters: mp, tracers: tp, metrics: metrics} }
 }
@@ -45,7 +46,10 @@ func (s *Server) instrument(e *gin.Engine) {
 			case "/healthz", "/readyz", MetricsPath:
 				return false
 			}
-			return true
+			// A watch stream lasts as long as its client: as a request
+			// duration it would swamp the latency histogram, and its span
+			// would stay open for hours.
+			return !IsWatch(c.Request)
 		}),
 	}
 	// otelgin falls back to the OTel globals for a provider it is not
