@@ -24,12 +24,13 @@ func run() int {
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "small sizes, under a minute (BENCH_QUICK=1)")
 	out := fs.String("out", "", "JSON report file (default bench/results/latest.json, or quick.json in quick mode)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up drain to this file")
+	batch := fs.Int("aggregator-batch", benchrun.DefaultAggregatorBatch, "the aggregator's --batch-size (messages per fetch) in the ingest phases")
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
 	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile}
+	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch}
 	if *quick {
 		cfg.Sizes = benchrun.QuickSizes()
 	}

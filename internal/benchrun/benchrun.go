@@ -92,6 +92,9 @@ type Config struct {
 	Sizes Sizes
 	// Quick is recorded in the report.
 	Quick bool
+	// AggregatorBatch is the aggregator's --batch-size (messages per
+	// fetch) in the ingest phases, and the raw consumer's fetch.
+	AggregatorBatch int
 	// CPUProfile, when set, receives a CPU profile of the process during
 	// the catch-up drain (the aggregator applying the backlog).
 	CPUProfile string
@@ -112,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if s.CatchupClusters < 1 || s.CatchupNamespaces < 1 || s.CatchupBackfill < time.Minute {
 		errs = append(errs, errors.New("catch-up sizes must be positive (backfill at least a minute)"))
+	}
+	if c.AggregatorBatch < 1 || c.AggregatorBatch > 10_000 {
+		errs = append(errs, fmt.Errorf("aggregator batch: %d is not within 1..10000", c.AggregatorBatch))
 	}
 	if len(s.QueryNamespaces) != 2 || s.QueryRequests < 1 || s.QueryClients < 1 {
 		errs = append(errs, errors.New("queries need two sizes, requests and clients"))
@@ -134,13 +140,15 @@ type Row struct {
 
 // Report is the outcome of one run.
 type Report struct {
-	Started  time.Time `json:"started"`
-	Seconds  float64   `json:"seconds"`
-	Quick    bool      `json:"quick"`
-	Sizes    Sizes     `json:"sizes"`
-	Machine  string    `json:"machine"`
-	Versions string    `json:"versions"`
-	Rows     []Row     `json:"rows"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Quick   bool      `json:"quick"`
+	Sizes   Sizes     `json:"sizes"`
+	// AggregatorBatch is the aggregator's --batch-size in the ingest phases.
+	AggregatorBatch int    `json:"aggregatorBatch"`
+	Machine         string `json:"machine"`
+	Versions        string `json:"versions"`
+	Rows            []Row  `json:"rows"`
 }
 
 func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
@@ -162,7 +170,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes,
+	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes, AggregatorBatch: cfg.AggregatorBatch,
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))}
 	srv, err := startServers(ctx, log)
 	if err != nil {
@@ -205,7 +213,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Quick {
 		mode = "quick (BENCH_QUICK=1)"
 	}
-	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions)
+	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s; aggregator --batch-size %d (messages of %d samples)\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions, r.AggregatorBatch, defaultBatch)
 	fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", "SECTION", "MEASURE", "VALUE", "UNIT", "TARGET", "MET")
 	rows := slices.Clone(r.Rows)
 	order := []string{secRaw, secIngest, secQuery, secMemory}

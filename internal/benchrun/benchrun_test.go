@@ -17,7 +17,7 @@ import (
 // the exact ledger sums in Redis, and the report must hold every section.
 // Figures are not checked: under the race detector they mean nothing.
 func TestQuick(t *testing.T) {
-	cfg := benchrun.Config{Sizes: benchrun.QuickSizes(), Quick: true, CPUProfile: filepath.Join(t.TempDir(), "cpu.pprof")}
+	cfg := benchrun.Config{Sizes: benchrun.QuickSizes(), Quick: true, AggregatorBatch: benchrun.DefaultAggregatorBatch, CPUProfile: filepath.Join(t.TempDir(), "cpu.pprof")}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rep, err := benchrun.Run(context.Background(), cfg, log)
 	if err != nil {
@@ -51,7 +51,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := benchrun.Config{Sizes: benchrun.FullSizes()}
+			cfg := benchrun.Config{Sizes: benchrun.FullSizes(), AggregatorBatch: benchrun.DefaultAggregatorBatch}
 			tt.mod(&cfg.Sizes)
 			if err := cfg.Validate(); (err == nil) != tt.ok {
 				t.Fatalf("Validate() = %v, want ok %v", err, tt.ok)

@@ -79,19 +79,19 @@ func newStore(ctx context.Context, srv *servers, retention time.Duration) (*roll
 	return store, nil
 }
 
-// AggregatorBatch is the aggregator's --batch-size in the bench, in
-// messages: 16 messages of 500 samples are 8,000 samples per Lua call. The
-// default, 256 messages (128,000 samples per call), keeps Redis inside one
-// script for more than its 5 s busy limit during catch-up: the other worker
-// gets BUSY, batches pass their 30 s deadline, are redelivered, and the
-// drain livelocks. 256 is sized for messages of one sample.
-const AggregatorBatch = 16
+// DefaultAggregatorBatch is the aggregator's --batch-size in the bench, in
+// messages: 16 messages of 500 samples are 8,000 samples per fetch. The
+// aggregator's default, 256 messages (128,000 samples, 42 MB per fetch),
+// overruns nats.go's 64 MB pending limit of a subscription with two
+// workers (dropped messages come back only after the ack wait) and, before
+// runs were merged, kept Redis in one script past its 5 s busy limit.
+const DefaultAggregatorBatch = 16
 
 // startAggregator runs an in-process aggregator with the default
-// configuration but AggregatorBatch until the returned stop is called.
-func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader) (stop func() error, err error) {
+// configuration but a batch of batch messages until the returned stop is called.
+func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader, batch int) (stop func() error, err error) {
 	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize = AggregatorBatch
+	cfg.BatchSize = batch
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("bench")
 	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log), aggregator.WithMeter(meter))
 	if err != nil {
@@ -173,7 +173,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		return err
 	}
 	reader := sdkmetric.NewManualReader()
-	stop, err := startAggregator(ctx, srv, store, log, reader)
+	stop, err := startAggregator(ctx, srv, store, log, reader, cfg.AggregatorBatch)
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 	rcpu := redisCPU(ctx, srv.rdb)
 	t0 = time.Now()
 	reader := sdkmetric.NewManualReader()
-	stop, err := startAggregator(ctx, srv, store, log, reader)
+	stop, err := startAggregator(ctx, srv, store, log, reader, cfg.AggregatorBatch)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ const (
 	secQuery   = "query"
 	secMemory  = "memory"
 	rawPublish = "jetstream publish (async, acked), batches of 500"
-	rawConsume = "jetstream consume + ack (2 pull workers, fetch 16), batches of 500"
+	rawConsume = "jetstream consume + ack (2 pull workers, fetch as the aggregator), batches of 500"
 	rawIncr    = "redis BITFIELD INCRBY i64 ×12 fields, pipelined 1000, 2 conns"
 )
 
@@ -109,7 +109,7 @@ func runRaw(ctx context.Context, srv *servers, cfg Config, rep *Report, log *slo
 					return
 				}
 				// Never more than is left: a fetch waits to fill itself.
-				batch, err := cons.Fetch(min(AggregatorBatch, left), jetstream.FetchMaxWait(100*time.Millisecond))
+				batch, err := cons.Fetch(min(cfg.AggregatorBatch, left), jetstream.FetchMaxWait(100*time.Millisecond))
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
