@@ -83,7 +83,8 @@ func TestKill9NATSDuringPublishBurst(t *testing.T) {
 		defer cancel()
 		var perr error
 		for b := range bursts {
-			s := gen("east", 25, time.Date(2025, 6, 6, 0, 0, 0, 0, time.UTC).Add(time.Duration(b)*time.Hour), 4, time.Minute)
+			// Windows from June 1st on, all before the aggregators' clock.
+			s := gen("east", 25, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(b)*10*time.Minute), 4, time.Minute)
 			if perr = pub.Publish(ctx, s); perr != nil {
 				break
 			}
