@@ -13,6 +13,10 @@ import (
 	"github.com/alauda/costmeter/internal/telemetry"
 )
 
+// eventWindow is how many events are in flight before their
+// acknowledgements are awaited.
+const eventWindow = 1000
+
 // publishEvents publishes one event per changed (entity, day, item) and
 // waits for JetStream to store them, before the batch is acknowledged. An
 // item whose day totals are all zero has nothing to say and is skipped.
@@ -25,7 +29,27 @@ func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change)
 	}
 	ctx, span := a.tracer.Start(ctx, "publish rollup events", trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
-	futures := make([]jetstream.PubAckFuture, 0, len(changes)*2)
+	var (
+		futures = make([]jetstream.PubAckFuture, 0, eventWindow)
+		sent    int64
+	)
+	// Acknowledgements are awaited every eventWindow events: the client
+	// allows a bounded number of unacknowledged async publishes (4,000 by
+	// default), and a batch can touch more entity-day-items than that.
+	wait := func() error {
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("publish rollup event: %w", err)
+			case <-ctx.Done():
+				return fmt.Errorf("publish rollup events: %w", ctx.Err())
+			}
+		}
+		sent += int64(len(futures))
+		futures = futures[:0]
+		return nil
+	}
 	for _, c := range changes {
 		if event.KindOf(c.Scope) == "" {
 			continue
@@ -44,18 +68,16 @@ func (a *Aggregator) publishEvents(ctx context.Context, changes []rollup.Change)
 				return fmt.Errorf("publish rollup event: %w", err)
 			}
 			futures = append(futures, f)
+			if len(futures) == eventWindow {
+				if err := wait(); err != nil {
+					return err
+				}
+			}
 		}
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish rollup event: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish rollup events: %w", ctx.Err())
-		}
+	if err := wait(); err != nil {
+		return err
 	}
-	span.SetAttributes(attrMessages.Int(len(futures)))
-	a.events.Add(ctx, int64(len(futures)))
+	a.events.Add(ctx, sent)
 	return nil
 }

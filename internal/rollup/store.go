@@ -248,7 +248,7 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 		mb := months[m]
 		keys := aggByMonth[m]
 		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-		args := make([]any, 0, 4+len(keys)*10+len(mb.idx)*20)
+		args := make([]any, 0, 5+len(keys)*(5+2*Fields)+len(mb.idx)*(8+2*Fields))
 		want := 0
 		if changes {
 			want = 1
