@@ -79,13 +79,11 @@ func newStore(ctx context.Context, srv *servers, retention time.Duration) (*roll
 	return store, nil
 }
 
-// DefaultAggregatorBatch is the aggregator's --batch-size in the bench, in
-// messages: 16 messages of 500 samples are 8,000 samples per fetch. The
-// aggregator's default, 256 messages (128,000 samples, 42 MB per fetch),
-// overruns nats.go's 64 MB pending limit of a subscription with two
-// workers (dropped messages come back only after the ack wait) and, before
-// runs were merged, kept Redis in one script past its 5 s busy limit.
-const DefaultAggregatorBatch = 16
+// DefaultAggregatorBatch is the aggregator's --batch-size in the bench: its
+// default, 64 messages of 500 samples (32,000 samples, ~10 MB per fetch).
+// An earlier default of 256 messages overran nats.go's 64 MB pending limit
+// of a subscription with two workers.
+var DefaultAggregatorBatch = aggregator.DefaultConfig().BatchSize
 
 // startAggregator runs an in-process aggregator with the default
 // configuration but a batch of batch messages until the returned stop is called.
