@@ -56,10 +56,11 @@ const (
 // Config tunes the aggregator.
 type Config struct {
 	// BatchSize is how many messages one fetch asks for. A collector's
-	// message holds up to 500 samples (~165 KB), so 64 messages are ~10 MB
+	// message holds up to 500 samples (~165 KB), so 128 messages are ~21 MB
 	// per worker: large enough to merge a backlog's consecutive windows of
-	// a namespace into one Redis write, well under the client's 64 MB
-	// pending limit per fetch.
+	// a namespace into one Redis write (the store cuts the writes into
+	// short scripts), under the client's 64 MB pending limit for two
+	// workers.
 	BatchSize int
 	// MaxWait is how long a fetch waits to fill its batch.
 	MaxWait time.Duration
@@ -81,7 +82,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 64, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
+	return Config{BatchSize: 128, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
 }
 
 // RegisterFlags registers the aggregator's flags.

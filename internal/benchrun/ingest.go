@@ -80,7 +80,7 @@ func newStore(ctx context.Context, srv *servers, retention time.Duration) (*roll
 }
 
 // DefaultAggregatorBatch is the aggregator's --batch-size in the bench: its
-// default, 64 messages of 500 samples (32,000 samples, ~10 MB per fetch).
+// default, 128 messages of 500 samples (64,000 samples, ~21 MB per fetch).
 // An earlier default of 256 messages overran nats.go's 64 MB pending limit
 // of a subscription with two workers.
 var DefaultAggregatorBatch = aggregator.DefaultConfig().BatchSize

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 	_ "time/tzdata"
@@ -240,4 +241,52 @@ func verdicts(v []rollup.Verdict) []byte {
 		b[i] = byte(x)
 	}
 	return b
+}
+
+// TestApplyLargeBatch: a batch longer than one script is cut into several;
+// verdicts stay in order and the project's sum is exact across the cuts,
+// including a run merged from consecutive windows and duplicates within
+// the batch.
+func TestApplyLargeBatch(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client()
+	ctx := context.Background()
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs []rollup.Contribution
+	for n := 0; n < 4500; n++ {
+		cs = append(cs, contribution(t, time.UTC, "big", "east", fmt.Sprintf("ns-%d", n), "2025-06-03T10:00:00Z", "2025-06-03T10:01:00Z", 1)...)
+	}
+	// Three consecutive windows of one namespace (one run) and a repeat.
+	for _, w := range [][2]string{{"10:01", "10:02"}, {"10:02", "10:03"}, {"10:03", "10:04"}, {"10:02", "10:03"}} {
+		cs = append(cs, contribution(t, time.UTC, "big", "east", "ns-7", "2025-06-03T"+w[0]+":00Z", "2025-06-03T"+w[1]+":00Z", 1)...)
+	}
+	res, err := store.Apply(ctx, cs, "S", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat("0", 4503) + "1"
+	if got := string(verdicts(res.Verdicts)); got != want {
+		t.Fatalf("verdicts: %d applied of %d, last %q", strings.Count(got, "0"), len(got), got[len(got)-1:])
+	}
+	d := rollup.DayFromDate(2025, 6, 3)
+	v, _, err := rollup.DayValues(ctx, rdb, d, rollup.ScopeProject, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := v[rollup.Field(rollup.Cpu, rollup.Usage)], int64(4503*60*rollup.Scale); got != want {
+		t.Fatalf("project sum %d, want %d", got, want)
+	}
+	again, err := store.Apply(ctx, cs, "S", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(verdicts(again.Verdicts)); got != strings.Repeat("1", 4504) {
+		t.Fatalf("re-applied batch: %d duplicates of %d", strings.Count(got, "1"), len(got))
+	}
+	if v2, _, _ := rollup.DayValues(ctx, rdb, d, rollup.ScopeProject, "big"); v2 != v {
+		t.Fatalf("re-applying changed the project sum")
+	}
 }

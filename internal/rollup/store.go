@@ -207,63 +207,70 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 	return runs, members, alone
 }
 
-// apply sends contributions to Redis as they are.
+// maxPiecesPerScript bounds one apply script: Redis runs a script to the
+// end before it serves anyone else, so a batch is cut into scripts of at
+// most this many pieces (tens of milliseconds each) that queries can slip
+// between. Each piece is exactly-once within its own script, so cutting
+// changes nothing else.
+const maxPiecesPerScript = 2000
+
+// apply sends contributions to Redis as they are: one script per month and
+// chunk of maxPiecesPerScript, pipelined with the sequence mark.
 func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
-	type monthBatch struct {
-		idx  []int
-		args []any
+	type scriptBatch struct {
+		month string
+		idx   []int
+		aggs  map[aggKey]*Values
 	}
-	months := map[string]*monthBatch{}
-	var order []string
-	aggs := map[aggKey]*Values{}
+	var (
+		batches []*scriptBatch
+		open    = map[string]*scriptBatch{} // the month's batch being filled
+	)
 	for i := range cs {
 		m := cs[i].Day.Month()
-		mb := months[m]
-		if mb == nil {
-			mb = &monthBatch{}
-			months[m] = mb
-			order = append(order, m)
+		b := open[m]
+		if b == nil || len(b.idx) == maxPiecesPerScript {
+			b = &scriptBatch{month: m, aggs: map[aggKey]*Values{}}
+			open[m] = b
+			batches = append(batches, b)
 		}
-		mb.idx = append(mb.idx, i)
+		b.idx = append(b.idx, i)
 		e := cs[i].Entity
 		for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
 			k := aggKey{day: cs[i].Day, scope: sc, member: e.Member(sc)}
-			v := aggs[k]
+			v := b.aggs[k]
 			if v == nil {
 				v = new(Values)
-				aggs[k] = v
+				b.aggs[k] = v
 			}
 			v.Add(&cs[i].Values)
 		}
 	}
-	aggByMonth := map[string][]aggKey{}
-	for k := range aggs {
-		m := k.day.Month()
-		aggByMonth[m] = append(aggByMonth[m], k)
-	}
 
+	want := 0
+	if changes {
+		want = 1
+	}
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(order))
-	for mi, m := range order {
-		mb := months[m]
-		keys := aggByMonth[m]
-		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-		args := make([]any, 0, 5+len(keys)*(5+2*Fields)+len(mb.idx)*(8+2*Fields))
-		want := 0
-		if changes {
-			want = 1
+	cmds := make([]*redis.Cmd, len(batches))
+	for bi, b := range batches {
+		keys := make([]aggKey, 0, len(b.aggs))
+		for k := range b.aggs {
+			keys = append(keys, k)
 		}
-		args = append(args, monthPrefix(m), s.monthExpireAt(cs[mb.idx[0]].Day), len(mb.idx), len(keys), want)
+		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
+		args := make([]any, 0, 5+len(keys)*(5+2*Fields)+len(b.idx)*(8+2*Fields))
+		args = append(args, monthPrefix(b.month), s.monthExpireAt(cs[b.idx[0]].Day), len(b.idx), len(keys), want)
 		for _, k := range keys {
 			args = append(args, dd(k.day), string(k.scope), k.member, valueKeyMember(k.member))
-			args = appendValues(args, aggs[k])
+			args = appendValues(args, b.aggs[k])
 		}
-		for _, i := range mb.idx {
+		for _, i := range b.idx {
 			c := &cs[i]
 			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To)
 			args = appendValues(args, &c.Values)
 		}
-		cmds[mi] = applyScript.EvalSha(ctx, pipe, []string{CoverageKey(cs[mb.idx[0]].Day)}, args...)
+		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{CoverageKey(cs[b.idx[0]].Day)}, args...)
 	}
 	var mark *redis.Cmd
 	if len(seqs) > 0 {
@@ -290,8 +297,9 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 		}
 	}
 	res := Result{Verdicts: make([]Verdict, len(cs))}
-	for mi, m := range order {
-		reply, err := cmds[mi].Slice()
+	for bi, b := range batches {
+		m := b.month
+		reply, err := cmds[bi].Slice()
 		if err != nil {
 			return Result{}, fmt.Errorf("apply month %s: %w", m, err)
 		}
@@ -299,7 +307,7 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 		if overflow, _ := reply[1].(int64); overflow > 0 {
 			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", m, overflow)
 		}
-		idx := months[m].idx
+		idx := b.idx
 		if len(vs) != len(idx) {
 			return Result{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", m, len(vs), len(idx))
 		}
