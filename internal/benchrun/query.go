@@ -10,8 +10,11 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/internal/rollup"
@@ -77,6 +80,12 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 			Note: fmt.Sprintf("%d namespace-days in %.1f s, batches of 4000, 4 goroutines: the aggregator's write path without NATS; redis-server busy %.0f%%", pieces, el, busy)})
 		after, err := redisUsedMemory(ctx, srv.rdb)
 		if err != nil {
+			return err
+		}
+		// Loading grows the AOF past its rewrite threshold: Redis forks a
+		// child that rewrites it, which on two cores competes with the
+		// queries. Queries are measured on a settled server.
+		if err := waitPersistenceIdle(ctx, srv.rdb, 5*time.Minute); err != nil {
 			return err
 		}
 		rep.add(Row{Section: secMemory, Name: fmt.Sprintf("ns=%d: redis used_memory per namespace-day", n), Value: (after - before) / float64(pieces), Unit: "bytes",
@@ -252,4 +261,32 @@ func percentile(ms []float64, p float64) float64 {
 	slices.Sort(ms)
 	i := int(float64(len(ms))*p+0.999999) - 1
 	return ms[min(max(i, 0), len(ms)-1)]
+}
+
+// waitPersistenceIdle waits until Redis runs no AOF rewrite or snapshot.
+func waitPersistenceIdle(ctx context.Context, rdb redis.UniversalClient, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		info, err := rdb.Info(ctx, "persistence").Result()
+		if err != nil {
+			return fmt.Errorf("read redis persistence info: %w", err)
+		}
+		busy := false
+		for _, f := range []string{"aof_rewrite_in_progress:1", "aof_rewrite_scheduled:1", "rdb_bgsave_in_progress:1"} {
+			if strings.Contains(info, f) {
+				busy = true
+			}
+		}
+		if !busy {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis still rewriting its AOF after %s", within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
