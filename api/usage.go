@@ -75,20 +75,30 @@ func (s *Server) usage(c *gin.Context, project string) {
 	}
 }
 
-func (s *Server) serveUsage(c *gin.Context, project string) error {
-	ctx := c.Request.Context()
+// authorize checks the caller's scope for a route: platform scope for the
+// platform-wide routes (project ""), that project or platform scope for the
+// project routes, whose name must be a valid project name.
+func authorize(ctx context.Context, project string) error {
 	p, _ := auth.FromContext(ctx)
 	if project == "" {
 		if !p.CanSeePlatform() {
 			return fmt.Errorf("%w: %s may not see platform-wide usage", ErrForbidden, principalName(p))
 		}
-	} else {
-		if err := checkName(project, false); err != nil {
-			return badParam("project", "%v", err)
-		}
-		if !p.CanSeeProject(project) {
-			return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)
-		}
+		return nil
+	}
+	if err := checkName(project, false); err != nil {
+		return badParam("project", "%v", err)
+	}
+	if !p.CanSeeProject(project) {
+		return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)
+	}
+	return nil
+}
+
+func (s *Server) serveUsage(c *gin.Context, project string) error {
+	ctx := c.Request.Context()
+	if err := authorize(ctx, project); err != nil {
+		return err
 	}
 	q, err := ParseQuery(c.Request.URL.Query())
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
@@ -274,18 +273,8 @@ func (s *Server) watchRoute(c *gin.Context, project string) {
 // saying why.
 func (s *Server) serveWatch(c *gin.Context, project string) error {
 	ctx := c.Request.Context()
-	p, _ := auth.FromContext(ctx)
-	if project == "" {
-		if !p.CanSeePlatform() {
-			return fmt.Errorf("%w: %s may not see platform-wide usage", ErrForbidden, principalName(p))
-		}
-	} else {
-		if err := checkName(project, false); err != nil {
-			return badParam("project", "%v", err)
-		}
-		if !p.CanSeeProject(project) {
-			return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)
-		}
+	if err := authorize(ctx, project); err != nil {
+		return err
 	}
 	q, err := parseWatchQuery(c.Request.URL.Query())
 	if err != nil {
