@@ -19,6 +19,7 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/pipelinetest"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -170,62 +171,18 @@ func (e *env) startAggregator(batch int) (stop func()) {
 	return stop
 }
 
-// ledger is the test's own account of what must be in Redis: exact
-// integer sums per scope, member and day, computed from the samples.
-type ledger map[string]rollup.Values
+// ledger is the test's own account of what must be in Redis.
+type ledger = pipelinetest.Ledger
 
-func (l ledger) add(samples ...sample.Sample) {
-	for i := range samples {
-		s := &samples[i]
-		e := rollup.Entity{Project: s.Project, Cluster: s.Cluster, Namespace: s.Namespace}
-		for _, p := range rollup.Split(s, time.UTC) {
-			for _, sc := range rollup.Scopes() {
-				k := fmt.Sprintf("%s|%s|%d", sc, e.Member(sc), p.Day)
-				v := l[k]
-				v.Add(&p.Values)
-				l[k] = v
-			}
-		}
-	}
-}
+var gen = pipelinetest.Gen
 
 // diff compares the ledger with Redis and returns the first mismatch.
-func (e *env) diff(l ledger) string {
-	ctx := context.Background()
-	for k, want := range l {
-		parts := strings.SplitN(k, "|", 3)
-		var day int
-		fmt.Sscan(parts[2], &day)
-		got, ok, err := rollup.DayValues(ctx, e.store.Client(), rollup.Day(day), rollup.Scope(parts[0]), parts[1])
-		if err != nil {
-			return err.Error()
-		}
-		if !ok || got != want {
-			return fmt.Sprintf("%s: redis %v, ledger %v", k, got, want)
-		}
-	}
-	return ""
-}
+func (e *env) diff(l *ledger) string { return l.Diff(context.Background(), e.store.Client()) }
 
-// drained reports whether the consumer has nothing pending or unacked.
-func (e *env) drained() (bool, string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	c, err := e.js.Consumer(ctx, stream.Samples, stream.Consumer)
-	if err != nil {
-		return false, err.Error()
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return false, err.Error()
-	}
-	return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
-}
-
-func (e *env) waitExact(l ledger, within time.Duration) {
+func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
 	testenv.Eventually(e.t, within, "stream drained and rollups equal to the ledger", func() (bool, string) {
-		if ok, why := e.drained(); !ok {
+		if ok, why := pipelinetest.Drained(e.js); !ok {
 			return false, why
 		}
 		d := e.diff(l)
@@ -236,36 +193,9 @@ func (e *env) waitExact(l ledger, within time.Duration) {
 // deadLetters counts the dead-letter stream's messages by reason.
 func (e *env) deadLetters() map[string]int {
 	e.t.Helper()
-	ctx := context.Background()
-	out := map[string]int{}
-	st, err := e.js.Stream(ctx, stream.DeadLetter)
+	out, err := pipelinetest.DeadLetters(e.js)
 	if err != nil {
 		e.t.Fatal(err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(stream.DeadLetterSubjects))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for subj, n := range info.State.Subjects {
-		out[strings.TrimPrefix(subj, stream.DeadLetterPrefix)] = int(n)
-	}
-	return out
-}
-
-func gen(cluster string, namespaces int, start time.Time, windows int, interval time.Duration) []sample.Sample {
-	var out []sample.Sample
-	for w := 0; w < windows; w++ {
-		t := start.Add(time.Duration(w) * interval)
-		for n := 0; n < namespaces; n++ {
-			eff := 0.9 + float64(n)/7
-			out = append(out, sample.Sample{
-				Cluster: cluster, Project: fmt.Sprintf("p%d", n%3), Namespace: fmt.Sprintf("ns-%d", n),
-				Start: t, End: t.Add(interval),
-				CPU:     sample.Resources{Usage: 0.001 + float64(n%5)*0.337 + float64(w%7)*0.01, Request: 0.5, Quota: 2, Effective: &eff},
-				Memory:  sample.Resources{Usage: 1.2e9 + float64(w), Request: 2e9, Quota: 8e9},
-				Storage: sample.Resources{Usage: 5e9, Request: 2e10, Quota: 1e11},
-			})
-		}
 	}
 	return out
 }
@@ -278,9 +208,9 @@ func TestPipelineExactlyOnce(t *testing.T) {
 	start := time.Date(2025, 6, 1, 23, 50, 0, 0, time.UTC)
 	east := gen("east", 12, start, 25, time.Minute)
 	west := gen("west.example", 5, start, 25, time.Minute)
-	l := ledger{}
-	l.add(east...)
-	l.add(west...)
+	l := pipelinetest.NewLedger()
+	l.Add(east...)
+	l.Add(west...)
 	if err := e.pub.Publish(ctx, append(append([]sample.Sample{}, east...), west...)); err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +250,7 @@ func TestPipelineExactlyOnce(t *testing.T) {
 	}
 	// A message mixing a good and a bad sample: the good one counts.
 	good := gen("east", 1, time.Date(2025, 6, 3, 8, 0, 0, 0, time.UTC), 1, time.Hour)
-	l.add(good...)
+	l.Add(good...)
 	mixed := "[" + string(sample.AppendJSON(nil, &good[0])) + `,{"cluster":"east"}]`
 	if _, err := e.js.Publish(ctx, "cost.samples.east", []byte(mixed)); err != nil {
 		t.Fatal(err)
@@ -348,8 +278,8 @@ func TestPipelineExactlyOnce(t *testing.T) {
 func TestTwoAggregatorsAtOnce(t *testing.T) {
 	e := newEnv(t)
 	samples := gen("east", 40, time.Date(2025, 6, 4, 22, 0, 0, 0, time.UTC), 30, 5*time.Minute)
-	l := ledger{}
-	l.add(samples...)
+	l := pipelinetest.NewLedger()
+	l.Add(samples...)
 	// Publish duplicates too, so both replicas race on the same windows.
 	pub2, _ := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 13}, e.log)
 	e.startAggregator(8)
@@ -381,8 +311,8 @@ func (e *env) startChild(killAt string) *exec.Cmd {
 func TestKill9MidBatch(t *testing.T) {
 	e := newEnv(t)
 	samples := gen("east", 30, time.Date(2025, 6, 5, 23, 0, 0, 0, time.UTC), 40, 3*time.Minute)
-	l := ledger{}
-	l.add(samples...)
+	l := pipelinetest.NewLedger()
+	l.Add(samples...)
 	small, _ := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 5}, e.log)
 	if err := small.Publish(context.Background(), samples); err != nil {
 		t.Fatal(err)
@@ -410,23 +340,15 @@ func TestKill9MidBatch(t *testing.T) {
 	e.waitExact(l, 60*time.Second)
 }
 
-func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	c, err := e.js.Consumer(ctx, stream.Samples, stream.Consumer)
-	if err != nil {
-		return nil, err
-	}
-	return c.Info(ctx)
-}
+func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) { return pipelinetest.ConsumerInfo(e.js) }
 
 func TestHealsRedisTailLoss(t *testing.T) {
 	e := newEnv(t, testenv.WithAOF())
 	ctx := context.Background()
 	first := gen("east", 10, time.Date(2025, 6, 6, 10, 0, 0, 0, time.UTC), 10, time.Minute)
 	second := gen("east", 10, time.Date(2025, 6, 6, 11, 0, 0, 0, time.UTC), 10, time.Minute)
-	l := ledger{}
-	l.add(first...)
+	l := pipelinetest.NewLedger()
+	l.Add(first...)
 	stop := e.startAggregator(50)
 	if err := e.pub.Publish(ctx, first); err != nil {
 		t.Fatal(err)
@@ -447,7 +369,7 @@ func TestHealsRedisTailLoss(t *testing.T) {
 	if err := e.pub.Publish(ctx, second); err != nil {
 		t.Fatal(err)
 	}
-	l.add(second...)
+	l.Add(second...)
 	e.waitExact(l, 30*time.Second)
 	stop()
 	// The crash loses every write since `kept`: the second batch's rollups

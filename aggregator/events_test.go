@@ -12,6 +12,7 @@ import (
 
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/event"
+	"github.com/alauda/costmeter/internal/pipelinetest"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -58,45 +59,25 @@ func (s *subscriber) snapshot() map[string]event.Fixed {
 
 // expected reads Redis and derives the events' final state: every project,
 // namespace and cluster day rollup with a non-zero item.
-func (e *env) expected(l ledger) map[string]event.Fixed {
+func (e *env) expected(l *ledger) map[string]event.Fixed {
 	ctx := context.Background()
 	out := map[string]event.Fixed{}
-	for k := range l {
-		var sc string
-		var member string
-		var day int
-		parts := splitLedgerKey(k)
-		sc, member = parts[0], parts[1]
-		fmt.Sscan(parts[2], &day)
-		if event.KindOf(rollup.Scope(sc)) == "" {
-			continue
+	l.Each(func(sc rollup.Scope, member string, d rollup.Day, _ rollup.Values) {
+		if event.KindOf(sc) == "" {
+			return
 		}
-		v, ok, err := rollup.DayValues(ctx, e.store.Client(), rollup.Day(day), rollup.Scope(sc), member)
+		v, ok, err := rollup.DayValues(ctx, e.store.Client(), d, sc, member)
 		if err != nil || !ok {
-			e.t.Fatalf("read %s: ok=%v err=%v", k, ok, err)
+			e.t.Errorf("read %s %s %s: ok=%v err=%v", sc, member, d, ok, err)
+			return
 		}
 		for _, it := range rollup.Items() {
-			ev := event.New(rollup.Change{Scope: rollup.Scope(sc), Day: rollup.Day(day), Member: member, Values: v}, it)
+			ev := event.New(rollup.Change{Scope: sc, Day: d, Member: member, Values: v}, it)
 			if ev.Fixed != (event.Fixed{}) {
 				out[(&subscriber{}).key(ev)] = ev.Fixed
 			}
 		}
-	}
-	return out
-}
-
-func splitLedgerKey(k string) [3]string {
-	var out [3]string
-	i := 0
-	start := 0
-	for j := 0; j < len(k) && i < 2; j++ {
-		if k[j] == '|' {
-			out[i] = k[start:j]
-			i++
-			start = j + 1
-		}
-	}
-	out[2] = k[start:]
+	})
 	return out
 }
 
@@ -118,8 +99,8 @@ func TestEventsExactlyOnceInEffectAcrossRestart(t *testing.T) {
 	defer cc.Stop()
 
 	samples := gen("east.example", 8, time.Date(2025, 6, 7, 23, 0, 0, 0, time.UTC), 30, 4*time.Minute)
-	l := ledger{}
-	l.add(samples...)
+	l := pipelinetest.NewLedger()
+	l.Add(samples...)
 	small, _ := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 4}, e.log)
 	if err := small.Publish(ctx, samples); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/pipelinetest"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -144,7 +145,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 20*time.Second, "batch applied", func() (bool, string) {
-		ok, why := e.drained()
+		ok, why := pipelinetest.Drained(e.js)
 		return ok && len(agg.named("apply samples")) == 1 && len(events.traceIDs()) > 0, why
 	})
 
@@ -203,7 +204,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 
 	const pending = "cost_aggregator_consumer_pending"
 	testenv.Eventually(t, 20*time.Second, "bad samples dead-lettered and the lag gauge at zero", func() (bool, string) {
-		if ok, why := e.drained(); !ok {
+		if ok, why := pipelinetest.Drained(e.js); !ok {
 			return false, why
 		}
 		m := testenv.Scrape(t, agg.tel.Handler())

@@ -30,8 +30,8 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/pipelinetest"
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
 )
@@ -285,70 +285,25 @@ func (e *env) startChild(extra ...string) *exec.Cmd {
 	return cmd
 }
 
-// ledger is the exact integer sums Redis must hold, per scope, member and
-// day, of every sample JetStream acknowledged.
-type ledger struct {
-	mu sync.Mutex
-	m  map[string]rollup.Values
-}
+// ledger is the exact integer sums Redis must hold.
+type ledger = pipelinetest.Ledger
 
-func newLedger() *ledger { return &ledger{m: map[string]rollup.Values{}} }
+func newLedger() *ledger { return pipelinetest.NewLedger() }
 
-func (l *ledger) add(samples ...sample.Sample) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i := range samples {
-		s := &samples[i]
-		ent := rollup.Entity{Project: s.Project, Cluster: s.Cluster, Namespace: s.Namespace}
-		for _, p := range rollup.Split(s, time.UTC) {
-			for _, sc := range rollup.Scopes() {
-				k := fmt.Sprintf("%s|%s|%d", sc, ent.Member(sc), p.Day)
-				v := l.m[k]
-				v.Add(&p.Values)
-				l.m[k] = v
-			}
-		}
-	}
-}
+// gen makes namespaces × windows samples of cluster from start on.
+var gen = pipelinetest.Gen
 
 // diff compares the ledger with Redis and returns the first mismatch.
 func (e *env) diff(l *ledger) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for k, want := range l.m {
-		parts := strings.SplitN(k, "|", 3)
-		day, _ := strconv.Atoi(parts[2])
-		got, ok, err := rollup.DayValues(ctx, e.store.Client(), rollup.Day(day), rollup.Scope(parts[0]), parts[1])
-		if err != nil {
-			return err.Error()
-		}
-		if !ok || got != want {
-			return fmt.Sprintf("%s: redis %v, ledger %v", k, got, want)
-		}
-	}
-	return ""
+	return l.Diff(ctx, e.store.Client())
 }
 
-func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	c, err := e.js.Consumer(ctx, stream.Samples, stream.Consumer)
-	if err != nil {
-		return nil, err
-	}
-	return c.Info(ctx)
-}
+func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) { return pipelinetest.ConsumerInfo(e.js) }
 
 // drained reports whether the consumer has nothing pending or unacked.
-func (e *env) drained() (bool, string) {
-	info, err := e.consumerInfo()
-	if err != nil {
-		return false, err.Error()
-	}
-	return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
-}
+func (e *env) drained() (bool, string) { return pipelinetest.Drained(e.js) }
 
 // waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
@@ -365,38 +320,9 @@ func (e *env) waitExact(l *ledger, within time.Duration) {
 // deadLetters counts the dead-letter stream's messages by reason.
 func (e *env) deadLetters() map[string]int {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out := map[string]int{}
-	st, err := e.js.Stream(ctx, stream.DeadLetter)
+	out, err := pipelinetest.DeadLetters(e.js)
 	if err != nil {
 		e.t.Fatal(err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(stream.DeadLetterSubjects))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for subj, n := range info.State.Subjects {
-		out[strings.TrimPrefix(subj, stream.DeadLetterPrefix)] = int(n)
-	}
-	return out
-}
-
-// gen makes namespaces × windows samples of cluster from start on.
-func gen(cluster string, namespaces int, start time.Time, windows int, interval time.Duration) []sample.Sample {
-	var out []sample.Sample
-	for w := range windows {
-		t := start.Add(time.Duration(w) * interval)
-		for n := range namespaces {
-			eff := 0.9 + float64(n)/7
-			out = append(out, sample.Sample{
-				Cluster: cluster, Project: fmt.Sprintf("p%d", n%3), Namespace: fmt.Sprintf("ns-%d", n),
-				Start: t, End: t.Add(interval),
-				CPU:     sample.Resources{Usage: 0.001 + float64(n%5)*0.337 + float64(w%7)*0.01, Request: 0.5, Quota: 2, Effective: &eff},
-				Memory:  sample.Resources{Usage: 1.2e9 + float64(w), Request: 2e9, Quota: 8e9},
-				Storage: sample.Resources{Usage: 5e9, Request: 2e10, Quota: 1e11},
-			})
-		}
 	}
 	return out
 }

@@ -35,7 +35,7 @@ func TestHostileInput(t *testing.T) {
 	if err := e.pub.Publish(ctx, before); err != nil {
 		t.Fatal(err)
 	}
-	l.add(before...)
+	l.Add(before...)
 
 	one := func(project, namespace, values string) string {
 		return fmt.Sprintf(`{"cluster":"east","project":%q,"namespace":%q,"start":"2025-06-02T00:00:00Z","end":"2025-06-02T00:01:00Z"%s}`, project, namespace, values)
@@ -84,8 +84,8 @@ func TestHostileInput(t *testing.T) {
 			want[tt.reason] += tt.count
 		}
 	}
-	l.add(good...)
-	l.add(big...)
+	l.Add(good...)
+	l.Add(big...)
 	// Over the limit: refused by the server, nothing stored.
 	if _, err := e.js.Publish(ctx, "cost.samples.east", make([]byte, maxPayload+1)); err == nil {
 		t.Fatal("a message over the payload limit was accepted")
@@ -95,7 +95,7 @@ func TestHostileInput(t *testing.T) {
 	if err := e.pub.Publish(ctx, after); err != nil {
 		t.Fatal(err)
 	}
-	l.add(after...)
+	l.Add(after...)
 	e.waitExact(l, 60*time.Second)
 	testenv.Eventually(t, 10*time.Second, "dead letters by reason", func() (bool, string) {
 		got := e.deadLetters()
@@ -155,7 +155,7 @@ func TestDeadLetterAtPayloadLimit(t *testing.T) {
 	if err := e.pub.Publish(ctx, after); err != nil {
 		t.Fatal(err)
 	}
-	l.add(after...)
+	l.Add(after...)
 	e.waitExact(l, 30*time.Second)
 	if got := e.deadLetters(); got[aggregator.ReasonDecode] != 1 {
 		t.Fatalf("dead letters %v, want one decode", got)

@@ -26,7 +26,7 @@ func TestSIGSTOPPastAckWait(t *testing.T) {
 			if err := e.pub.Publish(context.Background(), first); err != nil {
 				t.Fatal(err)
 			}
-			l.add(first...)
+			l.Add(first...)
 			child := e.startChild(envStopAt + "=" + stage + ":2")
 			pid := child.Process.Pid
 			testenv.Eventually(t, 30*time.Second, "the child stopped itself mid-batch", func() (bool, string) {
@@ -53,7 +53,7 @@ func TestSIGSTOPPastAckWait(t *testing.T) {
 			if err := e.pub.Publish(context.Background(), second); err != nil {
 				t.Fatal(err)
 			}
-			l.add(second...)
+			l.Add(second...)
 			e.waitExact(l, 60*time.Second)
 			if s := procState(pid); s == 0 || s == 'Z' {
 				t.Fatalf("the resumed child exited (state %q)", s)
@@ -88,7 +88,7 @@ func TestKill9NATSDuringPublishBurst(t *testing.T) {
 			if perr = pub.Publish(ctx, s); perr != nil {
 				break
 			}
-			l.add(s...)
+			l.Add(s...)
 			mu.Lock()
 			acked++
 			mu.Unlock()
@@ -132,7 +132,7 @@ func TestKill9Redis(t *testing.T) {
 	if err := e.pub.Publish(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	l.add(first...)
+	l.Add(first...)
 	e.waitExact(l, 30*time.Second)
 	base, err := e.consumerInfo()
 	if err != nil {
@@ -142,7 +142,7 @@ func TestKill9Redis(t *testing.T) {
 	if err := e.pub.Publish(context.Background(), second); err != nil {
 		t.Fatal(err)
 	}
-	l.add(second...)
+	l.Add(second...)
 	testenv.Eventually(t, 30*time.Second, "part of the second set applied", func() (bool, string) {
 		info, err := e.consumerInfo()
 		if err != nil {
@@ -167,7 +167,7 @@ func TestRedisAOFTailCut(t *testing.T) {
 	if err := e.pub.Publish(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	l.add(s...)
+	l.Add(s...)
 	e.waitExact(l, 30*time.Second)
 	stop()
 	e.redis.Kill()
@@ -214,7 +214,7 @@ func TestCollectorRetryAndReimport(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("publish did not finish after NATS came back")
 	}
-	l.add(down...)
+	l.Add(down...)
 	e.waitExact(l, 60*time.Second)
 
 	file := gen("east", 12, time.Date(2025, 6, 3, 22, 0, 0, 0, time.UTC), 30, 5*time.Minute)
@@ -223,7 +223,7 @@ func TestCollectorRetryAndReimport(t *testing.T) {
 		ndjson = append(sample.AppendJSON(ndjson, &file[i]), '\n')
 	}
 	ndjson = append(ndjson, "{\"cluster\":\"east\",\"project\":\"p\",\"namespace\":\"BAD\"}\n"...)
-	l.add(file...)
+	l.Add(file...)
 	for i, p := range []*collector.Publisher{e.pub, e.pub, e.publisher(collector.PublisherConfig{MaxBatch: 7})} {
 		var report bytesBuffer
 		sum, err := collector.Import(ctx, bytesReader(ndjson), p, &report)
