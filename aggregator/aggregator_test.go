@@ -155,20 +155,7 @@ func (e *env) startAggregator(batch int) (stop func()) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agg.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("aggregator: %v", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	return stop
+	return pipelinetest.Start(e.t, agg)
 }
 
 // ledger is the test's own account of what must be in Redis.

@@ -252,20 +252,7 @@ func (e *env) startAggregator(opts ...aggregator.Option) (stop func()) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- agg.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("aggregator: %v", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	return stop
+	return pipelinetest.Start(e.t, agg)
 }
 
 // startChild runs an aggregator child process with extra environment.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -138,4 +139,29 @@ func DeadLetters(js jetstream.JetStream) (map[string]int, error) {
 		out[strings.TrimPrefix(subj, stream.DeadLetterPrefix)] = int(n)
 	}
 	return out, nil
+}
+
+// Runner is a component that runs until its context ends.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Start runs r until the test ends or the returned stop is called; stop
+// waits for Run to return and reports its error.
+func Start(t testing.TB, r Runner) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
