@@ -166,26 +166,14 @@ var gen = pipelinetest.Gen
 // diff compares the ledger with Redis and returns the first mismatch.
 func (e *env) diff(l *ledger) string { return l.Diff(context.Background(), e.store.Client()) }
 
+// waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
-	testenv.Eventually(e.t, within, "stream drained and rollups equal to the ledger", func() (bool, string) {
-		if ok, why := pipelinetest.Drained(e.js); !ok {
-			return false, why
-		}
-		d := e.diff(l)
-		return d == "", d
-	})
+	pipelinetest.WaitExact(e.t, e.js, e.store.Client(), l, within)
 }
 
 // deadLetters counts the dead-letter stream's messages by reason.
-func (e *env) deadLetters() map[string]int {
-	e.t.Helper()
-	out, err := pipelinetest.DeadLetters(e.js)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
-}
+func (e *env) deadLetters() map[string]int { return pipelinetest.MustDeadLetters(e.t, e.js) }
 
 func TestPipelineExactlyOnce(t *testing.T) {
 	e := newEnv(t)

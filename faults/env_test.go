@@ -295,24 +295,11 @@ func (e *env) drained() (bool, string) { return pipelinetest.Drained(e.js) }
 // waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
-	testenv.Eventually(e.t, within, "stream drained and rollups equal to the ledger", func() (bool, string) {
-		if ok, why := e.drained(); !ok {
-			return false, why
-		}
-		d := e.diff(l)
-		return d == "", d
-	})
+	pipelinetest.WaitExact(e.t, e.js, e.store.Client(), l, within)
 }
 
 // deadLetters counts the dead-letter stream's messages by reason.
-func (e *env) deadLetters() map[string]int {
-	e.t.Helper()
-	out, err := pipelinetest.DeadLetters(e.js)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
-}
+func (e *env) deadLetters() map[string]int { return pipelinetest.MustDeadLetters(e.t, e.js) }
 
 // procState is the state letter of /proc/<pid>/stat ('T' when stopped).
 func procState(pid int) byte {

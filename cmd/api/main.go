@@ -79,18 +79,12 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	rdb, err := rollup.Dial(common.RedisURL, rollup.WithSecurity(redisSec))
+	rdb, err := rollup.Open(common.RedisURL, tel.RecordingTracerProvider(), rollup.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)
 		return 2
 	}
 	defer rdb.Close()
-	if tel.Tracing() {
-		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
-			log.Error("trace redis", "err", err)
-			return 2
-		}
-	}
 	store, err := rollup.NewStore(rdb, common.Location(), rollup.DefaultRetention)
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)

@@ -112,16 +112,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 		redisURL = child.URL()
 		log.Info("started redis-server", "url", redisURL, "dir", filepath.Join(o.dataDir, "redis"))
 	}
-	rdb, err := rollup.Dial(redisURL)
+	rdb, err := rollup.Open(redisURL, tel.RecordingTracerProvider())
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if tel.Tracing() {
-		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
-			return err
-		}
-	}
 	if err := rollup.Ping(ctx, rdb); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/testenv"
 )
 
 // Ledger is the exact integer sums per scope, member and day (UTC) that
@@ -164,4 +165,29 @@ func Start(t testing.TB, r Runner) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// WaitExact waits until the consumer is drained and Redis equals the
+// ledger, failing the test after within.
+func WaitExact(t testing.TB, js jetstream.JetStream, rdb redis.UniversalClient, l *Ledger, within time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, within, "stream drained and rollups equal to the ledger", func() (bool, string) {
+		if ok, why := Drained(js); !ok {
+			return false, why
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d := l.Diff(ctx, rdb)
+		return d == "", d
+	})
+}
+
+// MustDeadLetters is DeadLetters, failing the test on error.
+func MustDeadLetters(t testing.TB, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	out, err := DeadLetters(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -22,3 +22,20 @@ func Trace(rdb redis.UniversalClient, tp trace.TracerProvider) error {
 	}
 	return nil
 }
+
+// Open dials Redis like Dial and, when tp is not nil, traces every command
+// with it (see Trace). Binaries pass nil when no spans are exported, so the
+// per-command hook costs nothing then.
+func Open(rawURL string, tp trace.TracerProvider, opts ...DialOption) (*redis.Client, error) {
+	rdb, err := Dial(rawURL, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if tp != nil {
+		if err := Trace(rdb, tp); err != nil {
+			rdb.Close()
+			return nil, err
+		}
+	}
+	return rdb, nil
+}

@@ -3,9 +3,7 @@ package sample
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"reflect"
 	"testing"
@@ -37,21 +35,7 @@ func referenceDecode(data []byte) ([]Result, error) {
 	return out, nil
 }
 
-func referenceDecodeOne(data []byte, s *Sample) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(s); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: %s", ErrMalformed, jsonReason(err))
-		}
-		return invalid("%s", jsonReason(err))
-	}
-	if dec.More() {
-		return invalid("trailing data after the sample object")
-	}
-	return s.Validate()
-}
+func referenceDecodeOne(data []byte, s *Sample) error { return decodeStd(data, s) }
 
 func canonicalSeeds() [][]byte {
 	eff := 0.75

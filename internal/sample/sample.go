@@ -235,6 +235,13 @@ func decodeOne(data []byte, s *Sample) error {
 		return s.Validate()
 	}
 	*s = Sample{}
+	return decodeStd(data, s)
+}
+
+// decodeStd is the general path: encoding/json, strict, then Validate. The
+// canonical fast path must give exactly its results (a differential fuzz
+// test holds it to that).
+func decodeStd(data []byte, s *Sample) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(s); err != nil {

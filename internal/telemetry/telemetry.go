@@ -170,6 +170,15 @@ func (t *Telemetry) TracerProvider() trace.TracerProvider { return t.tracers }
 // only then.
 func (t *Telemetry) Tracing() bool { return t.tracing }
 
+// RecordingTracerProvider is TracerProvider when spans are recorded, nil
+// otherwise: for instrumentation that is worth adding only then.
+func (t *Telemetry) RecordingTracerProvider() trace.TracerProvider {
+	if !t.tracing {
+		return nil
+	}
+	return t.tracers
+}
+
 // Meter returns the meter of the instrumentation scope name (a package path).
 func (t *Telemetry) Meter(name string) metric.Meter { return t.meters.Meter(name) }
 
