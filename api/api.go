@@ -53,11 +53,11 @@ var openAPISpec []byte
 // OpenAPISpec returns the OpenAPI 3 description served at /openapi.yaml.
 func OpenAPISpec() []byte { return slices.Clone(openAPISpec) }
 
-// Currencies are the ISO 4217 codes --currency accepts, those of the
-// contract: CNY (the default), USD, EUR, JPY, GBP, HKD, TWD, SGD, KRW, AUD,
-// CAD, CHF, INR, RUB and BRL. The API never converts: prices are in this
-// currency and rows echo it.
-var Currencies = []string{"CNY", "USD", "EUR", "JPY", "GBP", "HKD", "TWD", "SGD", "KRW", "AUD", "CAD", "CHF", "INR", "RUB", "BRL"}
+// Currencies are the ISO 4217 codes --currency accepts, exactly those of the
+// published contract and in its order: CNY (the default), USD, THB, RUB,
+// AUD, CAD, CHF, DKK, EUR, GBP, IDR, INR, JPY, HKD and SGD. The API never
+// converts: prices are in this currency and rows echo it.
+var Currencies = []string{"CNY", "USD", "THB", "RUB", "AUD", "CAD", "CHF", "DKK", "EUR", "GBP", "IDR", "INR", "JPY", "HKD", "SGD"}
 
 // Config configures the API server.
 type Config struct {
@@ -77,7 +77,7 @@ func DefaultConfig() Config { return Config{Listen: ":8080", Currency: "CNY"} }
 func (c *Config) RegisterFlags(f *config.Flags) {
 	d := DefaultConfig()
 	f.String(&c.Listen, "listen", "API_LISTEN", d.Listen, "address of the API, /openapi.yaml, /healthz, /readyz and /metrics")
-	f.String(&c.Currency, "currency", "COST_CURRENCY", d.Currency, "currency of costs (ISO 4217: CNY, USD, EUR, JPY, GBP, HKD, TWD, SGD, KRW, AUD, CAD, CHF, INR, RUB, BRL)")
+	f.String(&c.Currency, "currency", "COST_CURRENCY", d.Currency, "currency of costs (ISO 4217: CNY, USD, THB, RUB, AUD, CAD, CHF, DKK, EUR, GBP, IDR, INR, JPY, HKD, SGD)")
 	f.String(&c.PricingFile, "pricing", "COST_PRICING_FILE", "", "price list file (YAML or JSON); when set rows carry cost")
 }
 
