@@ -454,5 +454,3 @@ func (e *env) nothingNew(before map[string]notifier.CloudEvent, why string) {
 		e.t.Errorf("%s: %d notifications, want %d", why, len(l), len(before))
 	}
 }
-
-
