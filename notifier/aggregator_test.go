@@ -1,0 +1,101 @@
+package notifier_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/pipelinetest"
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/notifier"
+)
+
+// hourly makes one-core samples of namespace payments/east/api, one per
+// hour from start for n hours (instants, so a 25-hour day gets 25).
+func hourly(start time.Time, n int) []sample.Sample {
+	var out []sample.Sample
+	for i := range n {
+		t := start.Add(time.Duration(i) * time.Hour)
+		out = append(out, sample.Sample{Cluster: "east", Project: "payments", Namespace: "api", Start: t, End: t.Add(time.Hour),
+			CPU: sample.Resources{Usage: 1, Request: 1, Quota: 4}})
+	}
+	return out
+}
+
+// TestAggregatorEventsInADSTZone runs a real aggregator in America/New_York
+// across the end of daylight saving time (Sunday 2026-11-01 has 25 hours)
+// and then sends a late sample for the previous month.
+func TestAggregatorEventsInADSTZone(t *testing.T) {
+	e := newEnv(t)
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, ny)
+	ctx := context.Background()
+	store, err := rollup.NewStore(e.rdb, ny, rollup.DefaultRetention)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Ensure(ctx, e.js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := aggregator.DefaultConfig()
+	cfg.BatchSize, cfg.MaxWait = 64, 20*time.Millisecond
+	agg, err := aggregator.New(cfg, e.js, store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Start(t, agg)
+	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 10}, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e.writeRules(
+		"name: p-day, kind: project, entity: payments, item: Cpu, method: Effective, period: day, thresholds: [24.5]",
+		"name: p-week, kind: project, entity: payments, item: Cpu, method: Effective, period: week, thresholds: [40]",
+		"name: p-month, kind: project, entity: payments, item: Cpu, method: Effective, period: month, budget: 60, percent: [50, 75]",
+	)
+	e.recv.up()
+	e.start(testConfig(notifier.DefaultConsumer))
+
+	// Saturday 2026-10-31 00:00 EDT to Tuesday 2026-11-03 00:00 EST: 73
+	// hours; the days hold 24, 25 and 24 core-hours.
+	if err := pub.Publish(ctx, hourly(time.Date(2026, 10, 31, 0, 0, 0, 0, ny), 73)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[crossing]bool{
+		{"p-day", "project:payments", "20261101", "20261101", 24.5}: true, // only the 25-hour day
+		{"p-week", "project:payments", "20261026", "20261101", 40}:  true, // Oct 31 + Nov 1 = 49; Nov 2 alone is 24
+		{"p-month", "project:payments", "20261101", "20261130", 30}: true, // November: 49; October: 24
+		{"p-month", "project:payments", "20261101", "20261130", 45}: true,
+	}
+	before := e.waitDelivered(want)
+
+	// A late sample for last month (Friday 2026-10-30, 24 hours): October
+	// reaches 48 and fires both of its thresholds; November and the week
+	// fired already, and the day stays below its threshold.
+	if err := pub.Publish(ctx, hourly(time.Date(2026, 10, 30, 0, 0, 0, 0, ny), 24)); err != nil {
+		t.Fatal(err)
+	}
+	want[crossing{"p-month", "project:payments", "20261001", "20261031", 30}] = true
+	want[crossing{"p-month", "project:payments", "20261001", "20261031", 45}] = true
+	after := e.waitDelivered(want)
+	e.drained(notifier.DefaultConsumer)
+	for id, ce := range after {
+		if _, old := before[id]; !old && ce.Data.PeriodStart != "20261001" {
+			t.Errorf("the late sample fired %s", crossingOf(ce))
+		}
+		if ce.Data.PeriodStart == "20261001" && (ce.Data.Usage < ce.Data.Threshold || ce.Data.Usage > 48) {
+			t.Errorf("October's %g fired at %g core-hours, want within [threshold, 48]", ce.Data.Threshold, ce.Data.Usage)
+		}
+	}
+}
