@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test build vet fmt bench bench-quick fuzz
+.PHONY: run test build vet fmt bench bench-quick fuzz console-vendor screenshots
 
 ## run: everything in one process (costd): embedded NATS, Redis child, simulated clusters, aggregator, API.
 run:
@@ -31,3 +31,14 @@ bench-quick:
 ## fuzz: the sample decoder's fuzz test for a minute (its seed corpus runs in `make test`).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s ./internal/sample
+
+## console-vendor: refresh the console's vendored Apache ECharts (console/static/vendor/echarts) from the
+## npm package echarts at ECHARTS_VERSION (keep console.EchartsVersion in step), with its LICENSE and NOTICE.
+ECHARTS_VERSION ?= 6.1.0
+console-vendor:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	(cd "$$tmp" && npm pack --silent echarts@$(ECHARTS_VERSION) >/dev/null && tar xzf echarts-$(ECHARTS_VERSION).tgz); \
+	dst=console/static/vendor/echarts; mkdir -p $$dst; \
+	cp "$$tmp/package/dist/echarts.min.js" "$$tmp/package/LICENSE" "$$tmp/package/NOTICE" $$dst/; \
+	cp "$$tmp/package/licenses/LICENSE-d3" $$dst/ 2>/dev/null || true; \
+	echo $(ECHARTS_VERSION) > $$dst/VERSION; echo "vendored echarts $(ECHARTS_VERSION) into $$dst"

@@ -174,6 +174,7 @@ func (s *Server) routes() *gin.Engine {
 	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
 	g.GET(PlatformWatchPath, func(c *gin.Context) { s.watchRoute(c, "") })
 	g.GET(ProjectWatchPath, func(c *gin.Context) { s.watchRoute(c, c.Param("project")) })
+	s.consoleRoutes(e, g)
 	e.NoRoute(func(c *gin.Context) {
 		abort(c, http.StatusNotFound, fmt.Sprintf("the server could not find the requested resource %s", c.Request.URL.Path))
 	})

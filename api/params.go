@@ -54,6 +54,8 @@ type Query struct {
 	// every row (neither currentPage nor pageSize given).
 	CSV   bool
 	Paged bool
+	// OrderBy is "" (the contract's order) or OrderByUsage (orderby.go).
+	OrderBy string
 }
 
 func badParam(param, format string, args ...any) error {
@@ -62,7 +64,7 @@ func badParam(param, format string, args ...any) error {
 
 // ParseQuery checks every parameter rule of the usage routes and returns
 // the first broken one (in the order start, end, step, kind, name, item,
-// method, currentPage, pageSize, format) as an error wrapping
+// method, currentPage, pageSize, format, orderBy) as an error wrapping
 // ErrBadParameter whose message starts with the parameter's name.
 func ParseQuery(v url.Values) (Query, error) {
 	q := Query{Step: rollup.StepMonth, StepName: "month", Kind: KindProjectAll, Item: rollup.Cpu, Method: rollup.Effective, Page: 1, PageSize: DefaultPageSize, Paged: true}
@@ -116,6 +118,12 @@ func ParseQuery(v url.Values) (Query, error) {
 		default:
 			return Query{}, badParam("format", "%q is not json or csv", s)
 		}
+	}
+	if s, ok := one(v, "orderBy"); ok {
+		if s != OrderByUsage {
+			return Query{}, badParam("orderBy", "%q is not usage (leave it out for the default order)", s)
+		}
+		q.OrderBy = s
 	}
 	return q, nil
 }

@@ -114,7 +114,7 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	page, err := s.reader.Page(ctx, sel, buckets, (q.Page-1)*q.PageSize, q.PageSize)
+	page, err := s.page(ctx, q, sel, buckets, (q.Page-1)*q.PageSize, q.PageSize)
 	if err != nil {
 		return fmt.Errorf("query usage: %w", err)
 	}
@@ -261,7 +261,7 @@ func (s *Server) exportCSV(ctx context.Context, c *gin.Context, q Query, sel rol
 	page := func(off int) (rollup.Page, error) {
 		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
-		return s.reader.Page(ctx, sel, buckets, off, csvChunk)
+		return s.page(ctx, q, sel, buckets, off, csvChunk)
 	}
 	first, err := page(0)
 	if err != nil {

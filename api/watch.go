@@ -156,7 +156,7 @@ type watchQuery struct {
 
 // usageOnly are the usage route's parameters that mean nothing to a watch:
 // it streams today and what follows, with every method's totals.
-var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageSize", "format"}
+var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageSize", "format", "orderBy"}
 
 // parseWatchQuery checks the watch parameters: kind, name and item as the
 // usage route checks them (same defaults, same messages); the usage
