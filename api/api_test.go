@@ -352,7 +352,7 @@ func TestForbiddenAndNotFound(t *testing.T) {
 		{"member on own project", member, usagePath("team"), ok + "&kind=project&name=team", 200},
 		{"member namespace_all", member, usagePath("team"), ok + "&kind=namespace_all", 200},
 		{"unknown path", platform, "/platform/cost.alauda.io/v1beta1/costs/usages", ok, 404},
-		{"root", platform, "/", "", 404},
+		{"unknown top-level path", platform, "/nope", "", 404},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
