@@ -15,6 +15,7 @@ const (
 	SourceFile       = "file"
 	SourceSimulate   = "simulate"
 	SourceKubernetes = "kubernetes"
+	SourcePrometheus = "prometheus"
 )
 
 // DefaultSpoolMaxBytes bounds the spool by default: about 12 hours of a
@@ -41,7 +42,7 @@ type Config struct {
 
 // RegisterFlags registers the collector's flags.
 func (c *Config) RegisterFlags(f *config.Flags) {
-	f.String(&c.Source, "source", "COLLECTOR_SOURCE", SourceSimulate, "where samples come from: file, simulate or kubernetes")
+	f.String(&c.Source, "source", "COLLECTOR_SOURCE", SourceSimulate, "where samples come from: file, simulate, kubernetes or prometheus")
 	f.String(&c.File, "file", "COLLECTOR_FILE", "", "NDJSON file to import with --source file ('-' for stdin)")
 	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
 	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
@@ -90,8 +91,12 @@ func (c *Config) Validate() error {
 		// The source's own flags (--cluster, --interval, …) are validated
 		// by collector/kube, which this package does not import.
 		errs = append(errs, c.Spool.Validate())
+	case SourcePrometheus:
+		// Its flags are validated by collector/prom; a backfill publishes
+		// directly, following live uses the spool.
+		errs = append(errs, c.Spool.Validate())
 	default:
-		errs = append(errs, fmt.Errorf("--source: %q is not file, simulate or kubernetes", c.Source))
+		errs = append(errs, fmt.Errorf("--source: %q is not file, simulate, kubernetes or prometheus", c.Source))
 	}
 	if c.MaxBatch < 1 || c.MaxBatch > 2000 {
 		errs = append(errs, fmt.Errorf("--max-batch: %d is not within 1..2000", c.MaxBatch))

@@ -1,6 +1,7 @@
-// Command collector measures namespaces (--source kubernetes), simulates
-// them (--source simulate) or imports NDJSON samples (--source file), and
-// publishes usage samples to NATS JetStream. The first two keep every batch
+// Command collector measures namespaces (--source kubernetes), reads them
+// from a cluster's Prometheus (--source prometheus, live or a backfill of
+// --from..--to), simulates them (--source simulate) or imports NDJSON
+// samples (--source file), and publishes usage samples to NATS JetStream. The first two keep every batch
 // in an on-disk spool (--spool-dir, --spool-max-bytes) until JetStream
 // acknowledged it and serve /healthz and /readyz on --listen.
 package main
@@ -23,6 +24,7 @@ import (
 
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/collector/kube"
+	"github.com/alauda/costmeter/collector/prom"
 	"github.com/alauda/costmeter/collector/spool"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
@@ -41,12 +43,15 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	var common config.Common
 	common.RegisterNATS(f)
 	common.RegisterLog(f)
+	common.RegisterTimezone(f)
 	var natsSec config.NATSSecurity
 	natsSec.RegisterFlags(f)
 	var cfg collector.Config
 	cfg.RegisterFlags(f)
 	var kcfg kube.Config
 	kcfg.RegisterFlags(f)
+	var pcfg prom.Config
+	pcfg.RegisterFlags(f)
 	var telCfg telemetry.Config
 	telCfg.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +62,11 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if cfg.Source == collector.SourceKubernetes {
 		kcfg.Interval = cfg.Sim.Interval
 		errs = append(errs, kcfg.Validate())
+	}
+	if cfg.Source == collector.SourcePrometheus {
+		pcfg.Cluster, pcfg.ProjectLabel, pcfg.DefaultProject = kcfg.Cluster, kcfg.ProjectLabel, kcfg.DefaultProject
+		pcfg.Interval, pcfg.Step, pcfg.Location = cfg.Sim.Interval, kcfg.ScrapeInterval, common.Location()
+		errs = append(errs, pcfg.Validate())
 	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "collector: invalid configuration:\n%v\n", err)
@@ -86,7 +96,63 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if cfg.Source == collector.SourceFile {
 		return importFile(ctx, cfg, common, natsOpts, stdin, stderr, log, tel)
 	}
-	return collect(ctx, cfg, kcfg, common, natsOpts, stderr, log, tel)
+	var psrc *prom.Source
+	if cfg.Source == collector.SourcePrometheus {
+		if psrc, err = promSource(ctx, pcfg, log); err != nil {
+			fmt.Fprintf(stderr, "collector: %v\n", err)
+			return 2
+		}
+		if pcfg.Backfill() {
+			return backfill(ctx, cfg, psrc, common, natsOpts, stderr, log, tel)
+		}
+	}
+	return collect(ctx, cfg, kcfg, psrc, common, natsOpts, stderr, log, tel)
+}
+
+// promSource builds the Prometheus source and checks, before anything is
+// sent, that Prometheus holds what it needs.
+func promSource(ctx context.Context, pcfg prom.Config, log *slog.Logger) (*prom.Source, error) {
+	papi, err := prom.NewAPI(pcfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	src, err := prom.New(pcfg, papi, prom.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := src.Check(ctx); err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+// backfill runs --source prometheus --from --to: like the file import it
+// publishes directly and exits once JetStream acknowledged every sample,
+// so a failed backfill is simply run again (all duplicates).
+func backfill(ctx context.Context, cfg collector.Config, src *prom.Source, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
+	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
+	if err != nil {
+		log.Error("connect to nats", "err", err)
+		return 1
+	}
+	defer natsconn.Drain(nc, 10*time.Second)
+	if err := natsconn.Retry(ctx, log, "create streams", func(ctx context.Context) error {
+		return stream.Ensure(ctx, js, stream.DefaultConfig())
+	}); err != nil {
+		return 1
+	}
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: cfg.MaxBatch}, log, publisherOptions(tel)...)
+	if err != nil {
+		log.Error("create publisher", "err", err)
+		return 1
+	}
+	sum, err := src.Backfill(ctx, pub.Publish, stderr)
+	fmt.Fprintf(stderr, "backfilled %d days: %d samples sent, %d windows skipped as already covered\n", sum.Days, sum.Samples, sum.Skipped)
+	if err != nil {
+		log.Error("backfill", "err", err)
+		return 1
+	}
+	return 0
 }
 
 // scope is the OTel instrumentation scope of the collector's meters and
@@ -142,7 +208,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 // collect runs the long-lived sources (kubernetes, simulate): the source
 // emits into the spool, the relay publishes from it, and both run until a
 // signal.
-func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
+func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, psrc *prom.Source, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	var (
 		g         rungroup.Group
 		ready     = func(context.Context) error { return nil }
@@ -161,6 +227,8 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, common
 		// for the relay rather than overflow the spool. The Kubernetes
 		// source keeps time instead, and never waits.
 		highWater = cfg.Spool.MaxBytes / 2
+	case collector.SourcePrometheus:
+		run = psrc.Run
 	case collector.SourceKubernetes:
 		kc, mc, err := kube.Clients(kcfg)
 		if err != nil {

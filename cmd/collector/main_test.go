@@ -232,6 +232,11 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"small spool", []string{"--source", "simulate", "--spool-max-bytes", "1000"}, []string{"--spool-max-bytes"}},
 		{"empty spool dir", []string{"--source", "kubernetes", "--cluster", "c1", "--spool-dir", ""}, []string{"--spool-dir"}},
 		{"unknown source", []string{"--source", "carrier-pigeon"}, []string{"--source"}},
+		{"prometheus without url and cluster", []string{"--source", "prometheus"}, []string{"--prometheus-url: required", "--cluster: required"}},
+		{"prometheus half a range", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-01"}, []string{"--from, --to: give both"}},
+		{"prometheus bad dates", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-02", "--to", "2025-06-01"}, []string{"--to: 2025-06-01 is before --from"}},
+		{"prometheus fill-gaps live", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--fill-gaps"}, []string{"--fill-gaps: needs --from and --to"}},
+		{"prometheus unreachable", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-01", "--to", "2025-06-01"}, []string{"prometheus at http://127.0.0.1:1 does not answer"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
