@@ -8,6 +8,8 @@
 //	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
 //	GET .../costs/usage/watch (both)  Server-Sent Events of rollup changes (watch.go)
+//	GET /platform/cost.alauda.io/v1beta1/notifications (and .../projects/{project}/notifications)
+//	    thresholds the notifier fired, with their delivery state (notifications.go)
 //	GET /openapi.yaml, /healthz, /readyz, /metrics (with WithTelemetry)
 //
 // Every error is a Kubernetes Status object (internal/kstatus).
@@ -110,6 +112,8 @@ type Server struct {
 	engine  *gin.Engine
 	watch   watchState
 	tel     telemetryDeps
+	// notifications serves the notification routes (notifications.go).
+	notifications Notifications
 }
 
 // Option sets an optional dependency of the Server.
@@ -174,6 +178,7 @@ func (s *Server) routes() *gin.Engine {
 	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
 	g.GET(PlatformWatchPath, func(c *gin.Context) { s.watchRoute(c, "") })
 	g.GET(ProjectWatchPath, func(c *gin.Context) { s.watchRoute(c, c.Param("project")) })
+	s.notificationRoutes(g)
 	s.consoleRoutes(e, g)
 	e.NoRoute(func(c *gin.Context) {
 		abort(c, http.StatusNotFound, fmt.Sprintf("the server could not find the requested resource %s", c.Request.URL.Path))

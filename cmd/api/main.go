@@ -25,6 +25,7 @@ import (
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/telemetry"
+	"github.com/alauda/costmeter/notifier"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -104,7 +105,8 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	opts := []api.Option{api.WithLogger(log.With("component", "api")),
-		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler())}
+		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()),
+		api.WithNotifications(notifier.NewLog(rdb))}
 	if natsURL != "" {
 		natsOpts, err := natsconn.SecurityOptions(natsSec)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/telemetry"
+	"github.com/alauda/costmeter/notifier"
 )
 
 // apiOptions configures costd's usage API: the same flags as cmd/api,
@@ -53,7 +54,7 @@ func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *
 		return nil, err
 	}
 	srv, err := api.New(a.api, rdb, store.Location(), api.WithLogger(log.With("component", "api")),
-		api.WithAuthenticate(guard.Protect(authn.Handler())), api.WithEvents(js),
+		api.WithAuthenticate(guard.Protect(authn.Handler())), api.WithEvents(js), api.WithNotifications(notifier.NewLog(rdb)),
 		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {
 		return nil, err

@@ -31,6 +31,7 @@ import (
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
+	"github.com/alauda/costmeter/notifier"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -45,6 +46,9 @@ type options struct {
 	aggregator aggregator.Config
 	api        apiOptions
 	telemetry  telemetry.Config
+	// notifier runs when --rules-file is set (rules holds them loaded).
+	notifier notifier.Config
+	rules    *notifier.Rules
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -64,6 +68,8 @@ func run(args []string, stderr io.Writer) int {
 	o.aggregator.RegisterFlags(f)
 	o.api.register(f)
 	o.telemetry.RegisterFlags(f)
+	o.notifier = notifier.DefaultConfig()
+	o.notifier.RegisterFlags(f)
 	// The try-it-out defaults: three clusters, 40 days of history in hourly
 	// windows, then live minutes.
 	_ = fs.Set("backfill", "960h")
@@ -72,12 +78,24 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.collector.Finish()
-	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate(), o.telemetry.Validate()}
+	o.notifier.Retention = o.retention
+	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate(), o.telemetry.Validate(), o.notifier.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "costd: invalid configuration:\n%v\n", err)
 		return 2
 	}
 	log := telemetry.NewLogger(stderr, o.common.LogFormat, o.common.LogLevel)
+	if o.notifier.RulesFile != "" {
+		rules, err := notifier.LoadRules(o.notifier.RulesFile, o.notifier.RulesPoll, log.With("component", "rules"))
+		if err != nil {
+			fmt.Fprintf(stderr, "costd: %v\n", err)
+			return 2
+		}
+		for _, w := range rules.Current().Warnings {
+			log.Warn(w)
+		}
+		o.rules = rules
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, o, log); err != nil {
@@ -168,6 +186,15 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 
 	var g rungroup.Group
 	g.Add("aggregator", agg.Run)
+	if o.rules != nil {
+		const notScope = "github.com/alauda/costmeter/notifier"
+		n, err := notifier.New(o.notifier, js, nc, rdb, o.rules, notifier.WithLogger(log), notifier.WithMeter(tel.Meter(notScope)))
+		if err != nil {
+			return err
+		}
+		log.Info("notifier on", "rules", len(o.rules.Current().Rules), "path", o.notifier.RulesFile)
+		g.Add("notifier", n.Run)
+	}
 	g.Add("api", apiRun)
 	g.Add("simulator", func(ctx context.Context) error {
 		log.Info("simulating clusters", "clusters", o.collector.Sim.Clusters, "backfill", o.collector.Sim.Backfill)

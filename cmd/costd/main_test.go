@@ -3,14 +3,19 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +28,7 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 
 	"github.com/alauda/costmeter/api"
+	"github.com/alauda/costmeter/notifier"
 )
 
 // TestCostdEndToEnd runs what `make run` runs, smaller: embedded NATS, a
@@ -46,6 +52,31 @@ func TestCostdEndToEnd(t *testing.T) {
 		},
 	}
 	o.collector.MaxBatch = collector.DefaultMaxBatch
+	// The notifier, with one rule every simulated project crosses daily.
+	var hooks atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Content-Type") == notifier.ContentType && r.Header.Get("webhook-signature") != "" {
+			hooks.Add(1)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	secret := filepath.Join(dir, "secret")
+	rulesFile := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(secret, []byte("whsec_"+base64.StdEncoding.EncodeToString(make([]byte, 32))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rules := fmt.Sprintf("rules:\n- {name: daily, kind: project, item: Cpu, method: Usage, period: day, thresholds: [0.001], webhook: %q, secretFile: %q}\n", hook.URL, secret)
+	if err := os.WriteFile(rulesFile, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.notifier = notifier.DefaultConfig()
+	o.notifier.RulesFile = rulesFile
+	loaded, err := notifier.LoadRules(rulesFile, time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.rules = loaded
 	o.collector.Sim = collector.SimConfig{Clusters: []string{"sim-a", "sim-b"}, Projects: 3, Namespaces: 6,
 		Interval: time.Minute, Backfill: 48 * time.Hour, BackfillInterval: time.Hour, Live: true}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,6 +100,21 @@ func TestCostdEndToEnd(t *testing.T) {
 			return false, err.Error()
 		}
 		return resp.StatusCode == 200 && body.Total == 6, fmt.Sprintf("status %d, total %d", resp.StatusCode, body.Total)
+	})
+	// The notifier fires and delivers; the API lists what it fired.
+	testenv.Eventually(t, 60*time.Second, "notifications delivered and listed", func() (bool, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/platform/cost.alauda.io/v1beta1/notifications", apiPort))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Total int `json:"total"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return false, err.Error()
+		}
+		return resp.StatusCode == 200 && body.Total > 0 && hooks.Load() > 0, fmt.Sprintf("status %d, total %d, webhooks %d", resp.StatusCode, body.Total, hooks.Load())
 	})
 	// The watch route streams from the in-process JetStream: today's
 	// project totals first; an open stream does not hold up the stop.
@@ -127,6 +173,14 @@ func TestCostdEndToEnd(t *testing.T) {
 }
 
 func TestInvalidConfiguration(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rules, []byte("rules:\n- {name: x, kind: pod}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var broken strings.Builder
+	if code := run([]string{"--rules-file", rules}, &broken); code != 2 || !strings.Contains(broken.String(), `rule 1 ("x"): kind: "pod"`) {
+		t.Errorf("broken rules file: exit %d, want 2 naming the rule:\n%s", code, broken.String())
+	}
 	var stderr strings.Builder
 	if code := run([]string{"--timezone", "Nowhere/Land", "--sim-namespaces", "0"}, &stderr); code != 2 {
 		t.Fatalf("exit %d, want 2", code)
