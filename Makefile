@@ -42,3 +42,9 @@ console-vendor:
 	cp "$$tmp/package/dist/echarts.min.js" "$$tmp/package/LICENSE" "$$tmp/package/NOTICE" $$dst/; \
 	cp "$$tmp/package/licenses/LICENSE-d3" $$dst/ 2>/dev/null || true; \
 	echo $(ECHARTS_VERSION) > $$dst/VERSION; echo "vendored echarts $(ECHARTS_VERSION) into $$dst"
+
+## screenshots: regenerate the console's screenshots (docs/console-*.png, 1280x800 and phone width) with the
+## browser test against its known data; not part of make test.
+screenshots:
+	mkdir -p docs
+	COSTMETER_SCREENSHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestConsole$$' ./console

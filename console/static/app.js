@@ -241,6 +241,9 @@ function followToday(range) {
 
 function signOut() {
   api.setToken('');
+  $('controls').hidden = true;
+  $('main').hidden = true;
+  $('who').replaceChildren();
   live.stop();
   following = '';
   boot();
@@ -259,6 +262,7 @@ async function boot() {
     return;
   }
   renderWho($('who'), cfg.scope, Boolean(api.token()), signOut);
+  $('controls').hidden = false;
   state = confine(st.parse(location.search));
   history.replaceState(null, '', st.format(state));
   following = '';

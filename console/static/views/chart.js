@@ -11,11 +11,17 @@ export class Chart {
     this.chart.on('click', (p) => {
       if (p.seriesId && p.seriesId !== OTHERS) onPick(p.seriesId);
     });
+    // data-finished tells tests and screenshots that drawing (and its
+    // short animation) is over.
+    this.chart.on('finished', () => {
+      el.dataset.finished = 'true';
+    });
     new ResizeObserver(() => this.chart.resize()).observe(el);
   }
 
   /** show replaces the chart's option. */
   show(option, label) {
+    this.el.dataset.finished = 'false';
     this.chart.setOption(option, { notMerge: true });
     this.el.setAttribute('aria-label', label);
   }
