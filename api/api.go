@@ -7,6 +7,7 @@
 //
 //	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
+//	GET /platform/cost.alauda.io/v1beta1/costs/coverage                  completeness per cluster and day (coverage.go)
 //	GET .../costs/usage/watch (both)  Server-Sent Events of rollup changes (watch.go)
 //	GET /platform/cost.alauda.io/v1beta1/notifications (and .../projects/{project}/notifications)
 //	    thresholds the notifier fired, with their delivery state (notifications.go)
@@ -155,6 +156,11 @@ func New(cfg Config, rdb redis.UniversalClient, loc *time.Location, opts ...Opti
 		}
 		s.pricing = p
 	}
+	if s.tel.meters != nil {
+		if err := s.registerCoverageMetrics(s.tel.meters.Meter(meterScope)); err != nil {
+			return nil, err
+		}
+	}
 	s.engine = s.routes()
 	return s, nil
 }
@@ -176,6 +182,7 @@ func (s *Server) routes() *gin.Engine {
 	g := e.Group("", s.authn)
 	g.GET(PlatformPath, func(c *gin.Context) { s.usage(c, "") })
 	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
+	g.GET(CoveragePath, func(c *gin.Context) { s.respond(c, "coverage query", s.serveCoverage(c)) })
 	g.GET(PlatformWatchPath, func(c *gin.Context) { s.watchRoute(c, "") })
 	g.GET(ProjectWatchPath, func(c *gin.Context) { s.watchRoute(c, c.Param("project")) })
 	s.notificationRoutes(g)

@@ -51,8 +51,14 @@ const csvChunk = 1000
 const queryTimeout = 10 * time.Second
 
 func (s *Server) usage(c *gin.Context, project string) {
+	s.respond(c, "usage query", s.serveUsage(c, project))
+}
+
+// respond answers a query route's error (nothing when err is nil) with
+// its Status, logging server-side failures.
+func (s *Server) respond(c *gin.Context, what string, err error) {
 	ctx := c.Request.Context()
-	if err := s.serveUsage(c, project); err != nil {
+	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			// The request's own deadline (a guard in front, or the client
 			// gone), not Redis: 504 as the guard would answer, or nothing.
@@ -65,7 +71,7 @@ func (s *Server) usage(c *gin.Context, project string) {
 		}
 		code, msg := statusOf(err)
 		if code >= 500 {
-			s.log.ErrorContext(ctx, "usage query", "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
+			s.log.ErrorContext(ctx, what, "path", c.Request.URL.Path, "query", c.Request.URL.RawQuery, "code", code, "err", err)
 		}
 		if c.Writer.Written() {
 			c.Abort() // a CSV export failed midway: the client sees it cut

@@ -77,6 +77,7 @@ func ParseMember(sc Scope, m string) Entity {
 //
 //	c:{YYYYMM}:r:DD:<scope>:<m>   string, 12 big-endian int64 (BITFIELD i64 #Field): the day rollup
 //	c:{YYYYMM}:cov:DD            hash cluster/namespace -> "project;from-to,from-to" seconds of the day counted
+//	c:{YYYYMM}:cc:DD             hash cluster -> "from-to,from-to": union of the cluster's counted seconds of the day
 //	c:{YYYYMM}:ix:DD:<scope>     zset (score 0, lexicographic) of members with a sample that day
 //	c:{YYYYMM}:ix:<scope>        zset of members with a sample that month
 //	c:{YYYYMM}:pm:<scope>        hash member -> bit mask of the month's days it has samples on (bit DD-1)
@@ -128,6 +129,11 @@ func NameIndexKey(month string) string { return monthPrefix(month) + "nn" }
 
 // CoverageKey is the key of a day's coverage hash.
 func CoverageKey(d Day) string { return monthPrefix(d.Month()) + "cov:" + dd(d) }
+
+// clusterCoverageKey is the key of a day's cluster coverage hash: per
+// cluster, the union of the seconds counted for any of its namespaces,
+// written by applyScript in the same commit as the namespaces' coverage.
+func clusterCoverageKey(d Day) string { return monthPrefix(d.Month()) + "cc:" + dd(d) }
 
 // AppliedKey is the key of the applied-sequence ranges of a stream.
 func AppliedKey(stream string) string { return keyPrefix + "{wm}:applied:" + stream }

@@ -115,6 +115,26 @@ local function cover(key, field, proj, from, to)
   return 0, oldp ~= proj
 end
 
+-- unite merges the spans of list (pairs of numbers) into the cluster's
+-- coverage string cur: sorted, disjoint, touching spans joined.
+local function unite(cur, list)
+  local iv = {}
+  if cur then
+    for s, e in string.gmatch(cur, '(%d+)-(%d+)') do iv[#iv + 1] = {tonumber(s), tonumber(e)} end
+  end
+  for _, x in ipairs(list) do iv[#iv + 1] = x end
+  table.sort(iv, function(a, b) return a[1] < b[1] end)
+  local out, cs, ce = {}, nil, nil
+  for _, x in ipairs(iv) do
+    if cs == nil then cs, ce = x[1], x[2]
+    elseif x[1] <= ce then if x[2] > ce then ce = x[2] end
+    else out[#out + 1] = cs .. '-' .. ce; cs, ce = x[1], x[2] end
+  end
+  if cs ~= nil then out[#out + 1] = cs .. '-' .. ce end
+  return table.concat(out, ',')
+end
+local clusterCov, clusterOrder = {}, {}
+
 local i = 6
 local aggs = {}
 for _ = 1, na do
@@ -142,6 +162,14 @@ for _ = 1, np do
     nsChanged[#nsChanged + 1] = {dd, p .. ' ' .. c .. ' ' .. n, pre .. 'r:' .. dd .. ':ns:' .. nskey}
   end
   if v == 0 then
+    local cc = dd .. ' ' .. c
+    local e = clusterCov[cc]
+    if not e then
+      e = {dd = dd, c = c, exp = dayExp, spans = {}}
+      clusterCov[cc] = e
+      clusterOrder[#clusterOrder + 1] = cc
+    end
+    e.spans[#e.spans + 1] = {from, to}
     incr(pre .. 'r:' .. dd .. ':ns:' .. nskey, at, k, false)
     if fresh then
       if not covSeen[dd] then
@@ -158,6 +186,12 @@ for _ = 1, np do
     incr(pre .. 'r:' .. dd .. ':cl:' .. c, at, k, true)
     incr(pre .. 'r:' .. dd .. ':pc:' .. p .. '/' .. c, at, k, true)
   end
+end
+for _, cc in ipairs(clusterOrder) do
+  local e = clusterCov[cc]
+  local key = pre .. 'cc:' .. e.dd
+  redis.call('HSET', key, e.c, unite(redis.call('HGET', key, e.c), e.spans))
+  redis.call('EXPIREAT', key, e.exp)
 end
 for _, a in ipairs(aggs) do changed(a[1], a[2], a[3], a[4]) end
 for _, x in ipairs(nsChanged) do changed('ns', x[1], x[2], x[3]) end

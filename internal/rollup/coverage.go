@@ -1,0 +1,135 @@
+package rollup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Span is [From, To) in seconds since the start of a billing day.
+type Span struct{ From, To int32 }
+
+// ClusterDay is the coverage of one cluster on one billing day: the union
+// of the windows counted for any of its namespaces, merged and sorted.
+type ClusterDay struct {
+	Cluster string
+	Day     Day
+	Spans   []Span
+}
+
+// Covered is the number of seconds the spans cover.
+func (c ClusterDay) Covered() int64 {
+	var n int64
+	for _, s := range c.Spans {
+		n += int64(s.To - s.From)
+	}
+	return n
+}
+
+// LastEnd is the end of the last counted second of the day (seconds since
+// its start; 0 when nothing was counted).
+func (c ClusterDay) LastEnd() int32 {
+	if len(c.Spans) == 0 {
+		return 0
+	}
+	return c.Spans[len(c.Spans)-1].To
+}
+
+// MaxCoverageDays bounds one ClusterCoverage read.
+const MaxCoverageDays = 400
+
+// ClusterCoverage reads the coverage of every cluster (or only of cluster,
+// when not empty) on the days first..last that had at least one counted
+// sample, ordered by cluster then day. It reads one small hash per day
+// (its fields are clusters, not namespaces): the cost grows with days ×
+// clusters, never with namespaces.
+func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster string) ([]ClusterDay, error) {
+	if last < first || last-first >= MaxCoverageDays {
+		return nil, fmt.Errorf("read coverage %s..%s: at most %d days", first, last, MaxCoverageDays)
+	}
+	pipe := r.rdb.Pipeline()
+	type read struct {
+		day Day
+		all *redis.MapStringStringCmd
+		one *redis.StringCmd
+	}
+	reads := make([]read, 0, last-first+1)
+	for d := first; d <= last; d++ {
+		rd := read{day: d}
+		if cluster != "" {
+			rd.one = pipe.HGet(ctx, clusterCoverageKey(d), cluster)
+		} else {
+			rd.all = pipe.HGetAll(ctx, clusterCoverageKey(d))
+		}
+		reads = append(reads, rd)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read coverage %s..%s: %w", first, last, err)
+	}
+	var out []ClusterDay
+	for _, rd := range reads {
+		if rd.one != nil {
+			v, err := rd.one.Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read coverage of %s on %s: %w", cluster, rd.day, err)
+			}
+			out = append(out, ClusterDay{Cluster: cluster, Day: rd.day, Spans: parseSpans(v)})
+			continue
+		}
+		for c, v := range rd.all.Val() {
+			out = append(out, ClusterDay{Cluster: c, Day: rd.day, Spans: parseSpans(v)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Cluster != out[j].Cluster {
+			return out[i].Cluster < out[j].Cluster
+		}
+		return out[i].Day < out[j].Day
+	})
+	return out, nil
+}
+
+// parseSpans reads "from-to,from-to" (merged and sorted by the script).
+func parseSpans(v string) []Span {
+	var out []Span
+	for _, part := range strings.Split(v, ",") {
+		a, b, ok := strings.Cut(part, "-")
+		if !ok {
+			continue
+		}
+		from, err1 := strconv.ParseInt(a, 10, 32)
+		to, err2 := strconv.ParseInt(b, 10, 32)
+		if err1 != nil || err2 != nil || to <= from {
+			continue
+		}
+		out = append(out, Span{int32(from), int32(to)})
+	}
+	return UnionSpans(out)
+}
+
+// UnionSpans merges spans into sorted, disjoint, non-touching spans.
+func UnionSpans(spans []Span) []Span {
+	if len(spans) == 0 {
+		return nil
+	}
+	s := append([]Span(nil), spans...)
+	sort.Slice(s, func(i, j int) bool { return s[i].From < s[j].From })
+	out := s[:1]
+	for _, x := range s[1:] {
+		last := &out[len(out)-1]
+		if x.From <= last.To {
+			last.To = max(last.To, x.To)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
