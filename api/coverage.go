@@ -118,8 +118,8 @@ func (s *Server) coverageRow(d rollup.ClusterDay) CoverageRow {
 	return CoverageRow{
 		Cluster: d.Cluster, Day: d.Day.String(),
 		CoveredSeconds: covered, DaySeconds: daySecs,
-		Ratio:          math.Round(float64(covered)/float64(daySecs)*1e6) / 1e6,
-		LastSampleEnd:  start.Add(time.Duration(d.LastEnd()) * time.Second).UTC().Format(time.RFC3339),
+		Ratio:         math.Round(float64(covered)/float64(daySecs)*1e6) / 1e6,
+		LastSampleEnd: start.Add(time.Duration(d.LastEnd()) * time.Second).UTC().Format(time.RFC3339),
 	}
 }
 
