@@ -29,6 +29,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -44,6 +45,9 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	common.RegisterNATS(f)
 	common.RegisterLog(f)
 	common.RegisterTimezone(f)
+	common.RegisterRedis(f)
+	var redisSec config.RedisSecurity
+	redisSec.RegisterFlags(f)
 	var natsSec config.NATSSecurity
 	natsSec.RegisterFlags(f)
 	var cfg collector.Config
@@ -67,6 +71,9 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		pcfg.Cluster, pcfg.ProjectLabel, pcfg.DefaultProject = kcfg.Cluster, kcfg.ProjectLabel, kcfg.DefaultProject
 		pcfg.Interval, pcfg.Step, pcfg.Location = cfg.Sim.Interval, kcfg.ScrapeInterval, common.Location()
 		errs = append(errs, pcfg.Validate())
+		if pcfg.FillGaps {
+			errs = append(errs, redisSec.Validate(common.RedisURL))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "collector: invalid configuration:\n%v\n", err)
@@ -98,7 +105,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	}
 	var psrc *prom.Source
 	if cfg.Source == collector.SourcePrometheus {
-		if psrc, err = promSource(ctx, pcfg, log); err != nil {
+		if psrc, err = promSource(ctx, pcfg, common, redisSec, tel, log); err != nil {
 			fmt.Fprintf(stderr, "collector: %v\n", err)
 			return 2
 		}
@@ -110,13 +117,33 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 }
 
 // promSource builds the Prometheus source and checks, before anything is
-// sent, that Prometheus holds what it needs.
-func promSource(ctx context.Context, pcfg prom.Config, log *slog.Logger) (*prom.Source, error) {
+// sent, that Prometheus holds what it needs. With --fill-gaps it reads the
+// cluster's coverage from the store (--redis-url), whose recorded billing
+// zone must be --timezone.
+func promSource(ctx context.Context, pcfg prom.Config, common config.Common, redisSec config.RedisSecurity, tel *telemetry.Telemetry, log *slog.Logger) (*prom.Source, error) {
 	papi, err := prom.NewAPI(pcfg.URL)
 	if err != nil {
 		return nil, err
 	}
-	src, err := prom.New(pcfg, papi, prom.WithLogger(log))
+	opts := []prom.Option{prom.WithLogger(log)}
+	if pcfg.FillGaps {
+		rdb, err := rollup.Open(common.RedisURL, tel.RecordingTracerProvider(), rollup.WithSecurity(redisSec))
+		if err != nil {
+			return nil, err
+		}
+		// The client lives as long as the process: a backfill exits.
+		store, err := rollup.NewStore(rdb, common.Location(), rollup.DefaultRetention)
+		if err != nil {
+			return nil, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, pcfg.Timeout)
+		defer cancel()
+		if err := store.CheckTimezone(cctx); err != nil {
+			return nil, fmt.Errorf("--fill-gaps: %w", err)
+		}
+		opts = append(opts, prom.WithGaps(prom.NewStoreGaps(rollup.NewReader(rdb), common.Location())))
+	}
+	src, err := prom.New(pcfg, papi, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/aggregator"
@@ -350,6 +352,121 @@ func TestPrometheusSource(t *testing.T) {
 	t.Run("backfill", func(t *testing.T) { testBackfill(t, p) })
 	t.Run("live", func(t *testing.T) { testLive(t, p) })
 	t.Run("check", func(t *testing.T) { testCheck(t, p) })
+	t.Run("fill gaps", func(t *testing.T) { testFillGaps(t, p) })
+}
+
+// pipeline is embedded NATS, a redis-server child and a real aggregator.
+type pipeline struct {
+	js    jetstream.JetStream
+	rdb   *redis.Client
+	store *rollup.Store
+	pub   *collector.Publisher
+}
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	rd := testenv.StartRedis(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nc, js, err := natsconn.Connect(n.URL(), "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	pl := &pipeline{js: js, rdb: rd.Client()}
+	pl.store, err = rollup.NewStore(pl.rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pl.store.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	agg, err := aggregator.New(aggregator.DefaultConfig(), js, pl.store, aggregator.WithLogger(log),
+		aggregator.WithClock(func() time.Time { return t0.AddDate(0, 0, days+1) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Start(t, agg)
+	pl.pub, err = collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: collector.DefaultMaxBatch}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+// testFillGaps: the Kubernetes source's samples (the same windows) are
+// counted except for a 3-hour hole on day 2 and the first two hours of
+// day 1; --fill-gaps sends exactly the missing windows, so every day is
+// complete, the rollups equal the whole history's, nothing is an overlap;
+// a second run sends nothing.
+func testFillGaps(t *testing.T, p *testenv.Prometheus) {
+	pl := newPipeline(t)
+	ctx := context.Background()
+	all := expected()
+	hole := func(s sample.Sample) bool {
+		h1 := t0.Add(2 * time.Hour)
+		h2a, h2b := t0.Add(24*time.Hour+9*time.Hour), t0.Add(24*time.Hour+12*time.Hour)
+		return s.Start.Before(h1) || (!s.Start.Before(h2a) && s.Start.Before(h2b))
+	}
+	var kube []sample.Sample
+	missing := 0
+	for _, s := range all {
+		if hole(s) {
+			missing++
+			continue
+		}
+		kube = append(kube, s)
+	}
+	if err := pl.pub.Publish(ctx, kube); err != nil {
+		t.Fatal(err)
+	}
+	partial := pipelinetest.NewLedger()
+	partial.Add(kube...)
+	pipelinetest.WaitExact(t, pl.js, pl.rdb, partial, time.Minute)
+	reader := rollup.NewReader(pl.rdb)
+	covered := func() []int64 {
+		days, err := reader.ClusterCoverage(ctx, rollup.DayOf(t0, time.UTC), rollup.DayOf(t0, time.UTC)+days-1, cluster)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, d := range days {
+			out = append(out, d.Covered())
+		}
+		return out
+	}
+	if got := fmt.Sprint(covered()); got != "[79200 75600 86400]" {
+		t.Fatalf("coverage before filling: %s, want [79200 75600 86400] (the test proves nothing)", got)
+	}
+
+	cfg := config(p.URL())
+	cfg.FillGaps = true
+	src := newSource(t, cfg, prom.WithGaps(prom.NewStoreGaps(reader, time.UTC)))
+	var progress bytes.Buffer
+	sum, err := src.Backfill(ctx, pl.pub.Publish, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Samples != missing || sum.Skipped != len(kube) {
+		t.Fatalf("sent %d, skipped %d; want %d and %d", sum.Samples, sum.Skipped, missing, len(kube))
+	}
+	full := pipelinetest.NewLedger()
+	full.Add(all...)
+	pipelinetest.WaitExact(t, pl.js, pl.rdb, full, time.Minute)
+	if got := fmt.Sprint(covered()); got != "[86400 86400 86400]" {
+		t.Fatalf("coverage after filling: %s", got)
+	}
+	if dl := pipelinetest.MustDeadLetters(t, pl.js); len(dl) != 0 {
+		t.Fatalf("dead letters %v, want none", dl)
+	}
+	sum, err = src.Backfill(ctx, pl.pub.Publish, &progress)
+	if err != nil || sum.Samples != 0 {
+		t.Fatalf("second run: %+v, %v; want nothing sent", sum, err)
+	}
 }
 
 // testLive: following live, the source reads the last window closed
@@ -455,35 +572,8 @@ func testBackfill(t *testing.T, p *testenv.Prometheus) {
 	}
 
 	// Through the pipeline.
-	n := testenv.StartNATS(t)
-	rd := testenv.StartRedis(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nc, js, err := natsconn.Connect(n.URL(), "test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
-	rdb := rd.Client()
-	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.LoadScripts(ctx); err != nil {
-		t.Fatal(err)
-	}
-	agg, err := aggregator.New(aggregator.DefaultConfig(), js, store, aggregator.WithLogger(log),
-		aggregator.WithClock(func() time.Time { return t0.AddDate(0, 0, days+1) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipelinetest.Start(t, agg)
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: collector.DefaultMaxBatch}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := newPipeline(t)
+	js, rdb, pub := pl.js, pl.rdb, pl.pub
 	ledger := pipelinetest.NewLedger()
 	ledger.Add(want...)
 	for round := 1; round <= 2; round++ {
