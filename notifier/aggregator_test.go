@@ -99,3 +99,64 @@ func TestAggregatorEventsInADSTZone(t *testing.T) {
 		}
 	}
 }
+
+// TestNewPeriodSeededFromTheRollups: a rule's first event for a period
+// comes after the period's earlier events left the stream (they are kept
+// 7 days, a month is longer; or the rule was added late): the period is
+// totalled from its first day all the same, from the rollups.
+func TestNewPeriodSeededFromTheRollups(t *testing.T) {
+	e := newEnv(t)
+	now := time.Date(2026, 9, 20, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	store, err := rollup.NewStore(e.rdb, time.UTC, rollup.DefaultRetention)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Ensure(ctx, e.js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := aggregator.DefaultConfig()
+	cfg.BatchSize, cfg.MaxWait = 64, 20*time.Millisecond
+	agg, err := aggregator.New(cfg, e.js, store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Start(t, agg)
+	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 50}, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// September 1 to 5: 120 core-hours, then their events are gone.
+	l := pipelinetest.NewLedger()
+	first := hourly(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC), 5*24)
+	l.Add(first...)
+	if err := pub.Publish(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.WaitExact(t, e.js, e.rdb, l, 60*time.Second)
+	st, err := e.js.Stream(ctx, stream.Rollups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("the test proves nothing: the rollup events of September 1-5 are still in the stream (%v, %v)", info, err)
+	}
+
+	e.writeRules("name: p-month, kind: project, entity: payments, item: Cpu, method: Usage, period: month, thresholds: [100, 130, 200]")
+	e.recv.up()
+	e.start(testConfig(notifier.DefaultConsumer))
+	// September 6: 24 more, 144 in all.
+	if err := pub.Publish(ctx, hourly(time.Date(2026, 9, 6, 0, 0, 0, 0, time.UTC), 24)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(map[crossing]bool{
+		{"p-month", "project:payments", "20260901", "20260930", 100}: true,
+		{"p-month", "project:payments", "20260901", "20260930", 130}: true,
+	})
+}

@@ -177,6 +177,23 @@ func WithClock(now func() time.Time) Option { return func(n *Notifier) { n.now =
 // redirects; each attempt has its own timeout).
 func WithHTTPClient(c *http.Client) Option { return func(n *Notifier) { n.client = c } }
 
+// DayReader reads an entity's day rollup (rollup.DayValues).
+type DayReader interface {
+	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
+}
+
+// rollupDays reads day rollups from the rollups' Redis.
+type rollupDays struct{ rdb redis.UniversalClient }
+
+func (r rollupDays) DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error) {
+	return rollup.DayValues(ctx, r.rdb, d, sc, member)
+}
+
+// WithDayReader sets where a new period's days are read from (default:
+// the rollups in the notifier's Redis); nil counts periods from the
+// events alone.
+func WithDayReader(d DayReader) Option { return func(n *Notifier) { n.days = d } }
+
 // Notifier evaluates rollup events against the rules and delivers the
 // crossings.
 type Notifier struct {
@@ -189,6 +206,7 @@ type Notifier struct {
 	meter  metric.Meter
 	now    func() time.Time
 	client *http.Client
+	days   DayReader
 	wake   chan struct{}
 
 	evaluated, fired, deliveries metric.Int64Counter
@@ -212,7 +230,7 @@ func New(cfg Config, js jetstream.JetStream, pub Publisher, rdb redis.UniversalC
 		return nil, errors.New("notifier: jetstream, publisher, redis and rules are required")
 	}
 	n := &Notifier{cfg: cfg, js: js, pub: pub, store: &store{rdb: rdb, retention: cfg.Retention}, rules: rules,
-		log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now, wake: make(chan struct{}, 1)}
+		log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now, wake: make(chan struct{}, 1), days: rollupDays{rdb}}
 	for _, o := range opts {
 		o(n)
 	}
@@ -340,6 +358,11 @@ func (n *Notifier) handle(ctx context.Context, m jetstream.Msg) error {
 
 // Evaluate applies one event to every matching rule's period and records
 // the crossings.
+//
+// A period the notifier has no state of yet (a rule added, or an entity
+// first seen, after the period's first days' events left the stream) is
+// seeded with the period's day totals from the rollups, so that it is
+// totalled from its first day; the events keep it current from then on.
 func (n *Notifier) Evaluate(ctx context.Context, ev *event.Event, day rollup.Day) error {
 	for _, r := range n.rules.Current().Rules {
 		if !r.Matches(ev) {
@@ -347,7 +370,19 @@ func (n *Notifier) Evaluate(ctx context.Context, ev *event.Event, day rollup.Day
 		}
 		p := periodOf(r.Period, day)
 		id := periodID(r, ev, p.first)
-		_, crossings, err := n.store.evaluate(ctx, id, ev.Day, r.value(ev), p.end().Add(n.cfg.Retention), n.now(), r.Thresholds)
+		expire, now := p.end().Add(n.cfg.Retention), n.now()
+		mode := seedNever
+		if n.days != nil {
+			mode = seedAsk
+		}
+		_, crossings, err := n.store.evaluate(ctx, id, ev.Day, r.value(ev), expire, now, r.Thresholds, mode, nil)
+		if errors.Is(err, errNeedSeed) {
+			var seeds map[string]int64
+			if seeds, err = n.seed(ctx, r, ev, p); err != nil {
+				return err
+			}
+			_, crossings, err = n.store.evaluate(ctx, id, ev.Day, r.value(ev), expire, now, r.Thresholds, seedWith, seeds)
+		}
 		if err != nil {
 			return err
 		}
@@ -358,6 +393,30 @@ func (n *Notifier) Evaluate(ctx context.Context, ev *event.Event, day rollup.Day
 		}
 	}
 	return nil
+}
+
+// seed reads the rule's day totals of the event's entity for every day of
+// the period from the rollups.
+func (n *Notifier) seed(ctx context.Context, r *Rule, ev *event.Event, p periodRange) (map[string]int64, error) {
+	sc := rollup.ScopeNamespace
+	switch ev.Kind {
+	case event.KindProject:
+		sc = rollup.ScopeProject
+	case event.KindCluster:
+		sc = rollup.ScopeCluster
+	}
+	member := rollup.Entity{Project: ev.Project, Cluster: ev.Cluster, Namespace: ev.Namespace}.Member(sc)
+	seeds := map[string]int64{}
+	for d := p.first; d <= p.last; d++ {
+		v, ok, err := n.days.DayValues(ctx, d, sc, member)
+		if err != nil {
+			return nil, fmt.Errorf("seed period of rule %s: %w", r.Name, err)
+		}
+		if f := v[rollup.Field(r.Item, r.Method)]; ok && f > 0 {
+			seeds[d.String()] = f
+		}
+	}
+	return seeds, nil
 }
 
 func (n *Notifier) recordCrossing(ctx context.Context, r *Rule, ev *event.Event, p periodRange, id string, c Crossing) error {

@@ -16,23 +16,40 @@ import (
 //
 //	ARGV[1] day field "d:YYYYMMDD", ARGV[2] the day's total (decimal fixed
 //	point), ARGV[3] expiry (unix seconds), ARGV[4] now (unix ms),
-//	ARGV[5] number of thresholds, then per threshold: its fixed value, and
-//	the same split into high (value div 1e9) and low (value mod 1e9) parts.
+//	ARGV[5] number of thresholds, ARGV[6] seed mode, ARGV[7] number of seed
+//	days, then per seed day its field and total, then per threshold: its
+//	fixed value, and the same split into high (value div 1e9) and low
+//	(value mod 1e9) parts.
 //
-// The day's total is kept when larger than the stored one (events are
-// absolute and may arrive out of order). The period total is the sum of
-// the stored days, computed exactly on two limbs of 1e9 (Lua numbers are
-// doubles: a single sum would lose units above 2^53). Every threshold at
-// or below the total that has not fired is marked fired with the total and
-// the time ("new"); one that fired but whose notification is not yet
-// recorded (a crash in between) is returned again ("old"). The reply is
-// the total, then triples (new|old, threshold, "<usage>|<fired ms>").
+// Seed mode "0" never seeds; "1" answers {"seed"} without writing when the
+// key does not exist yet, so that the caller reads the period's days from
+// the rollups; "2" stores the seed days first when the key does not exist
+// (another replica may have seeded it meanwhile). The day's total is kept
+// when larger than the stored one (events are absolute and may arrive out
+// of order). The period total is the sum of the stored days, computed
+// exactly on two limbs of 1e9 (Lua numbers are doubles: a single sum would
+// lose units above 2^53). Every threshold at or below the total that has
+// not fired is marked fired with the total and the time ("new"); one that
+// fired but whose notification is not yet recorded (a crash in between) is
+// returned again ("old"). The reply is the total, then triples (new|old,
+// threshold, "<usage>|<fired ms>").
 var evaluateScript = redis.NewScript(`
 local key = KEYS[1]
 local day, val = ARGV[1], ARGV[2]
+local mode, nseed = ARGV[6], tonumber(ARGV[7])
+local base = 8 + nseed * 2
 local function gt(a, b)
   if #a ~= #b then return #a > #b end
   return a > b
+end
+local exists = redis.call('EXISTS', key) == 1
+if mode == '1' and not exists then
+  return {'seed'}
+end
+if mode == '2' and not exists then
+  for i = 0, nseed - 1 do
+    redis.call('HSET', key, ARGV[8 + i * 2], ARGV[9 + i * 2])
+  end
 end
 local cur = redis.call('HGET', key, day)
 if not cur or gt(val, cur) then
@@ -64,8 +81,8 @@ end
 local out = {total}
 local n = tonumber(ARGV[5])
 for i = 0, n - 1 do
-  local fixed = ARGV[6 + i * 3]
-  local thi, tlo = tonumber(ARGV[7 + i * 3]), tonumber(ARGV[8 + i * 3])
+  local fixed = ARGV[base + i * 3]
+  local thi, tlo = tonumber(ARGV[base + 1 + i * 3]), tonumber(ARGV[base + 2 + i * 3])
   if hi > thi or (hi == thi and lo >= tlo) then
     local f = 'f:' .. fixed
     local mark = total .. '|' .. ARGV[4]
@@ -127,17 +144,36 @@ type store struct {
 	retention time.Duration
 }
 
+// errNeedSeed is evaluate's answer in seed mode "1" when the period is
+// new: the caller reads the period's days and evaluates with them.
+var errNeedSeed = errors.New("period not seeded")
+
+// seedMode is how evaluate treats a period it has no state of.
+type seedMode string
+
+const (
+	seedNever seedMode = "0" // count from the events only
+	seedAsk   seedMode = "1" // answer errNeedSeed for a new period
+	seedWith  seedMode = "2" // store the given days first in a new period
+)
+
 // evaluate applies one day total to a period and returns the thresholds
 // crossed and not yet recorded.
-func (s *store) evaluate(ctx context.Context, id, day string, value int64, expireAt time.Time, now time.Time, ths []Threshold) (int64, []Crossing, error) {
-	args := make([]any, 0, 5+3*len(ths))
-	args = append(args, "d:"+day, strconv.FormatInt(value, 10), expireAt.Unix(), now.UnixMilli(), len(ths))
+func (s *store) evaluate(ctx context.Context, id, day string, value int64, expireAt time.Time, now time.Time, ths []Threshold, mode seedMode, seeds map[string]int64) (int64, []Crossing, error) {
+	args := make([]any, 0, 7+2*len(seeds)+3*len(ths))
+	args = append(args, "d:"+day, strconv.FormatInt(value, 10), expireAt.Unix(), now.UnixMilli(), len(ths), string(mode), len(seeds))
+	for d, v := range seeds {
+		args = append(args, "d:"+d, strconv.FormatInt(v, 10))
+	}
 	for _, t := range ths {
 		args = append(args, strconv.FormatInt(t.Fixed, 10), t.Fixed/1_000_000_000, t.Fixed%1_000_000_000)
 	}
 	res, err := evaluateScript.Run(ctx, s.rdb, []string{periodKey(id)}, args...).StringSlice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("evaluate period %s: %w", id, err)
+	}
+	if len(res) == 1 && res[0] == "seed" {
+		return 0, nil, errNeedSeed
 	}
 	if len(res) == 0 || (len(res)-1)%3 != 0 {
 		return 0, nil, fmt.Errorf("evaluate period %s: unexpected reply %q", id, res)
