@@ -432,8 +432,9 @@ func (n *Notifier) recordCrossing(ctx context.Context, r *Rule, ev *event.Event,
 			"period_start", p.first.String(), "threshold", nt.Event.Data.Threshold, "usage", nt.Event.Data.Usage, "id", nt.ID)
 	}
 	if !rec.published {
-		if rec.created || !c.New {
-			// Published from the stored body: the same bytes as the webhook.
+		if !rec.created {
+			// Recorded before (a crash, another replica): publish the
+			// stored body, the same bytes as the webhook's.
 			if stored, ok, err := n.store.load(ctx, nt.ID); err == nil && ok {
 				body = stored.Event
 			}
