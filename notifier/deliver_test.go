@@ -117,3 +117,22 @@ func TestDeliveryGivesUpAfterMaxAge(t *testing.T) {
 		t.Errorf("failed delivery: %+v, receiver saw %d attempts", failed.Delivery, e.recv.attemptsOf(id))
 	}
 }
+
+// TestBadMessagesDoNotBlock: what is not a rollup event is dropped (and
+// never redelivered); the events after it are evaluated.
+func TestBadMessagesDoNotBlock(t *testing.T) {
+	e := newEnv(t)
+	e.writeRules("name: pay, kind: project, item: Cpu, method: Usage, period: week, thresholds: [1]")
+	e.recv.up()
+	_, stop := e.start(testConfig(notifier.DefaultConsumer))
+	defer stop()
+	ctx := context.Background()
+	for _, body := range []string{"not json", `{"kind":"project","project":"payments","day":"2026-03-04","item":"Cpu"}`} {
+		if _, err := e.js.Publish(ctx, "cost.rollups.project.payments", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.publishEvent(rollup.ScopeProject, rollup.Entity{Project: "payments"}, rollup.DayFromDate(2026, 3, 4), rollup.Cpu, event.Fixed{Usage: fixed(1)}, true)
+	e.waitDelivered(map[crossing]bool{{"pay", "project:payments", "20260302", "20260308", 1}: true})
+	e.drained(notifier.DefaultConsumer)
+}
