@@ -31,6 +31,7 @@ var natsPasswords = map[string]string{
 	"COLLECTOR_SIM_WEST_PASSWORD": "west-pw-7c2d",
 	"AGGREGATOR_PASSWORD":         "agg-pw-9b4e",
 	"API_PASSWORD":                "api-pw-3d8a",
+	"NOTIFIER_PASSWORD":           "notifier-pw-2a7c",
 	"ADMIN_PASSWORD":              "admin-pw-5e6f",
 }
 
