@@ -136,3 +136,31 @@ func TestBadMessagesDoNotBlock(t *testing.T) {
 	e.waitDelivered(map[crossing]bool{{"pay", "project:payments", "20260302", "20260308", 1}: true})
 	e.drained(notifier.DefaultConsumer)
 }
+
+// TestRedisCluster: every script touches one key and every key has its own
+// hash tag, so the notifier runs on Redis Cluster as on one Redis.
+func TestRedisCluster(t *testing.T) {
+	c := testenv.StartRedisCluster(t)
+	e := newEnvWith(t, c.Client())
+	e.writeRules("name: ns, kind: namespace, item: Memory, method: Request, period: day, thresholds: [10, 20]")
+	e.recv.up()
+	e.start(testConfig(notifier.DefaultConsumer))
+	want := map[crossing]bool{}
+	for i, ns := range []string{"a", "b", "c", "d"} {
+		for d := 1; d <= 3; d++ {
+			e.publishEvent(rollup.ScopeNamespace, rollup.Entity{Project: "p" + ns, Cluster: "east", Namespace: ns}, rollup.DayFromDate(2026, 5, d), rollup.Memory,
+				event.Fixed{Request: fixed(float64(5 + 5*i))}, true)
+			for _, th := range []float64{10, 20} {
+				if float64(5+5*i) >= th {
+					want[crossing{"ns", "namespace:p" + ns + "/east/" + ns, fmt.Sprintf("202605%02d", d), fmt.Sprintf("202605%02d", d), th}] = true
+				}
+			}
+		}
+	}
+	e.waitDelivered(want)
+	e.drained(notifier.DefaultConsumer)
+	page, total, err := notifier.NewLog(e.rdb).List(context.Background(), "pd", 0, 2)
+	if err != nil || total != 6 || len(page) != 2 {
+		t.Errorf("project pd: %d of %d listed, err %v", len(page), total, err)
+	}
+}

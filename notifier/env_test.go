@@ -206,10 +206,9 @@ func (r *receiver) attemptsOf(id string) int {
 type env struct {
 	t      *testing.T
 	nats   *testenv.NATS
-	redis  *testenv.Redis
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	dir    string
 	rules  string // the rules file
 	secret string // the secret file
@@ -219,7 +218,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, nats: testenv.StartNATS(t), redis: testenv.StartRedis(t), dir: t.TempDir(), log: slog.New(slog.DiscardHandler)}
+	r := testenv.StartRedis(t)
+	return newEnvWith(t, r.Client())
+}
+
+// newEnvWith is newEnv over the Redis (or Redis Cluster) of rdb.
+func newEnvWith(t *testing.T, rdb redis.UniversalClient) *env {
+	t.Helper()
+	e := &env{t: t, nats: testenv.StartNATS(t), rdb: rdb, dir: t.TempDir(), log: slog.New(slog.DiscardHandler)}
 	if testing.Verbose() {
 		e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -229,7 +235,6 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(nc.Close)
 	e.nc, e.js = nc, js
-	e.rdb = e.redis.Client()
 	e.secret = filepath.Join(e.dir, "secret")
 	writeFile(t, e.secret, testSecret)
 	e.rules = filepath.Join(e.dir, "rules.yaml")
