@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"slices"
@@ -99,6 +100,33 @@ func TestConsole(t *testing.T) {
 		}
 		b.screenshot("console-overview.png")
 		b.clean("chart")
+	})
+
+	step(t, "incomplete days: read from the coverage route, marked in the table", func(t *testing.T) {
+		b.t = t
+		// Only today is partly counted (up to split), in both clusters.
+		got := eval[string](b, fmt.Sprintf(`import('/console/api.js').then(async (m) => JSON.stringify([...(await m.incompleteDays('%s', '%s', '')).entries()]))`,
+			s.today.AddDate(0, 0, -5).Format(time.DateOnly), s.today.Format(time.DateOnly)))
+		ratio := math.Round(s.split.Sub(s.today).Seconds()/86400*1e6) / 1e6
+		want := fmt.Sprintf(`[["%s",[{"cluster":"east","ratio":%v},{"cluster":"west","ratio":%v}]]]`, s.today.Format("20060102"), ratio, ratio)
+		if got != want {
+			t.Fatalf("incomplete days %s, want %s", got, want)
+		}
+		// A daily row is marked when its own cluster (any, for rows without
+		// one) missed part of the day; the cell's text stays the date.
+		got = eval[string](b, `import('/console/views/table.js').then((m) => {
+		  const root = document.createElement('div');
+		  const tb = new m.Table(root, () => {}, () => {}, () => {});
+		  const row = (cluster, day) => ({project: 'alpha', cluster, namespace: '', usage: 1, start: day, end: day});
+		  tb.show({state: {page: 1, size: 20, order: 'name', agg: 'cluster', item: 'Cpu', project: 'alpha'},
+		    page: {total: 4, items: [row('east', '20250601'), row('west', '20250601'), row('west', '20250602'), {...row('west', '20250601'), end: '20250607'}]},
+		    total: 4, cost: null, currency: 'CNY', csvHref: '',
+		    incomplete: new Map([['20250601', [{cluster: 'west', ratio: 0.5}]]])});
+		  return JSON.stringify([...root.querySelectorAll('td.incomplete')].map((c) => [c.textContent, c.title]));
+		})`)
+		if want := `[["2025-06-01","Incomplete day: counted west 50.0% of the day"]]`; got != want {
+			t.Fatalf("marked cells %s, want %s", got, want)
+		}
 	})
 
 	step(t, "every control changes the URL and the data; reload and back restore", func(t *testing.T) {

@@ -82,6 +82,27 @@ export async function allRows(project, params, signal, max = 20000) {
   }
 }
 
+/**
+ * incompleteDays reads the coverage route (platform scope) for start..end
+ * (YYYY-MM-DD; cluster optional) and returns a Map from day (YYYYMMDD) to
+ * the clusters that have less than the whole day counted: [{cluster,
+ * ratio}]. Days without any sample of a cluster have no coverage row and
+ * are not listed.
+ */
+export async function incompleteDays(start, end, cluster, signal) {
+  const out = new Map();
+  for (let page = 1; ; page++) {
+    const r = await get(`${BASE}/costs/coverage`, { start, end, cluster, pageSize: 1000, currentPage: page }, signal);
+    for (const row of r.items) {
+      if (row.ratio >= 1) continue;
+      const list = out.get(row.day) || [];
+      list.push({ cluster: row.cluster, ratio: row.ratio });
+      out.set(row.day, list);
+    }
+    if (page * 1000 >= r.total || r.items.length === 0) return out;
+  }
+}
+
 /** download saves a same-origin URL (a CSV export) with the auth header. */
 export async function download(href, filename) {
   const resp = await fetch(href, { headers: { ...headers(), Accept: 'text/csv' } });

@@ -150,7 +150,12 @@ async function load({ quiet = false } = {}) {
   };
   const aggLabel = state.project && state.agg === 'project' ? 'project' : state.agg;
   try {
-    const [page, top, totals, prevTotals, clusters] = await Promise.all([
+    // Days not wholly counted (platform scope, daily rows): marked in the
+    // table; today is still being counted and is left unmarked.
+    const coverage = cfg.scope.platform && state.step === 'day'
+      ? api.incompleteDays(range[0], range[1], state.agg === 'cluster' ? state.name : '', signal).catch(() => null)
+      : null;
+    const [page, top, totals, prevTotals, clusters, incomplete] = await Promise.all([
       api.usage(state.project, { ...base, currentPage: state.page, pageSize: state.size, orderBy: state.order === 'usage' ? 'usage' : '' }, signal),
       topRows(base, signal),
       scopeTotals(base, signal),
@@ -158,8 +163,10 @@ async function load({ quiet = false } = {}) {
       state.project && !state.name
         ? api.allRows(state.project, { ...base, kind: 'cluster_all', name: '', step: 'month', orderBy: 'usage' }, signal)
         : null,
+      coverage,
     ]);
     if (signal.aborted) return;
+    incomplete?.delete(cfg.today.replaceAll('-', ''));
     const total = sum(totals, (b) => b.usage);
     const priced = cfg.priced.includes(`${state.item}/${state.method}`);
     const cost = priced ? sum(totals, (b) => b.cost || 0) : null;
@@ -180,7 +187,7 @@ async function load({ quiet = false } = {}) {
     $('chart-title').textContent = `${state.item} ${state.method} by ${state.step}: ${what}`;
     chart.show(option, `Stacked chart of ${state.item} usage by ${state.step}, ${what}`);
     table.show({
-      state, page, total, cost, currency: cfg.currency,
+      state, page, total, cost, currency: cfg.currency, incomplete,
       csvHref: api.url(api.usagePath(state.project), { ...base, format: 'csv', orderBy: state.order === 'usage' ? 'usage' : '' }),
     });
     const cc = $('clusters-card');

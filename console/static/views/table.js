@@ -36,7 +36,10 @@ export class Table {
 
   /**
    * show renders d: {state, page: API response, total: range total, cost,
-   * currency, csvHref}.
+   * currency, csvHref, incomplete: Map day → [{cluster, ratio}] or null}.
+   * A daily row of a day some cluster (the row's own, when it has one) has
+   * not wholly counted gets its period cell marked (class incomplete, the
+   * clusters' shares in its title).
    */
   show(d) {
     const { state } = d;
@@ -66,7 +69,7 @@ export class Table {
       state.agg === 'project' ? h('td', {}, link(r, r.project)) : null,
       nsCol ? h('td', {}, link(r, r.namespace)) : null,
       clCol ? h('td', {}, state.agg === 'cluster' ? link(r, r.cluster) : r.cluster) : null,
-      h('td', {}, bucketLabel(r.start, r.end)),
+      periodCell(r, d.incomplete),
       h('td', { class: 'num', title: String(r.usage) }, number(r.usage)),
       priced ? h('td', { class: 'num' }, r.cost === undefined ? '–' : number(r.cost)) : null));
     if (body.length === 0) {
@@ -81,4 +84,12 @@ export class Table {
       h('caption', { class: 'sr-only' }, `Usage rows, ${unit}`),
       h('thead', {}, head), h('tbody', {}, body), h('tfoot', {}, foot));
   }
+}
+
+/** periodCell is a row's period, marked when its day is incomplete. */
+function periodCell(r, incomplete) {
+  const gaps = r.start === r.end && incomplete ? (incomplete.get(r.start) || []).filter((g) => !r.cluster || g.cluster === r.cluster) : [];
+  if (gaps.length === 0) return h('td', {}, bucketLabel(r.start, r.end));
+  const what = gaps.map((g) => `${g.cluster} ${(g.ratio * 100).toFixed(1)}%`).join(', ');
+  return h('td', { class: 'incomplete', title: `Incomplete day: counted ${what} of the day` }, bucketLabel(r.start, r.end));
 }
