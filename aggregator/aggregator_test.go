@@ -164,12 +164,12 @@ type ledger = pipelinetest.Ledger
 var gen = pipelinetest.Gen
 
 // diff compares the ledger with Redis and returns the first mismatch.
-func (e *env) diff(l *ledger) string { return l.Diff(context.Background(), e.store.Client()) }
+func (e *env) diff(l *ledger) string { return l.Diff(context.Background(), e.store) }
 
 // waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
-	pipelinetest.WaitExact(e.t, e.js, e.store.Client(), l, within)
+	pipelinetest.WaitExact(e.t, e.js, e.store, l, within)
 }
 
 // deadLetters counts the dead-letter stream's messages by reason.

@@ -66,7 +66,7 @@ func (e *env) expected(l *ledger) map[string]event.Fixed {
 		if event.KindOf(sc) == "" {
 			return
 		}
-		v, ok, err := rollup.DayValues(ctx, e.store.Client(), d, sc, member)
+		v, ok, err := e.store.DayValues(ctx, d, sc, member)
 		if err != nil || !ok {
 			e.t.Errorf("read %s %s %s: ok=%v err=%v", sc, member, d, ok, err)
 			return

@@ -36,7 +36,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
@@ -101,12 +100,21 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Rollups is what the API reads: pages of a selection's rows, one
+// entity's day values, and whether the store answers. *rollup.Store and
+// *rollup.Reader provide it; the key layout stays theirs.
+type Rollups interface {
+	Page(ctx context.Context, sel rollup.Selection, buckets []rollup.Bucket, offset, limit int) (rollup.Page, error)
+	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
+	ClusterCoverage(ctx context.Context, first, last rollup.Day, cluster string) ([]rollup.ClusterDay, error)
+	Ping(ctx context.Context) error
+}
+
 // Server is the API server.
 type Server struct {
 	cfg     Config
-	rdb     redis.UniversalClient
 	loc     *time.Location
-	reader  *rollup.Reader
+	reader  Rollups
 	pricing *Pricing
 	log     *slog.Logger
 	authn   gin.HandlerFunc
@@ -129,18 +137,18 @@ func WithAuthenticate(h gin.HandlerFunc) Option { return func(s *Server) { s.aut
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
-// New returns a Server answering from the rollups in rdb. loc is the
+// New returns a Server answering from rollups. loc is the
 // billing zone the rollups were cut in: query days are its calendar days.
 // The caller checks it against the zone recorded in Redis
 // (rollup.Store.CheckTimezone) before serving.
-func New(cfg Config, rdb redis.UniversalClient, loc *time.Location, opts ...Option) (*Server, error) {
+func New(cfg Config, rollups Rollups, loc *time.Location, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
 	}
-	if rdb == nil || loc == nil {
-		return nil, errors.New("api: redis client and time zone are required")
+	if rollups == nil || loc == nil {
+		return nil, errors.New("api: rollups and time zone are required")
 	}
-	s := &Server{cfg: cfg, rdb: rdb, loc: loc, reader: rollup.NewReader(rdb), log: slog.New(slog.DiscardHandler)}
+	s := &Server{cfg: cfg, loc: loc, reader: rollups, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -170,7 +178,7 @@ func (s *Server) routes() *gin.Engine {
 	s.instrument(e)
 	e.Use(s.recovery)
 	probes := health.NewServer("", map[string]health.Check{
-		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, s.rdb) },
+		"redis": s.reader.Ping,
 	}, s.log)
 	probe := func(c *gin.Context) {
 		c.Header("Content-Type", "text/plain; charset=utf-8")

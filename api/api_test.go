@@ -428,7 +428,7 @@ prices:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Listen: ":0", Currency: "USD", PricingFile: path}, f.rdb, time.UTC)
+	srv, err := api.New(api.Config{Listen: ":0", Currency: "USD", PricingFile: path}, rollup.NewReader(f.rdb), time.UTC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +615,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	defer client.CloseIdleConnections()
 	cfg := api.DefaultConfig()
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	srv, err := api.New(cfg, rdb, time.UTC)
+	srv, err := api.New(cfg, rollup.NewReader(rdb), time.UTC)
 	if err != nil {
 		t.Fatal(err)
 	}

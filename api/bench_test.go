@@ -41,7 +41,7 @@ func benchQueries(b *testing.B, namespaces int) {
 	r := testenv.StartRedis(b)
 	rdb := r.Client()
 	loadBench(b, rdb, namespaces)
-	srv, err := api.New(api.DefaultConfig(), rdb, time.UTC)
+	srv, err := api.New(api.DefaultConfig(), rollup.NewReader(rdb), time.UTC)
 	if err != nil {
 		b.Fatal(err)
 	}

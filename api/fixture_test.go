@@ -301,7 +301,7 @@ func near(got, want float64) bool {
 // newServer returns the API over f's Redis.
 func newServer(t testing.TB, rdb redis.UniversalClient, opts ...api.Option) http.Handler {
 	t.Helper()
-	srv, err := api.New(api.DefaultConfig(), rdb, time.UTC, opts...)
+	srv, err := api.New(api.DefaultConfig(), rollup.NewReader(rdb), time.UTC, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

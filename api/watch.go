@@ -460,7 +460,7 @@ func (s *Server) derive(ctx context.Context, d *deriver, plan watchPlan, ns even
 	rd := rollup.DayFromDate(day.Date())
 	member := rollup.Entity{Project: plan.project, Cluster: ns.Cluster}.Member(rollup.ScopeProjectCluster)
 	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	v, ok, err := rollup.DayValues(rctx, s.rdb, rd, rollup.ScopeProjectCluster, member)
+	v, ok, err := s.reader.DayValues(rctx, rd, rollup.ScopeProjectCluster, member)
 	cancel()
 	if err != nil {
 		return event.Event{}, fmt.Errorf("read cluster totals: %w", err)

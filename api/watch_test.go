@@ -21,7 +21,6 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/aggregator"
@@ -175,7 +174,7 @@ func (p *pipeline) want(key string, it rollup.Item) (event.Event, bool) {
 		sc = rollup.ScopeCluster
 	}
 	day := rollup.DayOf(watchNow, time.UTC)
-	v, ok, err := rollup.DayValues(context.Background(), p.store.Client(), day, sc, e.Member(sc))
+	v, ok, err := p.store.DayValues(context.Background(), day, sc, e.Member(sc))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -206,14 +205,14 @@ func testAuth(c *gin.Context) {
 func watchServer(t *testing.T, p *pipeline, opts ...api.Option) *httptest.Server {
 	t.Helper()
 	base := []api.Option{api.WithAuthenticate(testAuth), api.WithClock(func() time.Time { return watchNow })}
-	var rdb redis.UniversalClient
+	var rollups api.Rollups
 	if p != nil {
 		base = append(base, api.WithEvents(p.js))
-		rdb = p.store.Client()
+		rollups = p.store
 	} else {
-		rdb = testenv.StartRedis(t).Client()
+		rollups = rollup.NewReader(testenv.StartRedis(t).Client())
 	}
-	srv, err := api.New(api.DefaultConfig(), rdb, time.UTC, append(base, opts...)...)
+	srv, err := api.New(api.DefaultConfig(), rollups, time.UTC, append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,7 +665,7 @@ func TestWatchEndsOnShutdown(t *testing.T) {
 	p.publish("08:00", watchEntities...)
 	cfg := api.DefaultConfig()
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	srv, err := api.New(cfg, p.store.Client(), time.UTC, api.WithEvents(p.js), api.WithClock(func() time.Time { return watchNow }))
+	srv, err := api.New(cfg, p.store, time.UTC, api.WithEvents(p.js), api.WithClock(func() time.Time { return watchNow }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -819,7 +818,7 @@ func TestWatchOpenAPI(t *testing.T) {
 func TestWatchOutlivesWriteTimeout(t *testing.T) {
 	p := newPipeline(t)
 	p.publish("08:00", watchEntities[0])
-	srv, err := api.New(api.DefaultConfig(), p.store.Client(), time.UTC, api.WithEvents(p.js),
+	srv, err := api.New(api.DefaultConfig(), p.store, time.UTC, api.WithEvents(p.js),
 		api.WithClock(func() time.Time { return watchNow }), api.WithHeartbeat(25*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -187,7 +187,7 @@ func TestNATSPermissions(t *testing.T) {
 	day := rollup.DayOf(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), time.UTC)
 	testenv.Eventually(t, 30*time.Second, "the aggregator counts both clusters", func() (bool, string) {
 		for _, cl := range []string{"sim-east", "sim-west"} {
-			if _, ok, err := rollup.DayValues(ctx, red.Client(), day, rollup.ScopeCluster, cl); err != nil || !ok {
+			if _, ok, err := store.DayValues(ctx, day, rollup.ScopeCluster, cl); err != nil || !ok {
 				return false, fmt.Sprintf("%s: ok %v err %v", cl, ok, err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/internal/event"
+	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
 )
@@ -27,7 +28,7 @@ func TestNATSAPIWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiUser := connectAs(t, srv, "api", natsPasswords["API_PASSWORD"], "_INBOX_api")
-	s, err := api.New(api.DefaultConfig(), red.Client(), time.UTC, api.WithEvents(apiUser.js))
+	s, err := api.New(api.DefaultConfig(), rollup.NewReader(red.Client()), time.UTC, api.WithEvents(apiUser.js))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestHostileQueries(t *testing.T) {
 	if _, err := store.Apply(ctx, cs, "faults", nil, false); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.DefaultConfig(), rdb, time.UTC)
+	srv, err := api.New(api.DefaultConfig(), store, time.UTC)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestCoverageAfterKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = child.Wait()
-	reader := rollup.NewReader(e.store.Client())
+	reader := e.store
 	d := rollup.DayOf(day, time.UTC)
 	before, err := reader.ClusterCoverage(ctx, d, d, "")
 	if err != nil {

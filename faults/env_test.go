@@ -284,7 +284,7 @@ var gen = pipelinetest.Gen
 func (e *env) diff(l *ledger) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return l.Diff(ctx, e.store.Client())
+	return l.Diff(ctx, e.store)
 }
 
 func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) { return pipelinetest.ConsumerInfo(e.js) }
@@ -295,7 +295,7 @@ func (e *env) drained() (bool, string) { return pipelinetest.Drained(e.js) }
 // waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
-	pipelinetest.WaitExact(e.t, e.js, e.store.Client(), l, within)
+	pipelinetest.WaitExact(e.t, e.js, e.store, l, within)
 }
 
 // deadLetters counts the dead-letter stream's messages by reason.

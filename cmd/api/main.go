@@ -130,7 +130,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("create request guard", "err", err)
 		return 2
 	}
-	srv, err := api.New(cfg, rdb, common.Location(), append(opts, api.WithAuthenticate(guard.Protect(authn.Handler())))...)
+	srv, err := api.New(cfg, store, common.Location(), append(opts, api.WithAuthenticate(guard.Protect(authn.Handler())))...)
 	if err != nil {
 		log.Error("create api", "err", err)
 		return 2

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -30,7 +31,15 @@ func TestBadConfigurationExits2(t *testing.T) {
 
 func TestRefusesAnotherTimezone(t *testing.T) {
 	r := testenv.StartRedis(t)
-	if err := r.Client().HSet(context.Background(), rollup.ConfigKey, "timezone", "Asia/Shanghai").Err(); err != nil {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rollup.NewStore(r.Client(), shanghai, rollup.DefaultRetention)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckTimezone(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer

@@ -53,7 +53,7 @@ func (a *apiOptions) build(_ context.Context, rdb redis.UniversalClient, store *
 	if err != nil {
 		return nil, err
 	}
-	srv, err := api.New(a.api, rdb, store.Location(), api.WithLogger(log.With("component", "api")),
+	srv, err := api.New(a.api, store, store.Location(), api.WithLogger(log.With("component", "api")),
 		api.WithAuthenticate(guard.Protect(authn.Handler())), api.WithEvents(js), api.WithNotifications(notifier.NewLog(rdb)),
 		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {

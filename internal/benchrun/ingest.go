@@ -44,7 +44,7 @@ func (l ledger) add(samples []sample.Sample) {
 // verify compares every cluster-day rollup with the ledger.
 func (l ledger) verify(ctx context.Context, store *rollup.Store) error {
 	for k, want := range l {
-		got, ok, err := rollup.DayValues(ctx, store.Client(), k.day, rollup.ScopeCluster, k.cluster)
+		got, ok, err := store.DayValues(ctx, k.day, rollup.ScopeCluster, k.cluster)
 		if err != nil {
 			return err
 		}

@@ -163,7 +163,7 @@ func load(ctx context.Context, store *rollup.Store, n int) (int, error) {
 // client. It returns each query's latencies in milliseconds and the
 // process's peak RSS and heap meanwhile.
 func serveQueries(ctx context.Context, srv *servers, sz Sizes, n int) (map[string][]float64, uint64, uint64, string, error) {
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, srv.rdb, time.UTC)
+	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(srv.rdb), time.UTC)
 	if err != nil {
 		return nil, 0, 0, "", err
 	}

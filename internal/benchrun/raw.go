@@ -195,7 +195,8 @@ func rawRedis(ctx context.Context, rdb *redis.Client, n int, rep *Report) error 
 			pipe := rdb.Pipeline()
 			for i := c; i < n; i += conns {
 				e := rollup.Entity{Project: "p" + strconv.Itoa(i%200), Cluster: "c" + strconv.Itoa(i%3), Namespace: "ns-" + strconv.Itoa(i%entities)}
-				key := rollup.ValueKey(first+rollup.Day(i/entities%31), rollup.ScopeNamespace, e.Member(rollup.ScopeNamespace))
+				// Keys shaped like day rollups, outside the layout.
+				key := "bench:raw:" + (first + rollup.Day(i/entities%31)).String() + ":" + e.Member(rollup.ScopeNamespace)
 				args := make([]any, 0, 4+4*rollup.Fields)
 				args = append(args, "BITFIELD", key, "OVERFLOW", "FAIL")
 				for f := range rollup.Fields {

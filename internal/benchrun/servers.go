@@ -53,10 +53,12 @@ func startServers(ctx context.Context, log *slog.Logger) (*servers, error) {
 		s.close()
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
-	if s.rdb, err = rollup.Dial(s.redis.URL()); err != nil {
+	rdb, err := rollup.Dial(s.redis.URL())
+	if err != nil {
 		s.close()
 		return nil, err
 	}
+	s.rdb = rdb.(*redis.Client) // one address: a plain client
 	if s.nats, err = natsembed.Start("127.0.0.1:-1", filepath.Join(dir, "nats")); err != nil {
 		s.close()
 		return nil, fmt.Errorf("start nats: %w", err)

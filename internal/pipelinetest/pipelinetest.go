@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
@@ -65,13 +64,19 @@ func (l *Ledger) Each(f func(sc rollup.Scope, member string, d rollup.Day, v rol
 	}
 }
 
-// Diff compares the ledger with Redis and describes the first mismatch
-// ("" when they agree).
-func (l *Ledger) Diff(ctx context.Context, rdb redis.UniversalClient) string {
+// DayReader reads one entity's day rollup: *rollup.Store and
+// *rollup.Reader provide it.
+type DayReader interface {
+	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
+}
+
+// Diff compares the ledger with the rollups and describes the first
+// mismatch ("" when they agree).
+func (l *Ledger) Diff(ctx context.Context, rdb DayReader) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, want := range l.m {
-		got, ok, err := rollup.DayValues(ctx, rdb, k.day, k.scope, k.member)
+		got, ok, err := rdb.DayValues(ctx, k.day, k.scope, k.member)
 		if err != nil {
 			return err.Error()
 		}
@@ -169,7 +174,7 @@ func Start(t testing.TB, r Runner) (stop func()) {
 
 // WaitExact waits until the consumer is drained and Redis equals the
 // ledger, failing the test after within.
-func WaitExact(t testing.TB, js jetstream.JetStream, rdb redis.UniversalClient, l *Ledger, within time.Duration) {
+func WaitExact(t testing.TB, js jetstream.JetStream, rdb DayReader, l *Ledger, within time.Duration) {
 	t.Helper()
 	testenv.Eventually(t, within, "stream drained and rollups equal to the ledger", func() (bool, string) {
 		if ok, why := Drained(js); !ok {

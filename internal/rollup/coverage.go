@@ -47,7 +47,8 @@ const MaxCoverageDays = 400
 // when not empty) on the days first..last that had at least one counted
 // sample, ordered by cluster then day. It reads one small hash per day
 // (its fields are clusters, not namespaces): the cost grows with days ×
-// clusters, never with namespaces.
+// clusters, never with namespaces. Each shard keeps the union for its
+// namespaces; the shards' parts are united here.
 func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster string) ([]ClusterDay, error) {
 	if last < first || last-first >= MaxCoverageDays {
 		return nil, fmt.Errorf("read coverage %s..%s: at most %d days", first, last, MaxCoverageDays)
@@ -58,20 +59,26 @@ func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster s
 		all *redis.MapStringStringCmd
 		one *redis.StringCmd
 	}
-	reads := make([]read, 0, last-first+1)
+	reads := make([]read, 0, (last-first+1)*Shards)
 	for d := first; d <= last; d++ {
-		rd := read{day: d}
-		if cluster != "" {
-			rd.one = pipe.HGet(ctx, clusterCoverageKey(d), cluster)
-		} else {
-			rd.all = pipe.HGetAll(ctx, clusterCoverageKey(d))
+		for sh := 0; sh < Shards; sh++ {
+			rd := read{day: d}
+			if cluster != "" {
+				rd.one = pipe.HGet(ctx, clusterCoverageKey(sh, d), cluster)
+			} else {
+				rd.all = pipe.HGetAll(ctx, clusterCoverageKey(sh, d))
+			}
+			reads = append(reads, rd)
 		}
-		reads = append(reads, rd)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read coverage %s..%s: %w", first, last, err)
 	}
-	var out []ClusterDay
+	type cday struct {
+		cluster string
+		day     Day
+	}
+	parts := map[cday][]Span{}
 	for _, rd := range reads {
 		if rd.one != nil {
 			v, err := rd.one.Result()
@@ -81,12 +88,18 @@ func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster s
 			if err != nil {
 				return nil, fmt.Errorf("read coverage of %s on %s: %w", cluster, rd.day, err)
 			}
-			out = append(out, ClusterDay{Cluster: cluster, Day: rd.day, Spans: parseSpans(v)})
+			k := cday{cluster, rd.day}
+			parts[k] = append(parts[k], parseSpans(v)...)
 			continue
 		}
 		for c, v := range rd.all.Val() {
-			out = append(out, ClusterDay{Cluster: c, Day: rd.day, Spans: parseSpans(v)})
+			k := cday{c, rd.day}
+			parts[k] = append(parts[k], parseSpans(v)...)
 		}
+	}
+	out := make([]ClusterDay, 0, len(parts))
+	for k, spans := range parts {
+		out = append(out, ClusterDay{Cluster: k.cluster, Day: k.day, Spans: UnionSpans(spans)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Cluster != out[j].Cluster {

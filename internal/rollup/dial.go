@@ -108,11 +108,25 @@ func WithSecurity(s config.RedisSecurity) DialOption {
 	}
 }
 
-// Dial opens a Redis client for rawURL (redis://, rediss:// or unix://,
-// with an ACL user and password as redis://user:password@host:6379/0)
-// with deadlines on every call. It does not wait for the server. Errors
-// never carry the URL's credentials.
-func Dial(rawURL string, opts ...DialOption) (*redis.Client, error) {
+// ClusterStateReload is how often a cluster client re-reads the slot map
+// while it is in use. go-redis learns of a failover from MOVED replies,
+// which a client that only ever reaches a dead master never gets; its
+// own default (60 s) would stall ingest that long after a failover.
+const ClusterStateReload = 2 * time.Second
+
+// Dial opens a Redis client for rawURL with deadlines on every call. A
+// URL with one address (redis://, rediss:// or unix://, with an ACL user
+// and password as redis://user:password@host:6379/0) gives a plain
+// client; several addresses in go-redis's cluster form,
+// redis://[user:password@]host1:7000?addr=host2:7001&addr=host3:7002
+// (or rediss://), give a Redis Cluster client that discovers the other
+// nodes from them. Password files, TLS files and the ACL user apply to
+// both. It does not wait for the server. Errors never carry the URL's
+// credentials.
+func Dial(rawURL string, opts ...DialOption) (redis.UniversalClient, error) {
+	if isClusterURL(rawURL) {
+		return dialCluster(rawURL, opts)
+	}
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse redis url %s: %s", config.RedactURL(rawURL), scrub(err.Error(), rawURL))
@@ -127,6 +141,50 @@ func Dial(rawURL string, opts ...DialOption) (*redis.Client, error) {
 		}
 	}
 	return redis.NewClient(o), nil
+}
+
+// isClusterURL reports whether rawURL names more than one address (addr
+// query parameters).
+func isClusterURL(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		return false
+	}
+	return u.Query().Has("addr")
+}
+
+func dialCluster(rawURL string, opts []DialOption) (redis.UniversalClient, error) {
+	u, _ := url.Parse(rawURL)
+	if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+		return nil, fmt.Errorf("parse redis url %s: a Redis Cluster has only database 0, the url names %q", config.RedactURL(rawURL), p)
+	}
+	u.Path = ""
+	co, err := redis.ParseClusterURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("parse redis cluster url %s: %s", config.RedactURL(rawURL), scrub(scrub(err.Error(), u.String()), rawURL))
+	}
+	// The options apply to one node's settings; the cluster client hands
+	// the same user, password, credentials provider and TLS settings to
+	// every node it connects to.
+	o := &redis.Options{Username: co.Username, Password: co.Password, TLSConfig: co.TLSConfig}
+	for _, opt := range opts {
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	co.Username, co.Password, co.CredentialsProviderContext = o.Username, o.Password, o.CredentialsProviderContext
+	co.TLSConfig = o.TLSConfig
+	if co.TLSConfig != nil {
+		// Nodes announce themselves by address, so each is verified under
+		// the name it is dialled by rather than the first address's.
+		co.TLSConfig.ServerName = ""
+	}
+	co.DialTimeout = 5 * time.Second
+	co.ReadTimeout = 10 * time.Second
+	co.WriteTimeout = 10 * time.Second
+	co.PoolSize = 32
+	co.ClusterStateReloadInterval = ClusterStateReload
+	return redis.NewClusterClient(co), nil
 }
 
 // scrub removes rawURL and its user information from msg.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -87,7 +89,7 @@ func TestDialTLSAndACL(t *testing.T) {
 			if err != nil || who != "costmeter" {
 				t.Fatalf("whoami = %q, %v", who, err)
 			}
-			if rdb.Options().TLSConfig == nil {
+			if rdb.(*redis.Client).Options().TLSConfig == nil {
 				t.Fatal("not TLS")
 			}
 		})

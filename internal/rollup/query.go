@@ -36,25 +36,25 @@ func MonthLast(d Day) Day {
 	return DayFromDate(y, m+1, 1) - 1
 }
 
-// RangeIndexKey is the key of the cached index of the members of scope sc
+// rangeIndexKey is the key of the cached index of the members of scope sc
 // whose mask meets mask in month (the bx key of the layout).
-func RangeIndexKey(month string, sc Scope, mask uint32) string {
+func rangeIndexKey(month string, sc Scope, mask uint32) string {
 	return monthPrefix(month) + "bx:" + string(sc) + ":" + strconv.FormatUint(uint64(mask), 10)
 }
 
-// VersionKey is the key of the month's mask version counter of scope sc.
-func VersionKey(month string, sc Scope) string { return monthPrefix(month) + "ver:" + string(sc) }
+// versionKey is the key of the month's mask version counter of scope sc.
+func versionKey(month string, sc Scope) string { return monthPrefix(month) + "ver:" + string(sc) }
 
 // rangeIndexArgs are the keys and arguments of rangeIndexScript.
 func rangeIndexArgs(month string, sc Scope, mask uint32) ([]string, []any) {
-	return []string{MaskKey(month, sc)}, []any{monthPrefix(month), string(sc), strconv.FormatUint(uint64(mask), 10), int64(RangeIndexTTL / time.Second)}
+	return []string{maskKey(month, sc)}, []any{monthPrefix(month), string(sc), strconv.FormatUint(uint64(mask), 10), int64(RangeIndexTTL / time.Second)}
 }
 
-// RangeIndex materialises (or finds still valid) the index of the members
+// rangeIndex materialises (or finds still valid) the index of the members
 // of scope sc with a sample on a day of mask in month and returns its key.
 // Building it reads the month's whole mask hash, once per change of the
 // month's masks; reading it afterwards costs what a day index costs.
-func RangeIndex(ctx context.Context, rdb redis.UniversalClient, month string, sc Scope, mask uint32) (string, error) {
+func rangeIndex(ctx context.Context, rdb redis.UniversalClient, month string, sc Scope, mask uint32) (string, error) {
 	keys, args := rangeIndexArgs(month, sc, mask)
 	key, err := rangeIndexScript.Run(ctx, rdb, keys, args...).Text()
 	if err != nil {

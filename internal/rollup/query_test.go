@@ -1,13 +1,14 @@
 package rollup_test
 
 import (
+	"github.com/redis/go-redis/v9"
+
 	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/testenv"
 )
 
 func day(t *testing.T, s string) rollup.Day {
@@ -58,9 +59,7 @@ func TestDaysMask(t *testing.T) {
 	}
 }
 
-func TestRangeIndex(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
+func testRangeIndex(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
 	if err != nil {
@@ -73,7 +72,7 @@ func TestRangeIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Redis lost the scripts: RangeIndex must load its own.
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+	if err := scriptFlush(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
 	key, err := rollup.RangeIndex(ctx, rdb, "202506", rollup.ScopeNamespace, rollup.DaysMask(day(t, "2025-06-01"), day(t, "2025-06-03")))

@@ -177,16 +177,16 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 		for _, p := range s.parts {
 			switch {
 			case p.first == p.last:
-				s.keys = append(s.keys, DayIndexKey(p.first, sel.Scope))
+				s.keys = append(s.keys, dayIndexKey(p.first, sel.Scope))
 			case p.first == MonthFirst(p.first) && p.last == MonthLast(p.first):
-				s.keys = append(s.keys, MonthIndexKey(p.month, sel.Scope))
+				s.keys = append(s.keys, monthIndexKey(p.month, sel.Scope))
 			default:
 				rq := rangeReq{month: p.month, scope: sel.Scope, mask: p.mask()}
 				if !seen[rq] {
 					seen[rq] = true
 					reqs = append(reqs, rq)
 				}
-				s.keys = append(s.keys, RangeIndexKey(p.month, sel.Scope, rq.mask))
+				s.keys = append(s.keys, rangeIndexKey(p.month, sel.Scope, rq.mask))
 			}
 		}
 		multi = multi || len(s.parts) > 1
@@ -202,7 +202,7 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 		for _, s := range srcs {
 			for _, p := range s.parts {
 				if len(s.parts) > 1 && vers[p.month] == nil {
-					vers[p.month] = pipe.Get(ctx, VersionKey(p.month, sel.Scope))
+					vers[p.month] = pipe.Get(ctx, versionKey(p.month, sel.Scope))
 				}
 			}
 		}
@@ -376,7 +376,7 @@ func (r *Reader) memberPage(ctx context.Context, sel Selection, buckets []Bucket
 	for _, b := range buckets {
 		for _, p := range partsOf(b) {
 			if masks[p.month] == nil {
-				masks[p.month] = pipe.HGet(ctx, MaskKey(p.month, sel.Scope), sel.Member)
+				masks[p.month] = pipe.HGet(ctx, maskKey(p.month, sel.Scope), sel.Member)
 			}
 		}
 	}
@@ -424,7 +424,7 @@ func (r *Reader) namePage(ctx context.Context, sel Selection, buckets []Bucket, 
 	pipe := r.rdb.Pipeline()
 	names := make([]*redis.StringSliceCmd, len(months))
 	for i, m := range months {
-		names[i] = pipe.ZRangeByLex(ctx, NameIndexKey(m), &redis.ZRangeBy{Min: lexMin, Max: lexMax})
+		names[i] = pipe.ZRangeByLex(ctx, nameIndexKey(m), &redis.ZRangeBy{Min: lexMin, Max: lexMax})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Page{}, fmt.Errorf("read namespace name index: %w", err)
@@ -441,7 +441,7 @@ func (r *Reader) namePage(ctx context.Context, sel Selection, buckets []Bucket, 
 			members[i] = append(members[i], Entity{Project: parts[1], Cluster: parts[2], Namespace: parts[0]}.Member(ScopeNamespace))
 		}
 		if len(members[i]) > 0 {
-			maskCmds[i] = pipe.HMGet(ctx, MaskKey(m, ScopeNamespace), members[i]...)
+			maskCmds[i] = pipe.HMGet(ctx, maskKey(m, ScopeNamespace), members[i]...)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -493,70 +493,51 @@ func pageOf(all []Row, offset, limit int) []Row {
 	return append([]Row(nil), all[offset:end]...)
 }
 
-// fillValues reads the day rollups of rows, one MGET per month. When
-// presence is known (month -> mask of an entity), days without a sample are
-// not asked for.
+// fillValues reads the day rollups of rows: one MGET per shard, a sum's
+// parts added up. When presence is known (month -> mask of an entity),
+// days without a sample are not asked for.
 func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32) error {
 	type slot struct {
 		row, day int
 	}
-	// Formatting dates is the costliest part of a key: once per day.
-	type dayKey struct {
-		month  string
-		bit    uint32
-		prefix string // ValueKey without the member
+	type want struct {
+		day    Day
+		member string
 	}
-	days := map[Day]dayKey{}
-	keys := map[string][]string{}
-	slots := map[string][]slot{}
-	var order []string
+	var slots []slot
+	var wants []want
+	bits := map[Day]uint32{}
 	for i := range rows {
 		row := &rows[i]
 		n := int(row.Bucket.Last-row.Bucket.First) + 1
 		row.Days = make([]Values, n)
-		keyform := valueKeyMember(row.Entity.Member(sc))
+		member := row.Entity.Member(sc)
 		var pm map[string]uint32
 		if presence != nil {
 			pm = presence(row.Entity)
 		}
 		for j := 0; j < n; j++ {
 			d := row.Bucket.First + Day(j)
-			dk, ok := days[d]
-			if !ok {
-				dk = dayKey{month: d.Month(), bit: 1 << uint(d.DayOfMonth()-1), prefix: ValueKey(d, sc, "")}
-				days[d] = dk
+			if pm != nil {
+				b, ok := bits[d]
+				if !ok {
+					b = 1 << uint(d.DayOfMonth()-1)
+					bits[d] = b
+				}
+				if pm[d.Month()]&b == 0 {
+					continue
+				}
 			}
-			m := dk.month
-			if pm != nil && pm[m]&dk.bit == 0 {
-				continue
-			}
-			if _, ok := keys[m]; !ok {
-				order = append(order, m)
-			}
-			keys[m] = append(keys[m], dk.prefix+keyform)
-			slots[m] = append(slots[m], slot{row: i, day: j})
+			slots = append(slots, slot{row: i, day: j})
+			wants = append(wants, want{day: d, member: member})
 		}
 	}
-	if len(order) == 0 {
-		return nil
+	vals, err := r.sumValues(ctx, len(wants), func(i int) (Day, Scope, string) { return wants[i].day, sc, wants[i].member })
+	if err != nil {
+		return err
 	}
-	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(order))
-	for i, m := range order {
-		cmds[i] = pipe.MGet(ctx, keys[m]...)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("read %d day rollups: %w", len(rows), err)
-	}
-	for i, m := range order {
-		for j, v := range cmds[i].Val() {
-			s, ok := v.(string)
-			if !ok {
-				continue
-			}
-			sl := slots[m][j]
-			rows[sl.row].Days[sl.day] = decodeValuesString(s)
-		}
+	for i, sl := range slots {
+		rows[sl.row].Days[sl.day] = vals[i]
 	}
 	return nil
 }

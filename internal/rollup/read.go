@@ -27,15 +27,85 @@ func DecodeValues(b []byte) Values {
 	return v
 }
 
-// DayValues reads the day rollup of member in scope sc; ok is false when
-// there is none.
-func DayValues(ctx context.Context, rdb redis.UniversalClient, d Day, sc Scope, member string) (Values, bool, error) {
-	b, err := rdb.Get(ctx, ValueKey(d, sc, member)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Values{}, false, nil
+// DayValues reads the day rollup of member in scope sc (for a sum, every
+// shard's part added up); ok is false when there is none.
+func (r *Reader) DayValues(ctx context.Context, d Day, sc Scope, member string) (Values, bool, error) {
+	if sc == ScopeNamespace {
+		b, err := r.rdb.Get(ctx, valueKey(memberShard(member), d, sc, member)).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return Values{}, false, nil
+		}
+		if err != nil {
+			return Values{}, false, fmt.Errorf("read rollup %s %s %s: %w", d, sc, member, err)
+		}
+		return DecodeValues(b), true, nil
 	}
-	if err != nil {
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, Shards)
+	for i := range cmds {
+		cmds[i] = pipe.Get(ctx, valueKey(i, d, sc, member))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Values{}, false, fmt.Errorf("read rollup %s %s %s: %w", d, sc, member, err)
 	}
-	return DecodeValues(b), true, nil
+	var v Values
+	ok := false
+	for _, c := range cmds {
+		if c.Err() != nil {
+			continue
+		}
+		ok = true
+		part := decodeValuesString(c.Val())
+		v.Add(&part)
+	}
+	return v, ok, nil
 }
+
+// sumValues reads n day rollups, the i-th of at(i), every shard's part
+// added up for sums: one MGET per shard.
+func (r *Reader) sumValues(ctx context.Context, n int, at func(i int) (Day, Scope, string)) ([]Values, error) {
+	out := make([]Values, n)
+	if n == 0 {
+		return out, nil
+	}
+	keys := make([][]string, Shards)
+	slots := make([][]int, Shards)
+	for i := 0; i < n; i++ {
+		d, sc, m := at(i)
+		if sc == ScopeNamespace {
+			sh := memberShard(m)
+			keys[sh] = append(keys[sh], valueKey(sh, d, sc, m))
+			slots[sh] = append(slots[sh], i)
+			continue
+		}
+		for sh := 0; sh < Shards; sh++ {
+			keys[sh] = append(keys[sh], valueKey(sh, d, sc, m))
+			slots[sh] = append(slots[sh], i)
+		}
+	}
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, Shards)
+	for sh := range keys {
+		if len(keys[sh]) > 0 {
+			cmds[sh] = pipe.MGet(ctx, keys[sh]...)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read %d day rollups: %w", n, err)
+	}
+	for sh, c := range cmds {
+		if c == nil {
+			continue
+		}
+		for j, v := range c.Val() {
+			if s, ok := v.(string); ok {
+				part := decodeValuesString(s)
+				out[slots[sh][j]].Add(&part)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Ping checks that Redis answers.
+func (r *Reader) Ping(ctx context.Context) error { return Ping(ctx, r.rdb) }

@@ -1,6 +1,8 @@
 package rollup_test
 
 import (
+	"github.com/redis/go-redis/v9"
+
 	"context"
 	"fmt"
 	"math"
@@ -11,7 +13,6 @@ import (
 
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
-	"github.com/alauda/costmeter/internal/testenv"
 )
 
 func mustTime(t *testing.T, s string) time.Time {
@@ -114,9 +115,7 @@ func contribution(t *testing.T, loc *time.Location, p, c, n, start, end string, 
 	return out
 }
 
-func TestApplyExactlyOnce(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
+func testApplyExactlyOnce(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
 	if err != nil {
@@ -158,7 +157,7 @@ func TestApplyExactlyOnce(t *testing.T) {
 	}
 	v := res.Verdicts
 	if string(verdicts(v)) != "111021" {
-		t.Logf("coverage: %v", rdb.HGetAll(ctx, rollup.CoverageKey(rollup.DayFromDate(2025, 6, 1))).Val())
+		t.Logf("coverage: %v", rdb.HGetAll(ctx, rollup.CoverageKey(rollup.ShardOf("east", "api"), rollup.DayFromDate(2025, 6, 1))).Val())
 		t.Fatalf("verdicts %q, want 111021", verdicts(v))
 	}
 	d := rollup.DayFromDate(2025, 6, 1)
@@ -174,7 +173,7 @@ func TestApplyExactlyOnce(t *testing.T) {
 		{rollup.ScopeCluster, "east", 180 * rollup.Scale},
 		{rollup.ScopeProjectCluster, "pay west", 120 * rollup.Scale},
 	} {
-		got, ok, err := rollup.DayValues(ctx, rdb, d, tc.sc, tc.member)
+		got, ok, err := store.DayValues(ctx, d, tc.sc, tc.member)
 		if err != nil || !ok {
 			t.Fatalf("%s %s: ok=%v err=%v", tc.sc, tc.member, ok, err)
 		}
@@ -196,15 +195,19 @@ func TestApplyExactlyOnce(t *testing.T) {
 	// month's keys retention after the month ends.
 	dayEnd := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
 	monthEnd := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
+	east, west := rollup.ShardOf("east", "api"), rollup.ShardOf("west", "api")
 	for key, want := range map[string]int64{
-		rollup.ValueKey(d, rollup.ScopeNamespace, "pay east api"):  dayEnd,
-		rollup.ValueKey(d, rollup.ScopeProject, "pay"):             dayEnd,
-		rollup.ValueKey(d, rollup.ScopeProjectCluster, "pay west"): dayEnd,
-		rollup.CoverageKey(d):                                 dayEnd,
-		rollup.DayIndexKey(d, rollup.ScopeCluster):            dayEnd,
-		rollup.MonthIndexKey("202506", rollup.ScopeNamespace): monthEnd,
-		rollup.MaskKey("202506", rollup.ScopeProject):         monthEnd,
-		rollup.NameIndexKey("202506"):                         monthEnd,
+		rollup.ShardValueKey(east, d, rollup.ScopeNamespace, "pay east api"):  dayEnd,
+		rollup.ShardValueKey(east, d, rollup.ScopeProject, "pay"):             dayEnd,
+		rollup.ShardValueKey(west, d, rollup.ScopeProject, "pay"):             dayEnd,
+		rollup.ShardValueKey(west, d, rollup.ScopeProjectCluster, "pay west"): dayEnd,
+		rollup.ShardValueKey(east, d, rollup.ScopeCluster, "east"):            dayEnd,
+		rollup.CoverageKey(east, d):                                           dayEnd,
+		rollup.CoverageKey(west, d):                                           dayEnd,
+		rollup.DayIndexKey(d, rollup.ScopeCluster):                            dayEnd,
+		rollup.MonthIndexKey("202506", rollup.ScopeNamespace):                 monthEnd,
+		rollup.MaskKey("202506", rollup.ScopeProject):                         monthEnd,
+		rollup.NameIndexKey("202506"):                                         monthEnd,
 	} {
 		got, err := rdb.ExpireTime(ctx, key).Result()
 		if err != nil {
@@ -247,9 +250,7 @@ func verdicts(v []rollup.Verdict) []byte {
 // verdicts stay in order and the project's sum is exact across the cuts,
 // including a run merged from consecutive windows and duplicates within
 // the batch.
-func TestApplyLargeBatch(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
+func testApplyLargeBatch(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
 	if err != nil {
@@ -272,7 +273,7 @@ func TestApplyLargeBatch(t *testing.T) {
 		t.Fatalf("verdicts: %d applied of %d, last %q", strings.Count(got, "0"), len(got), got[len(got)-1:])
 	}
 	d := rollup.DayFromDate(2025, 6, 3)
-	v, _, err := rollup.DayValues(ctx, rdb, d, rollup.ScopeProject, "big")
+	v, _, err := store.DayValues(ctx, d, rollup.ScopeProject, "big")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestApplyLargeBatch(t *testing.T) {
 	if got := string(verdicts(again.Verdicts)); got != strings.Repeat("1", 4504) {
 		t.Fatalf("re-applied batch: %d duplicates of %d", strings.Count(got, "1"), len(got))
 	}
-	if v2, _, _ := rollup.DayValues(ctx, rdb, d, rollup.ScopeProject, "big"); v2 != v {
+	if v2, _, _ := store.DayValues(ctx, d, rollup.ScopeProject, "big"); v2 != v {
 		t.Fatalf("re-applying changed the project sum")
 	}
 }

@@ -2,42 +2,37 @@ package rollup
 
 import "github.com/redis/go-redis/v9"
 
-// applyScript applies one batch's contributions to one month, atomically:
-// for every piece it checks the day's coverage of the piece's namespace
-// (exactly once), adds the namespace's values, and maintains the indexes
-// when an entity appears on a day for the first time. Project, cluster and
-// project-cluster sums come pre-aggregated per batch and are applied first,
-// assuming every piece is new; a piece found to be a duplicate or an
-// overlap subtracts its own values again, exactly, in int64.
+// applyScript applies one batch's contributions to one shard of one
+// month, atomically: for every piece it checks the day's coverage of the
+// piece's namespace (exactly once) and adds the namespace's values.
+// Project, cluster and project-cluster parts come pre-aggregated per
+// batch and are applied first, assuming every piece is new; a piece found
+// to be a duplicate or an overlap subtracts its own values again, exactly,
+// in int64. Indexes are not written here (see indexScript).
 //
-// KEYS[1]: any key of the month (routing for Redis Cluster).
-// ARGV: prefix, monthExpireAt, nPieces, nAggregates, wantChanges ('1' or
-// '0'), then nAggregates of (dd, scope, member, keyform, k, k×(field,
-// value)), then nPieces of (dd, dayExpireAt, project, cluster, namespace,
-// from, to, k, k×(field, value)).
-// Returns {verdicts, overflows, changes}: one character per piece ('0'
-// applied, '1' duplicate, '2' overlap), how many increments overflowed
-// int64, and, when asked, the new day rollup of every project, cluster and
-// namespace key the batch touched (applied or duplicate) as flat
-// (scope, dd, member, value) quadruples.
+// KEYS[1]: any key of the shard (routing for Redis Cluster).
+// ARGV: prefix (shardMonth), nPieces, nAggregates, wantChanges ('1' or
+// '0'), then nAggregates of (dd, scope, keyform, k, k×(field, value)),
+// then nPieces of (dd, dayExpireAt, project, cluster, namespace, from, to,
+// k, k×(field, value)).
+// Returns {verdicts, overflows, changes, index}: one character per piece
+// ('0' applied, '1' duplicate, '2' overlap), how many increments
+// overflowed int64, when asked the new day rollup of every namespace the
+// batch touched (applied or duplicate) as flat (dd, member, value)
+// triples, and one character per piece, '1' when the piece's entities
+// need their index writes: the namespace's first piece on that day (or
+// under that project), or a duplicate (whose first application's index
+// writes may not have happened).
 var applyScript = redis.NewScript(`
 local pre = ARGV[1]
-local monthExp = ARGV[2]
-local np = tonumber(ARGV[3])
-local na = tonumber(ARGV[4])
-local want = ARGV[5] == '1'
+local np = tonumber(ARGV[2])
+local na = tonumber(ARGV[3])
+local want = ARGV[4] == '1'
 local overflow = 0
 local changes = {}
-local function changed(scope, dd, member, key)
-  if want then
-    changes[#changes + 1] = scope
-    changes[#changes + 1] = dd
-    changes[#changes + 1] = member
-    changes[#changes + 1] = redis.call('GET', key) or ''
-  end
-end
 
 local function incr(key, at, k, neg)
+  if k == 0 then return end
   local cmd = {'BITFIELD', key, 'OVERFLOW', 'FAIL'}
   for j = 0, k - 1 do
     local v = ARGV[at + 2 * j + 1]
@@ -49,39 +44,22 @@ local function incr(key, at, k, neg)
     cmd[#cmd + 1] = '#' .. ARGV[at + 2 * j]
     cmd[#cmd + 1] = v
   end
-  if k == 0 then return end
   local res = redis.call(unpack(cmd))
   for j = 1, k do
     if not res[j] then overflow = overflow + 1 end
   end
 end
 
-local function mark(scope, dd, member, keyform, dayExp, nn)
-  local ix = pre .. 'ix:' .. dd .. ':' .. scope
-  if redis.call('ZADD', ix, 0, member) == 0 then return end
-  redis.call('EXPIREAT', ix, dayExp)
-  redis.call('EXPIREAT', pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, dayExp)
-  local pm = pre .. 'pm:' .. scope
-  local m = tonumber(redis.call('HGET', pm, member) or '0')
-  local b = bit.lshift(1, tonumber(dd) - 1)
-  if bit.band(m, b) ~= 0 then return end
-  redis.call('HSET', pm, member, bit.bor(m, b))
-  redis.call('INCR', pre .. 'ver:' .. scope)
-  if m == 0 then
-    local mix = pre .. 'ix:' .. scope
-    redis.call('ZADD', mix, 0, member)
-    redis.call('EXPIREAT', mix, monthExp)
-    redis.call('EXPIREAT', pm, monthExp)
-    redis.call('EXPIREAT', pre .. 'ver:' .. scope, monthExp)
-    if nn then
-      redis.call('ZADD', pre .. 'nn', 0, nn)
-      redis.call('EXPIREAT', pre .. 'nn', monthExp)
-    end
+local expired = {}
+local function expire(key, at)
+  if not expired[key] then
+    expired[key] = true
+    redis.call('EXPIREAT', key, at)
   end
 end
 
 -- cover returns 0 (new, recorded), 1 (duplicate) or 2 (overlap), and
--- whether the namespace's indexes must be (re)marked.
+-- whether the namespace is new on the day (or under this project).
 local function cover(key, field, proj, from, to)
   local cur = redis.call('HGET', key, field)
   if not cur then
@@ -135,19 +113,15 @@ local function unite(cur, list)
 end
 local clusterCov, clusterOrder = {}, {}
 
-local i = 6
-local aggs = {}
+local i = 5
 for _ = 1, na do
-  local dd, scope, keyform, k = ARGV[i], ARGV[i + 1], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local key = pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform
-  incr(key, i + 5, k, false)
-  if want and scope ~= 'pc' then aggs[#aggs + 1] = {scope, dd, ARGV[i + 2], key} end
-  i = i + 5 + 2 * k
+  local dd, scope, keyform, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 4, k, false)
+  i = i + 4 + 2 * k
 end
 
-local verdicts = {}
-local covSeen = {}
-local nsSeen, nsChanged = {}, {}
+local verdicts, index = {}, {}
+local nsSeen, nsOrder = {}, {}
 for _ = 1, np do
   local dd, dayExp, p, c, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local from, to, k = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
@@ -156,11 +130,13 @@ for _ = 1, np do
   local ck = pre .. 'cov:' .. dd
   local v, fresh = cover(ck, c .. '/' .. n, p, from, to)
   verdicts[#verdicts + 1] = tostring(v)
-  local nskey = p .. '/' .. c .. '/' .. n
-  if v ~= 2 and want and not nsSeen[dd .. nskey] then
-    nsSeen[dd .. nskey] = true
-    nsChanged[#nsChanged + 1] = {dd, p .. ' ' .. c .. ' ' .. n, pre .. 'r:' .. dd .. ':ns:' .. nskey}
+  local r = pre .. 'r:' .. dd .. ':'
+  local nskey = r .. 'ns:' .. p .. '/' .. c .. '/' .. n
+  if v ~= 2 and want and not nsSeen[nskey] then
+    nsSeen[nskey] = true
+    nsOrder[#nsOrder + 1] = {dd, p .. ' ' .. c .. ' ' .. n, nskey}
   end
+  local ix = '0'
   if v == 0 then
     local cc = dd .. ' ' .. c
     local e = clusterCov[cc]
@@ -170,32 +146,94 @@ for _ = 1, np do
       clusterOrder[#clusterOrder + 1] = cc
     end
     e.spans[#e.spans + 1] = {from, to}
-    incr(pre .. 'r:' .. dd .. ':ns:' .. nskey, at, k, false)
+    incr(nskey, at, k, false)
     if fresh then
-      if not covSeen[dd] then
-        redis.call('EXPIREAT', ck, dayExp)
-        covSeen[dd] = true
-      end
-      mark('ns', dd, p .. ' ' .. c .. ' ' .. n, nskey, dayExp, n .. ' ' .. p .. ' ' .. c)
-      mark('pr', dd, p, p, dayExp, nil)
-      mark('cl', dd, c, c, dayExp, nil)
-      mark('pc', dd, p .. ' ' .. c, p .. '/' .. c, dayExp, nil)
+      ix = '1'
+      expire(ck, dayExp)
+      expire(nskey, dayExp)
+      expire(r .. 'pr:' .. p, dayExp)
+      expire(r .. 'cl:' .. c, dayExp)
+      expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
     end
   else
-    incr(pre .. 'r:' .. dd .. ':pr:' .. p, at, k, true)
-    incr(pre .. 'r:' .. dd .. ':cl:' .. c, at, k, true)
-    incr(pre .. 'r:' .. dd .. ':pc:' .. p .. '/' .. c, at, k, true)
+    incr(r .. 'pr:' .. p, at, k, true)
+    incr(r .. 'cl:' .. c, at, k, true)
+    incr(r .. 'pc:' .. p .. '/' .. c, at, k, true)
+    if v == 1 then
+      ix = '1'
+      -- A namespace that moved project may meet a sum key of its new
+      -- project for the first time as a duplicate.
+      expire(r .. 'pr:' .. p, dayExp)
+      expire(r .. 'cl:' .. c, dayExp)
+      expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
+    end
   end
+  index[#index + 1] = ix
 end
 for _, cc in ipairs(clusterOrder) do
   local e = clusterCov[cc]
   local key = pre .. 'cc:' .. e.dd
   redis.call('HSET', key, e.c, unite(redis.call('HGET', key, e.c), e.spans))
-  redis.call('EXPIREAT', key, e.exp)
+  expire(key, e.exp)
 end
-for _, a in ipairs(aggs) do changed(a[1], a[2], a[3], a[4]) end
-for _, x in ipairs(nsChanged) do changed('ns', x[1], x[2], x[3]) end
-return {table.concat(verdicts), overflow, changes}
+for _, x in ipairs(nsOrder) do
+  changes[#changes + 1] = x[1]
+  changes[#changes + 1] = x[2]
+  changes[#changes + 1] = redis.call('GET', x[3]) or ''
+end
+return {table.concat(verdicts), overflow, changes, table.concat(index)}
+`)
+
+// indexScript records entities in a month's indexes: each entry's day
+// index, its presence mask and, the first time in the month, the month
+// index and (namespaces) the name index. Every write is idempotent, so
+// running it twice, or after a partial failure, is harmless.
+//
+// KEYS[1]: any key of the month's index slot.
+// ARGV: prefix (monthPrefix), monthExpireAt, then groups of (scope, dd,
+// dayExpireAt, member, name) where name is the namespace-name index member
+// or ”.
+var indexScript = redis.NewScript(`
+local pre, monthExp = ARGV[1], ARGV[2]
+local bumped, expired = {}, {}
+for i = 3, #ARGV, 5 do
+  local scope, dd, dayExp, member, nn = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local ix = pre .. 'ix:' .. dd .. ':' .. scope
+  if redis.call('ZADD', ix, 0, member) == 1 then
+    if not expired[ix] then
+      expired[ix] = true
+      redis.call('EXPIREAT', ix, dayExp)
+    end
+    local pm = pre .. 'pm:' .. scope
+    local m = tonumber(redis.call('HGET', pm, member) or '0')
+    local b = bit.lshift(1, tonumber(dd) - 1)
+    if bit.band(m, b) == 0 then
+      redis.call('HSET', pm, member, bit.bor(m, b))
+      bumped[scope] = true
+      if m == 0 then
+        local mix = pre .. 'ix:' .. scope
+        redis.call('ZADD', mix, 0, member)
+        if not expired[mix] then
+          expired[mix] = true
+          redis.call('EXPIREAT', mix, monthExp)
+          redis.call('EXPIREAT', pm, monthExp)
+        end
+        if nn ~= '' then
+          redis.call('ZADD', pre .. 'nn', 0, nn)
+          if not expired['nn'] then
+            expired['nn'] = true
+            redis.call('EXPIREAT', pre .. 'nn', monthExp)
+          end
+        end
+      end
+    end
+  end
+end
+for scope in pairs(bumped) do
+  redis.call('INCR', pre .. 'ver:' .. scope)
+  redis.call('EXPIREAT', pre .. 'ver:' .. scope, monthExp)
+end
+return 1
 `)
 
 // markScript records applied stream sequences as merged ranges, so the

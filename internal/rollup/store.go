@@ -56,9 +56,11 @@ type Result struct {
 // SeqRange is an inclusive range of stream sequences.
 type SeqRange struct{ First, Last uint64 }
 
-// Store keeps the rollups in Redis. It is safe for concurrent use; any
-// number of Stores (processes) may apply to the same Redis at once.
+// Store keeps the rollups in Redis (a single server or a Redis Cluster)
+// and reads them (the embedded Reader). It is safe for concurrent use;
+// any number of Stores (processes) may apply to the same Redis at once.
 type Store struct {
+	*Reader
 	rdb       redis.UniversalClient
 	loc       *time.Location
 	retention time.Duration
@@ -72,22 +74,19 @@ func NewStore(rdb redis.UniversalClient, loc *time.Location, retention time.Dura
 	if retention <= 0 {
 		return nil, fmt.Errorf("rollup store: retention must be positive, got %s", retention)
 	}
-	return &Store{rdb: rdb, loc: loc, retention: retention}, nil
+	return &Store{Reader: NewReader(rdb), rdb: rdb, loc: loc, retention: retention}, nil
 }
 
 // Location returns the billing time zone.
 func (s *Store) Location() *time.Location { return s.loc }
 
-// Client returns the Redis client, for readers built on the same layout.
-func (s *Store) Client() redis.UniversalClient { return s.rdb }
-
 // CheckTimezone records the billing zone on first use and fails with
 // ErrTimezoneMismatch when Redis already holds another one.
 func (s *Store) CheckTimezone(ctx context.Context) error {
-	if err := s.rdb.HSetNX(ctx, ConfigKey, "timezone", s.loc.String()).Err(); err != nil {
+	if err := s.rdb.HSetNX(ctx, configKey, "timezone", s.loc.String()).Err(); err != nil {
 		return fmt.Errorf("record time zone: %w", err)
 	}
-	got, err := s.rdb.HGet(ctx, ConfigKey, "timezone").Result()
+	got, err := s.rdb.HGet(ctx, configKey, "timezone").Result()
 	if err != nil {
 		return fmt.Errorf("read recorded time zone: %w", err)
 	}
@@ -117,8 +116,22 @@ func (s *Store) Expired(d Day, now time.Time) bool {
 // whole; only a run that partly overlaps counted time is sent again piece
 // by piece, so every piece still gets its own verdict.
 func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
+	res, err := s.applyRuns(ctx, cs, changes)
+	if err != nil {
+		return Result{}, err
+	}
+	// Last, once everything it vouches for is written: see the healing
+	// guarantee in keys.go.
+	if err := s.markApplied(ctx, stream, seqs); err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// applyRuns is Apply without the sequence marks.
+func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) (Result, error) {
 	runs, members, alone := mergeRuns(cs)
-	res, err := s.apply(ctx, runs, stream, seqs, changes)
+	res, err := s.apply(ctx, runs, changes)
 	if err != nil {
 		return Result{}, err
 	}
@@ -146,7 +159,7 @@ func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seq
 	for j, i := range retry {
 		sub[j] = cs[i]
 	}
-	res2, err := s.apply(ctx, sub, stream, nil, changes)
+	res2, err := s.apply(ctx, sub, changes)
 	if err != nil {
 		return Result{}, err
 	}
@@ -209,33 +222,54 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 
 // maxPiecesPerScript bounds one apply script: Redis runs a script to the
 // end before it serves anyone else, so a batch is cut into scripts of at
-// most this many pieces (tens of milliseconds each) that queries can slip
-// between. Each piece is exactly-once within its own script, so cutting
-// changes nothing else.
+// most this many pieces that queries can slip between. Each piece is
+// exactly-once within its own script, so cutting changes nothing else.
 const maxPiecesPerScript = 2000
 
-// apply sends contributions to Redis as they are: one script per month and
-// chunk of maxPiecesPerScript, pipelined with the sequence mark.
-func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
-	type scriptBatch struct {
-		month string
-		idx   []int
-		aggs  map[aggKey]*Values
+// maxIndexEntries bounds one index script likewise.
+const maxIndexEntries = 2000
+
+// shardBatch is one apply script's share of a batch: pieces of one month
+// in one shard.
+type shardBatch struct {
+	shard int
+	month string
+	idx   []int
+	aggs  map[aggKey]*Values
+}
+
+// indexEntry is one entity-day for indexScript.
+type indexEntry struct {
+	day    Day
+	scope  Scope
+	member string
+	name   string // the namespace-name index member, namespaces only
+}
+
+// apply sends contributions to Redis as they are: one apply script per
+// shard, month and chunk of maxPiecesPerScript, all pipelined; then the
+// index writes of what they found new or duplicate, and, when asked, the
+// touched sums read back from every shard.
+func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Result, error) {
+	if len(cs) == 0 {
+		return Result{}, nil
 	}
 	var (
-		batches []*scriptBatch
-		open    = map[string]*scriptBatch{} // the month's batch being filled
+		batches []*shardBatch
+		open    = map[string]*shardBatch{} // the shard-month's batch being filled
 	)
 	for i := range cs {
+		e := cs[i].Entity
+		sh := shardOf(e.Cluster, e.Namespace)
 		m := cs[i].Day.Month()
-		b := open[m]
+		bk := strconv.Itoa(sh) + m
+		b := open[bk]
 		if b == nil || len(b.idx) == maxPiecesPerScript {
-			b = &scriptBatch{month: m, aggs: map[aggKey]*Values{}}
-			open[m] = b
+			b = &shardBatch{shard: sh, month: m, aggs: map[aggKey]*Values{}}
+			open[bk] = b
 			batches = append(batches, b)
 		}
 		b.idx = append(b.idx, i)
-		e := cs[i].Entity
 		for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
 			k := aggKey{day: cs[i].Day, scope: sc, member: e.Member(sc)}
 			v := b.aggs[k]
@@ -246,7 +280,75 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 			v.Add(&cs[i].Values)
 		}
 	}
+	replies, err := s.runApply(ctx, cs, batches, changes)
+	if err != nil {
+		return Result{}, err
+	}
 
+	res := Result{Verdicts: make([]Verdict, len(cs))}
+	var entries []indexEntry
+	seen := map[indexEntry]bool{}
+	addEntry := func(e indexEntry) {
+		if !seen[e] {
+			seen[e] = true
+			entries = append(entries, e)
+		}
+	}
+	for bi, b := range batches {
+		reply := replies[bi]
+		vs, _ := reply[0].(string)
+		if overflow, _ := reply[1].(int64); overflow > 0 {
+			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", b.month, overflow)
+		}
+		ix, _ := reply[3].(string)
+		if len(vs) != len(b.idx) || len(ix) != len(b.idx) {
+			return Result{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", b.month, len(vs), len(b.idx))
+		}
+		for j, i := range b.idx {
+			res.Verdicts[i] = Verdict(vs[j])
+			if ix[j] != '1' {
+				continue
+			}
+			c := &cs[i]
+			e := c.Entity
+			addEntry(indexEntry{day: c.Day, scope: ScopeNamespace, member: e.Member(ScopeNamespace), name: e.Namespace + Sep + e.Project + Sep + e.Cluster})
+			for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
+				addEntry(indexEntry{day: c.Day, scope: sc, member: e.Member(sc)})
+			}
+		}
+		if changes {
+			flat, _ := reply[2].([]any)
+			first := MonthFirst(cs[b.idx[0]].Day)
+			for j := 0; j+2 < len(flat); j += 3 {
+				ddStr, _ := flat[j].(string)
+				member, _ := flat[j+1].(string)
+				val, _ := flat[j+2].(string)
+				n, err := strconv.Atoi(ddStr)
+				if err != nil {
+					return Result{}, fmt.Errorf("apply month %s: bad day %q in changes", b.month, ddStr)
+				}
+				res.Changes = append(res.Changes, Change{Scope: ScopeNamespace, Day: first + Day(n-1), Member: member, Values: DecodeValues([]byte(val))})
+			}
+		}
+	}
+	if err := s.index(ctx, entries); err != nil {
+		return Result{}, err
+	}
+	if changes {
+		sums, err := s.sums(ctx, batches)
+		if err != nil {
+			return Result{}, err
+		}
+		// Sums first, as before: events of a batch list projects and
+		// clusters before namespaces.
+		res.Changes = append(sums, res.Changes...)
+	}
+	return res, nil
+}
+
+// runApply runs the apply scripts of batches in one pipeline and returns
+// their replies.
+func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
 	want := 0
 	if changes {
 		want = 1
@@ -259,10 +361,10 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 			keys = append(keys, k)
 		}
 		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-		args := make([]any, 0, 5+len(keys)*(5+2*Fields)+len(b.idx)*(8+2*Fields))
-		args = append(args, monthPrefix(b.month), s.monthExpireAt(cs[b.idx[0]].Day), len(b.idx), len(keys), want)
+		args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(8+2*Fields))
+		args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want)
 		for _, k := range keys {
-			args = append(args, dd(k.day), string(k.scope), k.member, valueKeyMember(k.member))
+			args = append(args, dd(k.day), string(k.scope), valueKeyMember(k.member))
 			args = appendValues(args, b.aggs[k])
 		}
 		for _, i := range b.idx {
@@ -270,78 +372,149 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, stream string, seq
 			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To)
 			args = appendValues(args, &c.Values)
 		}
-		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{CoverageKey(cs[b.idx[0]].Day)}, args...)
-	}
-	var mark *redis.Cmd
-	if len(seqs) > 0 {
-		margs := make([]any, 0, 2*len(seqs))
-		for _, r := range seqs {
-			margs = append(margs, r.First, r.Last)
-		}
-		mark = markScript.EvalSha(ctx, pipe, []string{AppliedKey(stream)}, margs...)
+		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, args...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		if !isNoScript(err) {
-			return Result{}, fmt.Errorf("apply %d contributions: %w", len(cs), err)
+			return nil, fmt.Errorf("apply %d contributions: %w", len(cs), err)
 		}
 		if err := s.LoadScripts(ctx); err != nil {
-			return Result{}, err
+			return nil, err
 		}
 		// Safe to repeat: what the first attempt applied comes back as
 		// duplicates.
-		return s.apply(ctx, cs, stream, seqs, changes)
+		return s.runApply(ctx, cs, batches, changes)
 	}
-	if mark != nil {
-		if err := mark.Err(); err != nil {
-			return Result{}, fmt.Errorf("mark applied sequences: %w", err)
-		}
-	}
-	res := Result{Verdicts: make([]Verdict, len(cs))}
+	out := make([][]any, len(batches))
 	for bi, b := range batches {
-		m := b.month
 		reply, err := cmds[bi].Slice()
 		if err != nil {
-			return Result{}, fmt.Errorf("apply month %s: %w", m, err)
+			return nil, fmt.Errorf("apply month %s shard %d: %w", b.month, b.shard, err)
 		}
-		vs, _ := reply[0].(string)
-		if overflow, _ := reply[1].(int64); overflow > 0 {
-			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", m, overflow)
+		if len(reply) != 4 {
+			return nil, fmt.Errorf("apply month %s shard %d: reply of %d parts", b.month, b.shard, len(reply))
 		}
-		idx := b.idx
-		if len(vs) != len(idx) {
-			return Result{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", m, len(vs), len(idx))
+		out[bi] = reply
+	}
+	return out, nil
+}
+
+// index runs the index writes of entries, one script per month and chunk
+// of maxIndexEntries, pipelined.
+func (s *Store) index(ctx context.Context, entries []indexEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	type chunk struct {
+		month string
+		args  []any
+		n     int
+	}
+	var chunks []*chunk
+	open := map[string]*chunk{}
+	for _, e := range entries {
+		m := e.day.Month()
+		c := open[m]
+		if c == nil || c.n == maxIndexEntries {
+			c = &chunk{month: m, args: []any{monthPrefix(m), s.monthExpireAt(e.day)}}
+			open[m] = c
+			chunks = append(chunks, c)
 		}
-		for j, i := range idx {
-			res.Verdicts[i] = Verdict(vs[j])
+		c.args = append(c.args, string(e.scope), dd(e.day), s.dayExpireAt(e.day), e.member, e.name)
+		c.n++
+	}
+	run := func() error {
+		pipe := s.rdb.Pipeline()
+		for _, c := range chunks {
+			indexScript.EvalSha(ctx, pipe, []string{nameIndexKey(c.month)}, c.args...)
 		}
-		if len(reply) > 2 {
-			flat, _ := reply[2].([]any)
-			firstDay := cs[idx[0]].Day
-			first := firstDay - Day(firstDay.DayOfMonth()-1)
-			for j := 0; j+3 < len(flat); j += 4 {
-				scope, _ := flat[j].(string)
-				ddStr, _ := flat[j+1].(string)
-				member, _ := flat[j+2].(string)
-				val, _ := flat[j+3].(string)
-				n, err := strconv.Atoi(ddStr)
-				if err != nil {
-					return Result{}, fmt.Errorf("apply month %s: bad day %q in changes", m, ddStr)
-				}
-				res.Changes = append(res.Changes, Change{Scope: Scope(scope), Day: first + Day(n-1), Member: member, Values: DecodeValues([]byte(val))})
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if isNoScript(err) {
+		if err := s.LoadScripts(ctx); err != nil {
+			return err
+		}
+		err = run()
+	}
+	if err != nil {
+		return fmt.Errorf("index %d entity-days: %w", len(entries), err)
+	}
+	return nil
+}
+
+// sums reads back the project and cluster day sums the batches touched,
+// adding every shard's part: the new totals events report. Read after the
+// commit, they include it (and maybe later commits: totals only grow).
+func (s *Store) sums(ctx context.Context, batches []*shardBatch) ([]Change, error) {
+	var keys []aggKey
+	seen := map[aggKey]bool{}
+	for _, b := range batches {
+		for k := range b.aggs {
+			if k.scope != ScopeProjectCluster && !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
 			}
 		}
 	}
-	return res, nil
+	sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
+	vals, err := s.Reader.sumValues(ctx, len(keys), func(i int) (Day, Scope, string) { return keys[i].day, keys[i].scope, keys[i].member })
+	if err != nil {
+		return nil, fmt.Errorf("read back touched sums: %w", err)
+	}
+	out := make([]Change, len(keys))
+	for i, k := range keys {
+		out[i] = Change{Scope: k.scope, Day: k.day, Member: k.member, Values: vals[i]}
+	}
+	return out, nil
 }
 
-// LoadScripts loads the Lua scripts, after a Redis restart lost them.
-func (s *Store) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{applyScript, markScript, rangeIndexScript} {
-		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-			return fmt.Errorf("load lua script: %w", err)
+// markApplied records seqs as applied in every shard.
+func (s *Store) markApplied(ctx context.Context, stream string, seqs []SeqRange) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	margs := make([]any, 0, 2*len(seqs))
+	for _, r := range seqs {
+		margs = append(margs, r.First, r.Last)
+	}
+	run := func() error {
+		pipe := s.rdb.Pipeline()
+		for i := 0; i < Shards; i++ {
+			markScript.EvalSha(ctx, pipe, []string{appliedKey(i, stream)}, margs...)
 		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if isNoScript(err) {
+		if err := s.LoadScripts(ctx); err != nil {
+			return err
+		}
+		err = run()
+	}
+	if err != nil {
+		return fmt.Errorf("mark applied sequences: %w", err)
 	}
 	return nil
+}
+
+// LoadScripts loads the Lua scripts, after a Redis restart lost them. On
+// a Redis Cluster every master gets them.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	load := func(ctx context.Context, c redis.Scripter) error {
+		for _, sc := range []*redis.Script{applyScript, indexScript, markScript, rangeIndexScript} {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return fmt.Errorf("load lua script: %w", err)
+			}
+		}
+		return nil
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
+	}
+	return load(ctx, s.rdb)
 }
 
 func isNoScript(err error) bool {
@@ -349,24 +522,35 @@ func isNoScript(err error) bool {
 }
 
 // Applied returns the highest stream sequence L such that every sequence
-// from first to L is recorded as applied (first-1 when first itself is
-// not). Sequences before first (gone from the stream) are not asked about.
-// Ranges are merged whenever they touch, so only the range with the largest
-// start at or before first can extend the contiguous run.
+// from first to L is recorded as applied in every shard (first-1 when
+// first itself is not). Sequences before first (gone from the stream) are
+// not asked about. Ranges are merged whenever they touch, so only the
+// range with the largest start at or before first can extend the
+// contiguous run.
 func (s *Store) Applied(ctx context.Context, stream string, first uint64) (uint64, error) {
 	if first == 0 {
 		first = 1
 	}
-	ranges, err := s.rdb.ZRevRangeByScore(ctx, AppliedKey(stream), &redis.ZRangeBy{
-		Max: strconv.FormatUint(first, 10), Min: "-inf", Count: 1,
-	}).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, Shards)
+	for i := range cmds {
+		cmds[i] = pipe.ZRevRangeByScore(ctx, appliedKey(i, stream), &redis.ZRangeBy{
+			Max: strconv.FormatUint(first, 10), Min: "-inf", Count: 1,
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("read applied sequences of %s: %w", stream, err)
 	}
-	low := first - 1
-	if len(ranges) == 1 {
-		if _, last, ok := parseRange(ranges[0]); ok && last > low {
-			low = last
+	low := uint64(0)
+	for i, c := range cmds {
+		l := first - 1
+		if ranges := c.Val(); len(ranges) == 1 {
+			if _, last, ok := parseRange(ranges[0]); ok && last > l {
+				l = last
+			}
+		}
+		if i == 0 || l < low {
+			low = l
 		}
 	}
 	return low, nil

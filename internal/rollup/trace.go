@@ -26,7 +26,7 @@ func Trace(rdb redis.UniversalClient, tp trace.TracerProvider) error {
 // Open dials Redis like Dial and, when tp is not nil, traces every command
 // with it (see Trace). Binaries pass nil when no spans are exported, so the
 // per-command hook costs nothing then.
-func Open(rawURL string, tp trace.TracerProvider, opts ...DialOption) (*redis.Client, error) {
+func Open(rawURL string, tp trace.TracerProvider, opts ...DialOption) (redis.UniversalClient, error) {
 	rdb, err := Dial(rawURL, opts...)
 	if err != nil {
 		return nil, err

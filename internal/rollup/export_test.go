@@ -1,0 +1,16 @@
+package rollup
+
+// Test access to the key layout: tests outside the package check expiries
+// and slots, and nothing else may build keys.
+var (
+	ShardOf       = shardOf
+	ShardTags     = shardTags
+	ShardValueKey = valueKey
+	CoverageKey   = coverageKey
+	DayIndexKey   = dayIndexKey
+	MonthIndexKey = monthIndexKey
+	MaskKey       = maskKey
+	NameIndexKey  = nameIndexKey
+	AppliedKey    = appliedKey
+	RangeIndex    = rangeIndex
+)
