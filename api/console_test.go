@@ -85,7 +85,7 @@ func TestConfigRoute(t *testing.T) {
 				g.Request = g.Request.WithContext(auth.WithPrincipal(g.Request.Context(), c.p))
 			}
 			loc, _ := time.LoadLocation("Asia/Shanghai")
-			srv, err := api.New(api.DefaultConfig(), f.rdb, loc, api.WithAuthenticate(authn),
+			srv, err := api.New(api.DefaultConfig(), rollup.NewReader(f.rdb), loc, api.WithAuthenticate(authn),
 				api.WithClock(func() time.Time { return time.Date(2025, 6, 30, 17, 0, 0, 0, time.UTC) }))
 			if err != nil {
 				t.Fatal(err)
