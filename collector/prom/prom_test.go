@@ -589,7 +589,7 @@ func testBackfill(t *testing.T, p *testenv.Prometheus) {
 		if len(lines) != days || !strings.HasPrefix(lines[2], "2025-06-03: 3 of 3 days done, 1080 samples sent") || !strings.Contains(lines[2], "samples/s") {
 			t.Fatalf("round %d: progress:\n%s", round, progress.String())
 		}
-		pipelinetest.WaitExact(t, js, rdb, ledger, time.Minute)
+		pipelinetest.WaitExact(t, js, store, ledger, time.Minute)
 		if dl := pipelinetest.MustDeadLetters(t, js); len(dl) != 0 {
 			t.Fatalf("round %d: dead letters %v", round, dl)
 		}
