@@ -134,7 +134,7 @@ func TestCoverage(t *testing.T) {
 		t.Fatalf("verdicts %c, want one overlap", v)
 	}
 
-	srv, err := api.New(api.DefaultConfig(), rdb, ny)
+	srv, err := api.New(api.DefaultConfig(), store, ny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestCoverage(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) { testCoverageMetrics(t, rdb, ny) })
 
 	// Platform scope only.
-	member, err := api.New(api.DefaultConfig(), rdb, ny, api.WithAuthenticate(func(c *gin.Context) {
+	member, err := api.New(api.DefaultConfig(), store, ny, api.WithAuthenticate(func(c *gin.Context) {
 		c.Request = c.Request.WithContext(auth.WithPrincipal(c.Request.Context(), &auth.Principal{Name: "alice", Projects: []string{"p"}}))
 	}))
 	if err != nil {
@@ -204,7 +204,7 @@ func testCoverageMetrics(t *testing.T, rdb *redis.Client, ny *time.Location) {
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	now := time.Date(2025, 3, 10, 18, 0, 0, 0, ny)
-	srv, err := api.New(api.DefaultConfig(), rdb, ny, api.WithClock(func() time.Time { return now }),
+	srv, err := api.New(api.DefaultConfig(), rollup.NewReader(rdb), ny, api.WithClock(func() time.Time { return now }),
 		api.WithTelemetry(tel.MeterProvider(), tel.TracerProvider(), tel.Handler()))
 	if err != nil {
 		t.Fatal(err)

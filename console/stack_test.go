@@ -91,7 +91,7 @@ func startStack(t *testing.T) *stack {
 	}
 	cfg := api.DefaultConfig()
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	srv, err := api.New(cfg, rdb, time.UTC, api.WithAuthenticate(authn.Handler()), api.WithEvents(js), api.WithLogger(log))
+	srv, err := api.New(cfg, store, time.UTC, api.WithAuthenticate(authn.Handler()), api.WithEvents(js), api.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -426,7 +426,7 @@ func testFillGaps(t *testing.T, p *testenv.Prometheus) {
 	}
 	partial := pipelinetest.NewLedger()
 	partial.Add(kube...)
-	pipelinetest.WaitExact(t, pl.js, pl.rdb, partial, time.Minute)
+	pipelinetest.WaitExact(t, pl.js, pl.store, partial, time.Minute)
 	reader := rollup.NewReader(pl.rdb)
 	covered := func() []int64 {
 		days, err := reader.ClusterCoverage(ctx, rollup.DayOf(t0, time.UTC), rollup.DayOf(t0, time.UTC)+days-1, cluster)
@@ -456,7 +456,7 @@ func testFillGaps(t *testing.T, p *testenv.Prometheus) {
 	}
 	full := pipelinetest.NewLedger()
 	full.Add(all...)
-	pipelinetest.WaitExact(t, pl.js, pl.rdb, full, time.Minute)
+	pipelinetest.WaitExact(t, pl.js, pl.store, full, time.Minute)
 	if got := fmt.Sprint(covered()); got != "[86400 86400 86400]" {
 		t.Fatalf("coverage after filling: %s", got)
 	}
@@ -573,7 +573,7 @@ func testBackfill(t *testing.T, p *testenv.Prometheus) {
 
 	// Through the pipeline.
 	pl := newPipeline(t)
-	js, rdb, pub := pl.js, pl.rdb, pl.pub
+	js, pub := pl.js, pl.pub
 	ledger := pipelinetest.NewLedger()
 	ledger.Add(want...)
 	for round := 1; round <= 2; round++ {
@@ -589,7 +589,7 @@ func testBackfill(t *testing.T, p *testenv.Prometheus) {
 		if len(lines) != days || !strings.HasPrefix(lines[2], "2025-06-03: 3 of 3 days done, 1080 samples sent") || !strings.Contains(lines[2], "samples/s") {
 			t.Fatalf("round %d: progress:\n%s", round, progress.String())
 		}
-		pipelinetest.WaitExact(t, js, store, ledger, time.Minute)
+		pipelinetest.WaitExact(t, js, pl.store, ledger, time.Minute)
 		if dl := pipelinetest.MustDeadLetters(t, js); len(dl) != 0 {
 			t.Fatalf("round %d: dead letters %v", round, dl)
 		}
