@@ -136,7 +136,7 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 	if err := pub.Publish(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	pipelinetest.WaitExact(t, e.js, e.rdb, l, 60*time.Second)
+	pipelinetest.WaitExact(t, e.js, store, l, 60*time.Second)
 	st, err := e.js.Stream(ctx, stream.Rollups)
 	if err != nil {
 		t.Fatal(err)

@@ -177,16 +177,9 @@ func WithClock(now func() time.Time) Option { return func(n *Notifier) { n.now =
 // redirects; each attempt has its own timeout).
 func WithHTTPClient(c *http.Client) Option { return func(n *Notifier) { n.client = c } }
 
-// DayReader reads an entity's day rollup (rollup.DayValues).
+// DayReader reads an entity's day rollup (*rollup.Reader, *rollup.Store).
 type DayReader interface {
 	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
-}
-
-// rollupDays reads day rollups from the rollups' Redis.
-type rollupDays struct{ rdb redis.UniversalClient }
-
-func (r rollupDays) DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error) {
-	return rollup.DayValues(ctx, r.rdb, d, sc, member)
 }
 
 // WithDayReader sets where a new period's days are read from (default:
@@ -230,7 +223,7 @@ func New(cfg Config, js jetstream.JetStream, pub Publisher, rdb redis.UniversalC
 		return nil, errors.New("notifier: jetstream, publisher, redis and rules are required")
 	}
 	n := &Notifier{cfg: cfg, js: js, pub: pub, store: &store{rdb: rdb, retention: cfg.Retention}, rules: rules,
-		log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now, wake: make(chan struct{}, 1), days: rollupDays{rdb}}
+		log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now, wake: make(chan struct{}, 1), days: rollup.NewReader(rdb)}
 	for _, o := range opts {
 		o(n)
 	}
