@@ -121,7 +121,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 // cluster's coverage from the store (--redis-url), whose recorded billing
 // zone must be --timezone.
 func promSource(ctx context.Context, pcfg prom.Config, common config.Common, redisSec config.RedisSecurity, tel *telemetry.Telemetry, log *slog.Logger) (*prom.Source, error) {
-	papi, err := prom.NewAPI(pcfg.URL)
+	papi, err := prom.NewAPI(pcfg)
 	if err != nil {
 		return nil, err
 	}

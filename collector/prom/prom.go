@@ -67,10 +67,14 @@ package prom
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -114,6 +118,11 @@ type Config struct {
 	Delay time.Duration
 	// Timeout bounds each query.
 	Timeout time.Duration
+	// BearerTokenFile holds a token sent as "Authorization: Bearer" (read
+	// again for every request, so a rotated token is picked up).
+	BearerTokenFile string
+	// CAFile verifies an https Prometheus with a private CA.
+	CAFile string
 
 	Cluster        string
 	ProjectLabel   string
@@ -132,6 +141,8 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Bool(&c.FillGaps, "fill-gaps", "COLLECTOR_FILL_GAPS", false, "with --from/--to: send only the windows the coverage route reports missing for --cluster")
 	f.Duration(&c.Delay, "prometheus-delay", "PROMETHEUS_DELAY", DefaultDelay, "how long after a window ends it is read from Prometheus when following live")
 	f.Duration(&c.Timeout, "prometheus-timeout", "PROMETHEUS_TIMEOUT", DefaultTimeout, "deadline of each Prometheus query")
+	f.String(&c.BearerTokenFile, "prometheus-bearer-token-file", "PROMETHEUS_BEARER_TOKEN_FILE", "", "file with a bearer token for Prometheus (re-read on every request)")
+	f.String(&c.CAFile, "prometheus-ca", "PROMETHEUS_CA", "", "PEM file of the CA that signed Prometheus's https certificate")
 }
 
 // Backfill reports whether the configuration asks for a backfill rather
@@ -188,6 +199,16 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--prometheus-timeout: must be positive, got %s", c.Timeout))
 	}
+	if c.BearerTokenFile != "" {
+		if _, err := readToken(c.BearerTokenFile); err != nil {
+			errs = append(errs, fmt.Errorf("--prometheus-bearer-token-file: %w", err))
+		}
+	}
+	if c.CAFile != "" {
+		if _, err := caPool(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("--prometheus-ca: %w", err))
+		}
+	}
 	switch {
 	case c.Backfill() && (c.From == "" || c.To == ""):
 		errs = append(errs, errors.New("--from, --to: give both to backfill, or neither to follow live"))
@@ -212,13 +233,66 @@ func checkName(cluster, project string) error {
 	return s.Validate()
 }
 
-// NewAPI returns a Prometheus API client for url.
-func NewAPI(url string) (v1.API, error) {
-	c, err := api.NewClient(api.Config{Address: url})
+// NewAPI returns a Prometheus API client for cfg.URL, with cfg's bearer
+// token and CA.
+func NewAPI(cfg Config) (v1.API, error) {
+	tr := api.DefaultRoundTripper.(*http.Transport).Clone()
+	if cfg.CAFile != "" {
+		pool, err := caPool(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--prometheus-ca: %w", err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	var rt http.RoundTripper = tr
+	if cfg.BearerTokenFile != "" {
+		rt = bearer{file: cfg.BearerTokenFile, next: tr}
+	}
+	c, err := api.NewClient(api.Config{Address: cfg.URL, RoundTripper: rt})
 	if err != nil {
-		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
+		return nil, fmt.Errorf("prometheus client for %s: %w", cfg.URL, err)
 	}
 	return v1.NewAPI(c), nil
+}
+
+// bearer adds the token of a file to every request.
+type bearer struct {
+	file string
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	tok, err := readToken(b.file)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus bearer token: %w", err)
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return b.next.RoundTrip(r)
+}
+
+func readToken(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", file)
+	}
+	return tok, nil
+}
+
+func caPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // API is the part of the Prometheus HTTP API the source uses; v1.API has

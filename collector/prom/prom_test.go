@@ -328,7 +328,7 @@ func config(url string) prom.Config {
 
 func newSource(t *testing.T, cfg prom.Config, opts ...prom.Option) *prom.Source {
 	t.Helper()
-	api, err := prom.NewAPI(cfg.URL)
+	api, err := prom.NewAPI(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +353,7 @@ func TestPrometheusSource(t *testing.T) {
 	t.Run("live", func(t *testing.T) { testLive(t, p) })
 	t.Run("check", func(t *testing.T) { testCheck(t, p) })
 	t.Run("fill gaps", func(t *testing.T) { testFillGaps(t, p) })
+	t.Run("bearer token", func(t *testing.T) { testBearerToken(t, p) })
 }
 
 // pipeline is embedded NATS, a redis-server child and a real aggregator.
