@@ -177,6 +177,9 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	s.instrument(e)
 	e.Use(s.recovery)
+	// Before any route is added (gin gives a route the middleware installed
+	// before it) and before any handler: an ambiguous Authorization is 400.
+	e.Use(auth.OneAuthorization())
 	probes := health.NewServer("", map[string]health.Check{
 		"redis": s.reader.Ping,
 	}, s.log)

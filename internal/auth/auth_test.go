@@ -444,6 +444,10 @@ func TestMiddlewareRoutesScopesTokens(t *testing.T) {
 			{adminToken, all(401)},
 			{"Bearer " + auth.HashToken(adminToken), all(401)},
 			{"Bearer wrong", all(401)},
+			// More than one value (one per line here): neither counts.
+			{"Bearer " + adminToken + "\nBearer wrong", all(400)},
+			{"Bearer wrong\nBearer " + adminToken, all(400)},
+			{"Bearer " + adminToken + "\nBearer " + adminToken, all(400)},
 		}},
 		{name: "oidc", mw: auth.Middleware(o, quiet()), calls: []call{
 			{"Bearer " + oidcAdmin, allOK},
@@ -453,6 +457,7 @@ func TestMiddlewareRoutesScopesTokens(t *testing.T) {
 			{"Bearer " + tamper(t, oidcPayments), all(401)},
 			{"Bearer " + adminToken, all(401)},
 			{"", all(401)},
+			{"Bearer " + oidcAdmin + "\nBearer " + oidcPayments, all(400)},
 		}},
 		{name: "none", mw: auth.AllowAll(), calls: []call{
 			{"", allOK},
@@ -466,7 +471,7 @@ func TestMiddlewareRoutesScopesTokens(t *testing.T) {
 				for route, want := range cl.want {
 					req := httptest.NewRequest(http.MethodGet, route, nil)
 					if cl.header != "" {
-						req.Header.Set("Authorization", cl.header)
+						req.Header["Authorization"] = strings.Split(cl.header, "\n")
 					}
 					rec := httptest.NewRecorder()
 					r.ServeHTTP(rec, req)

@@ -14,14 +14,36 @@ import (
 // Realm is the realm of the WWW-Authenticate challenge.
 const Realm = "costmeter"
 
+// ErrAmbiguousAuthorization is the answer to a request with more than one
+// Authorization header value: which one would count depends on who reads
+// it (a proxy may check one copy and the API another), so none does.
+var ErrAmbiguousAuthorization = errors.New("more than one Authorization header: send exactly one")
+
+// OneAuthorization answers 400 (a Status naming ErrAmbiguousAuthorization)
+// to a request carrying more than one Authorization header value and stops
+// the chain; it never looks at the values themselves. Install it first, on
+// the whole engine, so no route's handler runs for such a request.
+func OneAuthorization() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if len(c.Request.Header.Values("Authorization")) > 1 {
+			kstatus.Abort(c, http.StatusBadRequest, ErrAmbiguousAuthorization.Error())
+		}
+	}
+}
+
 // Middleware authenticates the request's bearer token with a and stores
 // the principal in the request's context (read it with FromContext). A
-// missing or bad token is answered 401 with a WWW-Authenticate challenge,
+// missing or bad token is answered 401, more than one Authorization
+// header 400 (OneAuthorization), with a WWW-Authenticate challenge,
 // an authenticator that cannot check tokens right now 503. It never calls
 // c.Next, so it can also run inside another handler (httpguard.Protect).
 // Scope is not checked here: the routes answer 403 themselves.
 func Middleware(a Authenticator, log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if len(c.Request.Header.Values("Authorization")) > 1 {
+			kstatus.Abort(c, http.StatusBadRequest, ErrAmbiguousAuthorization.Error())
+			return
+		}
 		token, ok := bearer(c.GetHeader("Authorization"))
 		if !ok {
 			c.Header("WWW-Authenticate", `Bearer realm="`+Realm+`"`)

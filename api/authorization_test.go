@@ -1,0 +1,77 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/alauda/costmeter/api"
+	"github.com/alauda/costmeter/internal/kstatus"
+)
+
+// More than one Authorization value is refused with 400 on every route the
+// engine has (usage, watch, console, probes, unknown paths), before the
+// authentication middleware or any route handler runs: a proxy checking
+// one copy and the API another must never let a token through.
+func TestMoreThanOneAuthorizationIs400OnEveryRoute(t *testing.T) {
+	// Never dialled: no handler may run.
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { rdb.Close() })
+	ran := false
+	h := newServer(t, rdb, api.WithAuthenticate(func(c *gin.Context) {
+		ran = true
+		t.Errorf("authentication ran for %s", c.Request.URL.Path)
+		c.AbortWithStatus(http.StatusTeapot)
+	}))
+	engine, ok := h.(*gin.Engine)
+	if !ok {
+		t.Fatalf("handler is a %T, not a *gin.Engine", h)
+	}
+	paths := []string{"/no/such/route"}
+	for _, r := range engine.Routes() {
+		paths = append(paths, strings.ReplaceAll(r.Path, ":project", "team"))
+	}
+	if len(paths) < 8 {
+		t.Fatalf("only %d routes: %v", len(paths), paths)
+	}
+	for _, path := range paths {
+		for _, hdr := range [][]string{
+			{"Bearer good", "Bearer other"},
+			{"Bearer good", "Bearer good"},
+			{"Bearer good", ""},
+		} {
+			t.Run(path, func(t *testing.T) {
+				req := httptest.NewRequest(http.MethodGet, path+"?start=2025-06-01&end=2025-06-30", nil)
+				req.Header["Authorization"] = hdr
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusBadRequest {
+					t.Fatalf("%d %s, want 400", rec.Code, rec.Body)
+				}
+				var st kstatus.Status
+				if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || st.Kind != "Status" || st.Code != 400 || st.Reason != "BadRequest" ||
+					!strings.Contains(st.Message, "more than one Authorization header") {
+					t.Fatalf("body %s (%v)", rec.Body, err)
+				}
+			})
+		}
+	}
+	if ran {
+		t.Fatal("a handler ran")
+	}
+	// One value still reaches authentication.
+	req := httptest.NewRequest(http.MethodGet, api.PlatformPath+"?start=2025-06-01&end=2025-06-30", nil)
+	req.Header.Set("Authorization", "Bearer good")
+	rec := httptest.NewRecorder()
+	ran = false
+	h2 := newServer(t, rdb, api.WithAuthenticate(func(c *gin.Context) { ran = true; c.AbortWithStatus(http.StatusTeapot) }))
+	h2.ServeHTTP(rec, req)
+	if !ran || rec.Code != http.StatusTeapot {
+		t.Fatalf("one Authorization: authentication ran %v, code %d", ran, rec.Code)
+	}
+}
