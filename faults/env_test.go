@@ -289,9 +289,6 @@ func (e *env) diff(l *ledger) string {
 
 func (e *env) consumerInfo() (*jetstream.ConsumerInfo, error) { return pipelinetest.ConsumerInfo(e.js) }
 
-// drained reports whether the consumer has nothing pending or unacked.
-func (e *env) drained() (bool, string) { return pipelinetest.Drained(e.js) }
-
 // waitExact waits until the stream is drained and Redis equals the ledger.
 func (e *env) waitExact(l *ledger, within time.Duration) {
 	e.t.Helper()
