@@ -12,5 +12,4 @@ var (
 	MaskKey       = maskKey
 	NameIndexKey  = nameIndexKey
 	AppliedKey    = appliedKey
-	RangeIndex    = rangeIndex
 )

@@ -93,8 +93,9 @@ type Page struct {
 type Reader struct {
 	rdb redis.UniversalClient
 
-	mu     sync.Mutex
-	merged map[string]mergedSet
+	mu       sync.Mutex
+	merged   map[string]mergedSet
+	building map[string]*flight // clipped bucket caches being built
 }
 
 // maxMerged bounds the cache of straddling-week merges.
@@ -107,7 +108,7 @@ type mergedSet struct {
 
 // NewReader returns a Reader of the rollups in rdb.
 func NewReader(rdb redis.UniversalClient) *Reader {
-	return &Reader{rdb: rdb, merged: map[string]mergedSet{}}
+	return &Reader{rdb: rdb, merged: map[string]mergedSet{}, building: map[string]*flight{}}
 }
 
 // part is the share of a bucket that lies in one month.
@@ -155,16 +156,23 @@ func (r *Reader) Page(ctx context.Context, sel Selection, buckets []Bucket, offs
 	}
 }
 
+// rangeAt is a clipped part of a source.
+type rangeAt struct {
+	part int
+	req  rangeReq
+}
+
 // source is where one bucket's members are read from.
 type source struct {
 	bucket Bucket
 	parts  []part
 	keys   []string // index key of each part
 	count  int
-	before int      // members sorting before the prefix (single part)
-	merged []string // the bucket's members (several parts)
-	cache  string   // merge cache key
-	ver    string   // the parts' index versions, joined
+	before int       // members sorting before the prefix (single part)
+	merged []string  // the bucket's members (several parts)
+	ranges []rangeAt // clipped parts, their keys resolved by rangeIndexes
+	cache  string    // merge cache key
+	ver    string    // the parts' index versions, joined
 }
 
 func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, offset, limit int) (Page, error) {
@@ -181,12 +189,13 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			case p.first == MonthFirst(p.first) && p.last == MonthLast(p.first):
 				s.keys = append(s.keys, monthIndexKey(p.month, sel.Scope))
 			default:
-				rq := rangeReq{month: p.month, scope: sel.Scope, mask: p.mask()}
+				rq := rangeReq{month: p.month, first: MonthFirst(p.first), scope: sel.Scope, mask: p.mask()}
 				if !seen[rq] {
 					seen[rq] = true
 					reqs = append(reqs, rq)
 				}
-				s.keys = append(s.keys, rangeIndexKey(p.month, sel.Scope, rq.mask))
+				s.keys = append(s.keys, "")
+				s.ranges = append(s.ranges, rangeAt{part: len(s.keys) - 1, req: rq})
 			}
 		}
 		multi = multi || len(s.parts) > 1
@@ -219,11 +228,20 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 				vs[j] = vers[p.month].Val()
 			}
 			s.ver = strings.Join(vs, ",")
-			s.cache = strings.Join(s.keys, ",") + "|" + sel.Prefix
 		}
 	}
-	if err := rangeIndexes(ctx, r.rdb, reqs); err != nil {
+	rkeys, err := r.rangeIndexes(ctx, reqs)
+	if err != nil {
 		return Page{}, err
+	}
+	for i := range srcs {
+		s := &srcs[i]
+		for _, ra := range s.ranges {
+			s.keys[ra.part] = rkeys[ra.req]
+		}
+		if len(s.parts) > 1 {
+			s.cache = strings.Join(s.keys, ",") + "|" + sel.Prefix
+		}
 	}
 
 	pipe := r.rdb.Pipeline()

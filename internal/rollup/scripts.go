@@ -266,34 +266,3 @@ for i = 1, #ARGV, 2 do
 end
 return 1
 `)
-
-// rangeIndexScript materialises the members of scope whose month mask meets
-// ARGV mask (a bucket clipped inside one month) as a sorted set, rebuilt
-// only when the month's masks changed since. Returns the set's key.
-//
-// KEYS[1]: the month's mask hash. ARGV: prefix, scope, mask, ttl seconds.
-var rangeIndexScript = redis.NewScript(`
-local pre, scope, mask, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ver = redis.call('GET', pre .. 'ver:' .. scope) or '0'
-local bx = pre .. 'bx:' .. scope .. ':' .. ARGV[3]
-local bxv = pre .. 'bxv:' .. scope .. ':' .. ARGV[3]
-if redis.call('GET', bxv) == ver then return bx end
-redis.call('DEL', bx)
-local all = redis.call('HGETALL', KEYS[1])
-local batch = {}
-for j = 1, #all, 2 do
-  if bit.band(tonumber(all[j + 1]), mask) ~= 0 then
-    batch[#batch + 1] = 0
-    batch[#batch + 1] = all[j]
-    if #batch >= 1000 then
-      redis.call('ZADD', bx, unpack(batch))
-      batch = {}
-    end
-  end
-end
-if #batch > 0 then redis.call('ZADD', bx, unpack(batch)) end
-redis.call('SET', bxv, ver)
-redis.call('EXPIRE', bx, ttl)
-redis.call('EXPIRE', bxv, ttl)
-return bx
-`)

@@ -504,7 +504,7 @@ func (s *Store) markApplied(ctx context.Context, stream string, seqs []SeqRange)
 // a Redis Cluster every master gets them.
 func (s *Store) LoadScripts(ctx context.Context) error {
 	load := func(ctx context.Context, c redis.Scripter) error {
-		for _, sc := range []*redis.Script{applyScript, indexScript, markScript, rangeIndexScript} {
+		for _, sc := range []*redis.Script{applyScript, indexScript, markScript} {
 			if err := sc.Load(ctx, c).Err(); err != nil {
 				return fmt.Errorf("load lua script: %w", err)
 			}
