@@ -98,7 +98,7 @@ func testRangeIndex(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ first, last, want string }{
-		{"2025-06-01", "2025-06-03", "ops west db,pay east api"}, // cache, rebuilt after the write
+		{"2025-06-01", "2025-06-03", "ops west db,pay east api"},              // cache, rebuilt after the write
 		{"2025-06-01", "2025-06-06", "ops west db,pay east api,pay east web"}, // month index: nothing after the 6th
 		{"2025-06-03", "2025-06-05", "ops west db,pay east web"},
 		{"2025-06-04", "2025-06-04", ""},
