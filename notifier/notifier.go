@@ -60,6 +60,10 @@ type Config struct {
 	Consumer string
 	// BatchSize is how many events one fetch asks for.
 	BatchSize int
+	// Workers is how many events of a batch are evaluated at once (each
+	// waits on Redis; the scripts make concurrent evaluations of one
+	// period safe).
+	Workers int
 	// Retention is how long period state and notifications are kept after
 	// their period ended (they must outlive late samples: the rollups'
 	// retention).
@@ -94,7 +98,7 @@ const MaxDeliveryAge = 24 * time.Hour
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{RulesPoll: DefaultRulesPoll, Consumer: DefaultConsumer, BatchSize: 64, Retention: rollup.DefaultRetention,
+	return Config{RulesPoll: DefaultRulesPoll, Consumer: DefaultConsumer, BatchSize: 64, Workers: 8, Retention: rollup.DefaultRetention,
 		Delivery: DeliveryConfig{Timeout: 10 * time.Second, RetryInitial: 5 * time.Second, RetryMaxInterval: time.Hour,
 			MaxAge: MaxDeliveryAge, Lease: time.Minute, Poll: time.Second, Concurrency: 8}}
 }
@@ -107,6 +111,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Duration(&c.RulesPoll, "rules-poll", "COST_RULES_POLL", d.RulesPoll, "how often the rules file is checked for changes")
 	f.String(&c.Consumer, "notifier-consumer", "NOTIFIER_CONSUMER", d.Consumer, "durable consumer on COST_ROLLUPS shared by the notifier replicas")
 	f.Int(&c.BatchSize, "notifier-batch-size", "NOTIFIER_BATCH_SIZE", d.BatchSize, "rollup events fetched at once")
+	f.Int(&c.Workers, "notifier-workers", "NOTIFIER_WORKERS", d.Workers, "rollup events evaluated at once")
 	f.Duration(&c.Delivery.Timeout, "webhook-timeout", "WEBHOOK_TIMEOUT", d.Delivery.Timeout, "how long one webhook attempt may take")
 	f.Duration(&c.Delivery.RetryInitial, "webhook-retry-initial", "WEBHOOK_RETRY_INITIAL", d.Delivery.RetryInitial, "wait before the first retry (then doubling)")
 	f.Duration(&c.Delivery.RetryMaxInterval, "webhook-retry-max-interval", "WEBHOOK_RETRY_MAX_INTERVAL", d.Delivery.RetryMaxInterval, "longest wait between two attempts")
@@ -127,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("--notifier-batch-size: %d is not within 1..10000", c.BatchSize))
+	}
+	if c.Workers < 1 || c.Workers > 256 {
+		errs = append(errs, fmt.Errorf("--notifier-workers: %d is not within 1..256", c.Workers))
 	}
 	if c.Retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention: %s is shorter than a day", c.Retention))
@@ -305,18 +313,25 @@ func (n *Notifier) consume(ctx context.Context, cons jetstream.Consumer) {
 			pause(ctx, time.Second)
 			continue
 		}
+		// The batch in hand is finished even when shutdown began.
+		sem := make(chan struct{}, n.cfg.Workers)
+		var wg sync.WaitGroup
 		for m := range batch.Messages() {
-			// The batch in hand is finished even when shutdown began.
-			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			err := n.handle(mctx, m)
-			cancel()
-			if err != nil {
-				n.log.ErrorContext(ctx, "evaluate rollup event; it will be redelivered", "subject", m.Subject(), "err", err)
-				_ = m.NakWithDelay(time.Second)
-				continue
-			}
-			_ = m.Ack()
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				err := n.handle(mctx, m)
+				cancel()
+				if err != nil {
+					n.log.ErrorContext(ctx, "evaluate rollup event; it will be redelivered", "subject", m.Subject(), "err", err)
+					_ = m.NakWithDelay(time.Second)
+					return
+				}
+				_ = m.Ack()
+			})
 		}
+		wg.Wait()
 	}
 }
 
