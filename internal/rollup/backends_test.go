@@ -30,6 +30,7 @@ func TestBackends(t *testing.T) {
 		{"ApplyExactlyOnce", testApplyExactlyOnce},
 		{"ApplyLargeBatch", testApplyLargeBatch},
 		{"RangeIndex", testRangeIndex},
+		{"ClusterCoverage", testClusterCoverage},
 	}
 	for _, b := range backends {
 		for _, tt := range tests {
