@@ -169,6 +169,7 @@ func TestKubernetesManifests(t *testing.T) {
 		"cost-collector":  {"collector", 9090, 1},
 		"cost-aggregator": {"aggregator", 9091, 2},
 		"cost-api":        {"api", 8080, 2},
+		"cost-notifier":   {"notifier", 9092, 2},
 	}
 	if len(m.deployments) != len(wantDeployments) {
 		t.Errorf("deployments %v, want %d", keys(m.deployments), len(wantDeployments))

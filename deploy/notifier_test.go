@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,4 +97,29 @@ func TestNATSNotifier(t *testing.T) {
 	}
 	nt.denied(t, "notifier publishing a rollup event", func() error { return nt.nc.Publish(ev.Subject(), msg.Data) })
 	nt.denied(t, "notifier publishing a sample", func() error { return nt.nc.Publish("cost.samples.sim-east", []byte("{}")) })
+}
+
+// TestNotifierManifestRules: the rules file shipped in the manifests'
+// Secret is valid, with the secret file it names mounted from the same
+// Secret.
+func TestNotifierManifestRules(t *testing.T) {
+	m := loadManifests(t)
+	s, ok := m.secrets["cost-notifier"]
+	if !ok {
+		t.Fatal("no Secret cost-notifier")
+	}
+	const dir = "/etc/costmeter/notifier/"
+	set, err := notifier.ParseRules([]byte(s.StringData["rules.yaml"]), func(p string) ([]byte, error) {
+		v, ok := s.StringData[strings.TrimPrefix(p, dir)]
+		if !ok || !strings.HasPrefix(p, dir) {
+			return nil, os.ErrNotExist
+		}
+		return []byte(v), nil
+	})
+	if err != nil {
+		t.Fatalf("shipped rules: %v", err)
+	}
+	if len(set.Rules) == 0 || len(set.Warnings) != 0 {
+		t.Errorf("shipped rules: %d rules, warnings %v", len(set.Rules), set.Warnings)
+	}
 }
