@@ -97,7 +97,8 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Bool(&c.Events, "events", "AGGREGATOR_EVENTS", d.Events, "publish rollup events to the COST_ROLLUPS stream after each commit")
 	f.Duration(&c.LagInterval, "lag-interval", "AGGREGATOR_LAG_INTERVAL", d.LagInterval, "how often the consumer lag (pending messages) is measured for /metrics")
 	f.Duration(&c.Stream.RollupsMaxAge, "events-max-age", "COST_EVENTS_MAX_AGE", d.Stream.RollupsMaxAge, "how long rollup events stay in their stream")
-	c.Stream.DuplicateWindow, c.Stream.AckWait, c.Stream.Replicas = d.Stream.DuplicateWindow, d.Stream.AckWait, d.Stream.Replicas
+	c.Stream.RegisterReplicas(f)
+	c.Stream.DuplicateWindow, c.Stream.AckWait = d.Stream.DuplicateWindow, d.Stream.AckWait
 }
 
 // Validate reports every problem at once.
@@ -124,6 +125,7 @@ func (c Config) Validate() error {
 	if c.Stream.SamplesMaxAge < time.Hour {
 		errs = append(errs, fmt.Errorf("--stream-max-age: %s is shorter than an hour", c.Stream.SamplesMaxAge))
 	}
+	errs = append(errs, c.Stream.Validate())
 	return errors.Join(errs...)
 }
 
@@ -237,11 +239,11 @@ func (a *Aggregator) setRunning(v bool) {
 func (a *Aggregator) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	err := natsconn.Retry(ctx, a.log, "create streams", func(ctx context.Context) error {
-		if err := stream.Ensure(ctx, a.js, a.cfg.Stream); err != nil {
+		if err := stream.Ensure(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
 			return err
 		}
 		if a.cfg.Events {
-			if err := stream.EnsureRollups(ctx, a.js, a.cfg.Stream); err != nil {
+			if err := stream.EnsureRollups(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
 				return err
 			}
 		}

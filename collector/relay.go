@@ -57,8 +57,9 @@ type RelayConfig struct {
 	// MaxBackoff caps the jittered wait between attempts while NATS is
 	// unreachable or refuses messages (default DefaultMaxBackoff).
 	MaxBackoff time.Duration
-	// Streams, when set, are created (idempotently) before the first
-	// publish; until NATS answers, batches only pile up in the spool.
+	// Streams, when set, are created before the first publish if they do
+	// not exist (an existing stream is left as the aggregators configured
+	// it); until NATS answers, batches only pile up in the spool.
 	Streams *stream.Config
 	// HighWater, when positive, makes Emit wait while the spool holds more
 	// bytes than this and NATS is connected: a source that produces faster
@@ -159,7 +160,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.cfg.Streams != nil {
 		cfg := *r.cfg.Streams
 		if err := natsconn.Retry(ctx, r.log, "create streams", func(ctx context.Context) error {
-			return stream.Ensure(ctx, r.pub.js, cfg)
+			return stream.Ensure(ctx, r.pub.js, cfg, stream.CreateOnly(), stream.WithLogger(r.log))
 		}); err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -57,7 +57,11 @@ func run(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), natsSec.Validate(), cfg.Validate(), authCfg.Validate(), guardCfg.Validate(), telCfg.Validate()); err != nil {
+	var natsURLErr error
+	if natsURL != "" {
+		natsURLErr = config.ValidateNATSURLs("--nats-url", natsURL)
+	}
+	if err := errors.Join(f.Err(), common.Validate(), redisSec.Validate(common.RedisURL), natsURLErr, natsSec.Validate(), cfg.Validate(), authCfg.Validate(), guardCfg.Validate(), telCfg.Validate()); err != nil {
 		fmt.Fprintf(stderr, "api: invalid configuration:\n%v\n", err)
 		return 2
 	}

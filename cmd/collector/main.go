@@ -52,6 +52,10 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	natsSec.RegisterFlags(f)
 	var cfg collector.Config
 	cfg.RegisterFlags(f)
+	// Used only when the streams do not exist yet: the aggregators own
+	// their configuration (stream.CreateOnly).
+	streams := stream.DefaultConfig()
+	streams.RegisterReplicas(f)
 	var kcfg kube.Config
 	kcfg.RegisterFlags(f)
 	var pcfg prom.Config
@@ -62,7 +66,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Finish()
-	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate(), telCfg.Validate()}
+	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), cfg.Validate(), streams.Validate(), telCfg.Validate()}
 	if cfg.Source == collector.SourceKubernetes {
 		kcfg.Interval = cfg.Sim.Interval
 		errs = append(errs, kcfg.Validate())
@@ -101,7 +105,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 		}
 	}()
 	if cfg.Source == collector.SourceFile {
-		return importFile(ctx, cfg, common, natsOpts, stdin, stderr, log, tel)
+		return importFile(ctx, cfg, streams, common, natsOpts, stdin, stderr, log, tel)
 	}
 	var psrc *prom.Source
 	if cfg.Source == collector.SourcePrometheus {
@@ -110,10 +114,10 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 			return 2
 		}
 		if pcfg.Backfill() {
-			return backfill(ctx, cfg, psrc, common, natsOpts, stderr, log, tel)
+			return backfill(ctx, cfg, psrc, streams, common, natsOpts, stderr, log, tel)
 		}
 	}
-	return collect(ctx, cfg, kcfg, psrc, common, natsOpts, stderr, log, tel)
+	return collect(ctx, cfg, kcfg, psrc, streams, common, natsOpts, stderr, log, tel)
 }
 
 // promSource builds the Prometheus source and checks, before anything is
@@ -156,7 +160,7 @@ func promSource(ctx context.Context, pcfg prom.Config, common config.Common, red
 // backfill runs --source prometheus --from --to: like the file import it
 // publishes directly and exits once JetStream acknowledged every sample,
 // so a failed backfill is simply run again (all duplicates).
-func backfill(ctx context.Context, cfg collector.Config, src *prom.Source, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
+func backfill(ctx context.Context, cfg collector.Config, src *prom.Source, streams stream.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	nc, js, err := natsconn.Connect(common.NATSURL, "cost-collector", log, natsOpts...)
 	if err != nil {
 		log.Error("connect to nats", "err", err)
@@ -164,7 +168,7 @@ func backfill(ctx context.Context, cfg collector.Config, src *prom.Source, commo
 	}
 	defer natsconn.Drain(nc, 10*time.Second)
 	if err := natsconn.Retry(ctx, log, "create streams", func(ctx context.Context) error {
-		return stream.Ensure(ctx, js, stream.DefaultConfig())
+		return stream.Ensure(ctx, js, streams, stream.CreateOnly(), stream.WithLogger(log))
 	}); err != nil {
 		return 1
 	}
@@ -193,7 +197,7 @@ func publisherOptions(tel *telemetry.Telemetry) []collector.PublisherOption {
 // importFile runs --source file. It publishes directly, without the spool:
 // it exits only once JetStream acknowledged every line, so a failed import
 // is simply run again (message ids make that idempotent).
-func importFile(ctx context.Context, cfg collector.Config, common config.Common, natsOpts []nats.Option, stdin io.Reader, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
+func importFile(ctx context.Context, cfg collector.Config, streams stream.Config, common config.Common, natsOpts []nats.Option, stdin io.Reader, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	in := stdin
 	if cfg.File != "-" {
 		fh, err := os.Open(cfg.File)
@@ -211,7 +215,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 	}
 	defer natsconn.Drain(nc, 10*time.Second)
 	if err := natsconn.Retry(ctx, log, "create streams", func(ctx context.Context) error {
-		return stream.Ensure(ctx, js, stream.DefaultConfig())
+		return stream.Ensure(ctx, js, streams, stream.CreateOnly(), stream.WithLogger(log))
 	}); err != nil {
 		return 1
 	}
@@ -235,7 +239,7 @@ func importFile(ctx context.Context, cfg collector.Config, common config.Common,
 // collect runs the long-lived sources (kubernetes, simulate): the source
 // emits into the spool, the relay publishes from it, and both run until a
 // signal.
-func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, psrc *prom.Source, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
+func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, psrc *prom.Source, streams stream.Config, common config.Common, natsOpts []nats.Option, stderr io.Writer, log *slog.Logger, tel *telemetry.Telemetry) int {
 	var (
 		g         rungroup.Group
 		ready     = func(context.Context) error { return nil }
@@ -292,7 +296,6 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, psrc *
 		log.Error("create publisher", "err", err)
 		return 1
 	}
-	streams := stream.DefaultConfig()
 	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Streams: &streams, HighWater: highWater}, log)
 	if err != nil {
 		log.Error("create relay", "err", err)

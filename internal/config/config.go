@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -164,9 +165,7 @@ func (c *Common) RegisterLog(f *Flags) {
 func (c *Common) Validate() error {
 	var errs []error
 	if c.NATSURL != "" {
-		if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--nats-url: %q is not a URL like nats://host:4222", RedactURL(c.NATSURL)))
-		}
+		errs = append(errs, ValidateNATSURLs("--nats-url", c.NATSURL))
 	}
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
@@ -185,6 +184,41 @@ func (c *Common) Validate() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// natsSchemes are the URL schemes nats.go dials.
+var natsSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
+
+// ValidateNATSURLs checks a comma-separated list of NATS server URLs (the
+// nats.go convention: "nats://a:4222,nats://b:4222"): every element must be
+// a nats://, tls://, ws:// or wss:// URL with a host. The client connects to
+// one of them at random and fails over to the others (and to servers the
+// cluster announces). flag names the setting in the error; credentials are
+// redacted from it.
+func ValidateNATSURLs(flag, list string) error {
+	var errs []error
+	n := 0
+	for _, one := range strings.Split(list, ",") {
+		one = strings.TrimSpace(one)
+		if one == "" {
+			continue
+		}
+		n++
+		u, err := url.Parse(one)
+		if err != nil || u.Host == "" || !natsSchemes[u.Scheme] {
+			errs = append(errs, fmt.Errorf("%s: %q is not a URL like nats://host:4222", flag, RedactURL(one)))
+			continue
+		}
+		if p := u.Port(); p != "" {
+			if port, err := strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+				errs = append(errs, fmt.Errorf("%s: %q has no valid port", flag, RedactURL(one)))
+			}
+		}
+	}
+	if n == 0 && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("%s: %q names no server", flag, list))
 	}
 	return errors.Join(errs...)
 }

@@ -92,3 +92,43 @@ func TestSecurityFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateNATSURLs(t *testing.T) {
+	tests := []struct {
+		name, in string
+		wantErr  []string
+	}{
+		{name: "one", in: "nats://127.0.0.1:4222"},
+		{name: "three with spaces", in: "nats://a:4222, nats://b:4222 ,tls://c:4222"},
+		{name: "credentials in each", in: "nats://u:pw@a:4222,nats://u:pw@b:4222"},
+		{name: "websocket", in: "wss://nats.example:443"},
+		{name: "trailing comma", in: "nats://a:4222,"},
+		{name: "empty element only", in: " , ", wantErr: []string{"names no server"}},
+		{name: "second without scheme", in: "nats://a:4222,b:4222", wantErr: []string{`"b:4222" is not a URL`}},
+		{name: "http scheme", in: "http://a:4222", wantErr: []string{`"http://a:4222" is not a URL`}},
+		{name: "bad port", in: "nats://a:4222,nats://b:99999", wantErr: []string{`"nats://b:99999" has no valid port`}},
+		{name: "two bad, secret hidden", in: "nats://u:topsecret@:x:y,redis://r:6379", wantErr: []string{"***@", `"redis://r:6379" is not a URL`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := config.ValidateNATSURLs("--nats-url", tt.in)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) || !strings.HasPrefix(err.Error(), "--nats-url: ") {
+					t.Fatalf("error %q does not name --nats-url and %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "topsecret") {
+				t.Fatalf("error carries the password: %v", err)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -15,17 +16,52 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 )
 
-// Connect opens a connection named name. It returns at once; while the
-// server is unreachable the client keeps trying in the background and
-// buffers publishes.
+// Reconnect backoff: after every server of the list (and those the
+// cluster announced) failed once, the client waits ReconnectBase, doubling
+// per round up to ReconnectMax, plus up to a quarter of that at random so
+// that many clients do not come back in step. A single server that
+// restarts is found again within ReconnectBase; a cluster that lost one
+// node is not waited for at all, since the next server in the list is
+// tried at once.
+const (
+	ReconnectBase = 250 * time.Millisecond
+	ReconnectMax  = 5 * time.Second
+)
+
+// ReconnectBufSize bounds what is buffered while disconnected: publishes
+// made then are sent after the reconnect, and one that would overflow it
+// fails at once (the publisher retries it with the same Nats-Msg-Id).
+const ReconnectBufSize = 64 << 20
+
+// ReconnectDelay is the wait before the round-th pass over the server
+// list (round counts from 1), without its jitter.
+func ReconnectDelay(round int) time.Duration {
+	d := ReconnectBase
+	for i := 1; i < round && d < ReconnectMax; i++ {
+		d *= 2
+	}
+	return min(d, ReconnectMax)
+}
+
+// Connect opens a connection named name to url, one server or a
+// comma-separated list of them ("nats://a:4222,nats://b:4222", the nats.go
+// convention; each may carry its user and password). It returns at once;
+// while no server is reachable the client keeps trying in the background,
+// forever, with ReconnectDelay between rounds, and buffers publishes (up to
+// ReconnectBufSize). When the server it uses goes away it moves to another
+// one of the list; a JetStream publish whose acknowledgement was lost on
+// the way is retried by its caller with the same Nats-Msg-Id, which the
+// stream deduplicates.
 func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	base := []nats.Option{
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500 * time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.ReconnectBufSize(64 << 20),
+		nats.CustomReconnectDelay(func(round int) time.Duration {
+			d := ReconnectDelay(round)
+			return d + rand.N(d/4+1)
+		}),
+		nats.ReconnectBufSize(ReconnectBufSize),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

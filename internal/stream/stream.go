@@ -5,10 +5,14 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alauda/costmeter/internal/config"
 )
 
 // Names and subjects. A sample message goes to SamplesPrefix+<cluster>.
@@ -60,11 +64,52 @@ func DefaultConfig() Config {
 	return Config{SamplesMaxAge: 7 * 24 * time.Hour, DuplicateWindow: 10 * time.Minute, AckWait: 30 * time.Second, Replicas: 1, RollupsMaxAge: 7 * 24 * time.Hour}
 }
 
-// Ensure creates or updates the sample and dead-letter streams.
-func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+// MaxReplicas is JetStream's limit on a stream's replicas.
+const MaxReplicas = 5
+
+// RegisterReplicas registers --stream-replicas (COST_STREAM_REPLICAS).
+func (c *Config) RegisterReplicas(f *config.Flags) {
+	f.Int(&c.Replicas, "stream-replicas", "COST_STREAM_REPLICAS", DefaultConfig().Replicas,
+		"replicas of the COST_SAMPLES, COST_DEADLETTER and COST_ROLLUPS streams (3 on a JetStream cluster: a publish is acknowledged once a majority stored it)")
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		return fmt.Errorf("--stream-replicas: %d is not within 1..%d", c.Replicas, MaxReplicas)
+	}
+	return nil
+}
+
+// Option adjusts Ensure and EnsureRollups.
+type Option func(*ensureOptions)
+
+type ensureOptions struct {
+	log        *slog.Logger
+	createOnly bool
+}
+
+// WithLogger sets where replica changes and warnings are logged (default:
+// slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *ensureOptions) { o.log = l } }
+
+// CreateOnly creates missing streams and leaves existing ones as they are.
+// Collectors use it: the aggregators own the streams' configuration, so a
+// collector started with older or other flags (in another cluster, say)
+// never scales a stream down or shortens its retention.
+func CreateOnly() Option { return func(o *ensureOptions) { o.createOnly = true } }
+
+// Ensure creates the sample and dead-letter streams, or updates them to
+// cfg. A stream running with other replicas than cfg.Replicas is scaled to
+// them when JetStream allows it (a cluster with enough servers up); when it
+// does not (a single server, too few peers), the stream keeps its replicas,
+// its other settings are still updated, and a warning is logged. A stream
+// created on a single server with cfg.Replicas > 1 gets 1, with a warning.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Option) error {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
+	o := options(opts)
 	streams := []jetstream.StreamConfig{{
 		Name:        Samples,
 		Description: "usage samples from collectors, kept after acknowledgement so lost rollup writes can be replayed",
@@ -86,22 +131,23 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		Replicas:    cfg.Replicas,
 	}}
 	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		if err := ensure(ctx, js, sc, o); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// EnsureRollups creates or updates the rollup events stream.
-func EnsureRollups(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+// EnsureRollups creates or updates the rollup events stream, with the
+// replicas rules of Ensure.
+func EnsureRollups(ctx context.Context, js jetstream.JetStream, cfg Config, opts ...Option) error {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
 	if cfg.RollupsMaxAge <= 0 {
 		cfg.RollupsMaxAge = DefaultConfig().RollupsMaxAge
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return ensure(ctx, js, jetstream.StreamConfig{
 		Name:        Rollups,
 		Description: "rollup events: new day totals per changed entity, day and item",
 		Subjects:    []string{RollupsSubjects},
@@ -110,9 +156,70 @@ func EnsureRollups(ctx context.Context, js jetstream.JetStream, cfg Config) erro
 		Duplicates:  cfg.DuplicateWindow,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-	})
+	}, options(opts))
+}
+
+func options(opts []Option) ensureOptions {
+	o := ensureOptions{log: slog.Default()}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// errCodeReplicasNotSupported is JetStream's "replicas > 1 not supported
+// in non-clustered mode".
+const errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+
+func replicasNotSupported(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeReplicasNotSupported
+}
+
+// ensure creates sc or updates the running stream to it.
+func ensure(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, o ensureOptions) error {
+	st, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, sc)
+		if replicasNotSupported(err) {
+			o.log.WarnContext(ctx, "single NATS server: stream created with 1 replica, not the configured count",
+				"stream", sc.Name, "replicas", sc.Replicas)
+			sc.Replicas = 1
+			_, err = js.CreateStream(ctx, sc)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+		// Another component created it meanwhile: update it as found.
+		st, err = js.Stream(ctx, sc.Name)
+	}
 	if err != nil {
-		return fmt.Errorf("create stream %s: %w", Rollups, err)
+		return fmt.Errorf("look up stream %s: %w", sc.Name, err)
+	}
+	if o.createOnly {
+		return nil
+	}
+	if have := st.CachedInfo().Config.Replicas; have != sc.Replicas {
+		_, err := js.UpdateStream(ctx, sc)
+		if err == nil {
+			o.log.InfoContext(ctx, "stream replicas changed", "stream", sc.Name, "from", have, "to", sc.Replicas)
+			return nil
+		}
+		// Only a refusal by JetStream keeps the replicas; a timeout or a
+		// leader election in progress is retried by the caller.
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) {
+			return fmt.Errorf("update stream %s: %w", sc.Name, err)
+		}
+		o.log.WarnContext(ctx, "stream keeps its replicas: JetStream refused the configured count",
+			"stream", sc.Name, "replicas", have, "configured", sc.Replicas, "err", err)
+		sc.Replicas = have
+	}
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("update stream %s: %w", sc.Name, err)
 	}
 	return nil
 }
