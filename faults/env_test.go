@@ -110,6 +110,9 @@ func runAggregatorChild() int {
 	cfg.Workers = 1
 	cfg.HealInterval = 200 * time.Millisecond
 	cfg.Stream.AckWait = ackWait
+	if r, err := strconv.Atoi(os.Getenv("COST_STREAM_REPLICAS")); err == nil {
+		cfg.Stream.Replicas = r
+	}
 	opts = append(opts, aggregator.WithLogger(log), aggregator.WithClock(func() time.Time { return testNow }))
 	agg, err := aggregator.New(cfg, js, store, opts...)
 	if err != nil {

@@ -1,0 +1,255 @@
+package faults_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+// importer publishes bursts of samples one after the other, as an import
+// does, and books every burst JetStream acknowledged in the ledger with
+// the time of its acknowledgement.
+type importer struct {
+	mu    sync.Mutex
+	acked []time.Time
+	err   error
+	done  bool
+}
+
+func (im *importer) run(ctx context.Context, pub *collector.Publisher, l *ledger, cluster string, bursts int) {
+	var err error
+	for b := range bursts {
+		// Windows from June 1st on, all before the aggregators' clock.
+		s := gen(cluster, 25, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(b)*10*time.Minute), 4, time.Minute)
+		if err = pub.Publish(ctx, s); err != nil {
+			break
+		}
+		l.Add(s...)
+		im.mu.Lock()
+		im.acked = append(im.acked, time.Now())
+		im.mu.Unlock()
+	}
+	im.mu.Lock()
+	im.err, im.done = err, true
+	im.mu.Unlock()
+}
+
+func (im *importer) count() int {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return len(im.acked)
+}
+
+func (im *importer) finished() (bool, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.done, im.err
+}
+
+// longestGap is the longest time between two acknowledged bursts (or
+// from `from` to the first one) between from and until: how long the
+// import stalled.
+func (im *importer) longestGap(from, until time.Time) time.Duration {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	var gap time.Duration
+	prev := from
+	for _, at := range im.acked {
+		if at.Before(from) {
+			continue
+		}
+		if at.After(until) {
+			break
+		}
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	return gap
+}
+
+// progress samples the aggregators' ack floor to measure how long
+// applying stalled.
+type progress struct {
+	mu     sync.Mutex
+	points []progressPoint
+}
+
+type progressPoint struct {
+	at    time.Time
+	floor uint64
+}
+
+func (p *progress) run(ctx context.Context, e *env, done chan<- struct{}) {
+	defer close(done)
+	for ctx.Err() == nil {
+		if info, err := e.consumerInfo(); err == nil {
+			p.mu.Lock()
+			p.points = append(p.points, progressPoint{time.Now(), info.AckFloor.Stream})
+			p.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// longestStall is the longest time the ack floor stood still, of the
+// stalls that ended between from and until (the import publishes all the
+// time, so a standing floor is a stall).
+func (p *progress) longestStall(from, until time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var (
+		stall time.Duration
+		last  time.Time
+		floor uint64
+	)
+	for _, pt := range p.points {
+		if pt.at.After(until) {
+			break
+		}
+		if pt.floor > floor {
+			if !last.IsZero() && !pt.at.Before(from) {
+				stall = max(stall, pt.at.Sub(last))
+			}
+			last, floor = pt.at, pt.floor
+		}
+	}
+	return stall
+}
+
+// killed reports whether cmd ended by SIGKILL.
+func killed(cmd *exec.Cmd) bool {
+	var exit *exec.ExitError
+	err := cmd.Wait()
+	if !errors.As(err, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// TestNATSClusterFailover runs the pipeline on a real 3-node JetStream
+// cluster with streams of 3 replicas and two aggregator processes. During
+// an import it stops the server that leads COST_SAMPLES, SIGKILLs one
+// aggregator while that server is down, starts a replacement (as a
+// Deployment would) and the server again: every burst the importer saw
+// acknowledged is counted exactly once, with no manual step. It proves
+// each fault: the stopped node led the stream, another node took the lead,
+// the import and the aggregators went on while it was down, the killed
+// aggregator died of SIGKILL, and the restarted node caught up. The stalls
+// it measures are the README's "what a failure costs".
+func TestNATSClusterFailover(t *testing.T) {
+	c := testenv.StartNATSCluster(t, 3)
+	e := newEnv(t, c.URL())
+	scfg := stream.DefaultConfig()
+	scfg.AckWait = ackWait
+	scfg.Replicas = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := stream.Ensure(ctx, e.js, scfg, stream.WithLogger(e.log)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "three current replicas of "+stream.Samples, func() (bool, string) {
+		n := c.StreamPeers(stream.Samples)
+		return n == 3, fmt.Sprint(n, " replicas")
+	})
+	replicas := "COST_STREAM_REPLICAS=3"
+	agg1, agg2 := e.startChild(replicas), e.startChild(replicas)
+
+	l := newLedger()
+	pub := e.publisher(collector.PublisherConfig{MaxBatch: 10, AckTimeout: 500 * time.Millisecond})
+	var im importer
+	const bursts = 250
+	ictx, icancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer icancel()
+	go im.run(ictx, pub, l, "east", bursts)
+	var prog progress
+	pctx, pcancel := context.WithCancel(context.Background())
+	defer pcancel()
+	progDone := make(chan struct{})
+	go prog.run(pctx, e, progDone)
+
+	testenv.Eventually(t, 60*time.Second, "bursts acknowledged and applied before the fault", func() (bool, string) {
+		info, err := e.consumerInfo()
+		if err != nil {
+			return false, err.Error()
+		}
+		return im.count() >= 20 && info.AckFloor.Stream >= 10, fmt.Sprint(im.count(), " bursts, ack floor ", info.AckFloor.Stream)
+	})
+
+	// Fault 1: stop the node that leads the samples stream.
+	leader := c.WaitStreamLeader(stream.Samples, 10*time.Second)
+	before := im.count()
+	stopped := time.Now()
+	leader.Stop()
+	var next *testenv.NATSNode
+	testenv.Eventually(t, 30*time.Second, "another node leads "+stream.Samples, func() (bool, string) {
+		next = c.StreamLeader(stream.Samples)
+		return next != nil && next != leader, fmt.Sprint("leader ", next)
+	})
+	elected := time.Since(stopped)
+	testenv.Eventually(t, 60*time.Second, "the import goes on without the old leader", func() (bool, string) {
+		return im.count() >= before+20, fmt.Sprint(im.count()-before, " bursts since the stop")
+	})
+	info, err := e.consumerInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	floorDown := info.AckFloor.Stream
+
+	// Fault 2: SIGKILL one aggregator while the node is down; a
+	// replacement starts, as a Deployment restarts a pod.
+	if err := agg1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !killed(agg1) {
+		t.Fatal("the aggregator did not die of SIGKILL: the test proves nothing")
+	}
+	e.startChild(replicas)
+	testenv.Eventually(t, 60*time.Second, "the aggregators apply while the old leader is down", func() (bool, string) {
+		info, err := e.consumerInfo()
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.AckFloor.Stream > floorDown+10, fmt.Sprint("ack floor ", info.AckFloor.Stream, " from ", floorDown)
+	})
+
+	// The stopped node comes back and catches its replica up.
+	leader.Start()
+	restarted := time.Now()
+	testenv.Eventually(t, 60*time.Second, leader.Name()+" current again", func() (bool, string) {
+		n := c.StreamPeers(stream.Samples)
+		return n == 3, fmt.Sprint(n, " current replicas")
+	})
+	testenv.Eventually(t, 3*time.Minute, "the import finished", func() (bool, string) {
+		done, _ := im.finished()
+		return done, fmt.Sprint(im.count(), " bursts")
+	})
+	if _, err := im.finished(); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if before >= bursts-20 {
+		t.Fatalf("the stop came after %d of %d bursts: not during the import", before, bursts)
+	}
+	e.waitExact(l, 2*time.Minute)
+	if s := procState(agg2.Process.Pid); s == 0 || s == 'Z' {
+		t.Fatalf("the aggregator that was not killed exited (state %q)", s)
+	}
+	pcancel()
+	<-progDone
+	t.Logf("stream leader %s stopped: %s elected after %s; import stalled at most %s, applying at most %s (until the restart); after the restart: import %s, applying %s",
+		leader.Name(), next.Name(), elected.Round(time.Millisecond),
+		im.longestGap(stopped, restarted).Round(time.Millisecond), prog.longestStall(stopped, restarted).Round(time.Millisecond),
+		im.longestGap(restarted, time.Now()).Round(time.Millisecond), prog.longestStall(restarted, time.Now()).Round(time.Millisecond))
+}
