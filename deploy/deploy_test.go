@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -33,6 +35,10 @@ type manifests struct {
 	services     map[string]*corev1.Service
 	secrets      map[string]*corev1.Secret
 	claims       map[string]*corev1.PersistentVolumeClaim
+	statefulSets map[string]*appsv1.StatefulSet
+	configMaps   map[string]*corev1.ConfigMap
+	jobs         map[string]*batchv1.Job
+	budgets      map[string]*policyv1.PodDisruptionBudget
 	namespaced   []metav1.Object
 	clusterScope []metav1.Object
 }
@@ -73,6 +79,8 @@ func loadManifests(t *testing.T) *manifests {
 		roles: map[string]*rbacv1.ClusterRole{}, bindings: map[string]*rbacv1.ClusterRoleBinding{},
 		deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		secrets: map[string]*corev1.Secret{}, claims: map[string]*corev1.PersistentVolumeClaim{},
+		statefulSets: map[string]*appsv1.StatefulSet{}, configMaps: map[string]*corev1.ConfigMap{},
+		jobs: map[string]*batchv1.Job{}, budgets: map[string]*policyv1.PodDisruptionBudget{},
 	}
 	files, err := filepath.Glob("kubernetes/*.yaml")
 	if err != nil || len(files) == 0 {
@@ -131,6 +139,26 @@ func loadManifests(t *testing.T) *manifests {
 				o := &corev1.PersistentVolumeClaim{}
 				strict(t, where, doc, o)
 				m.claims[o.Name], obj = o, o
+				m.namespaced = append(m.namespaced, o)
+			case "apps/v1/StatefulSet":
+				o := &appsv1.StatefulSet{}
+				strict(t, where, doc, o)
+				m.statefulSets[o.Name], obj = o, o
+				m.namespaced = append(m.namespaced, o)
+			case "v1/ConfigMap":
+				o := &corev1.ConfigMap{}
+				strict(t, where, doc, o)
+				m.configMaps[o.Name], obj = o, o
+				m.namespaced = append(m.namespaced, o)
+			case "batch/v1/Job":
+				o := &batchv1.Job{}
+				strict(t, where, doc, o)
+				m.jobs[o.Name], obj = o, o
+				m.namespaced = append(m.namespaced, o)
+			case "policy/v1/PodDisruptionBudget":
+				o := &policyv1.PodDisruptionBudget{}
+				strict(t, where, doc, o)
+				m.budgets[o.Name], obj = o, o
 				m.namespaced = append(m.namespaced, o)
 			default:
 				t.Fatalf("%s: unexpected kind %s", where, gvk)

@@ -139,14 +139,19 @@ func TestNATSPermissions(t *testing.T) {
 	west := connectAs(t, srv, "collector-sim-west", natsPasswords["COLLECTOR_SIM_WEST_PASSWORD"], "_INBOX_collector_sim-west")
 	agg := connectAs(t, srv, "aggregator", natsPasswords["AGGREGATOR_PASSWORD"], "_INBOX_aggregator")
 
-	// A collector starts first: it creates the streams.
-	if err := stream.Ensure(ctx, east.js, stream.DefaultConfig()); err != nil {
+	// A collector starts first: it creates the streams, as
+	// cmd/collector does (never updating an existing one).
+	if err := stream.Ensure(ctx, east.js, stream.DefaultConfig(), stream.CreateOnly()); err != nil {
 		t.Fatalf("collector creates the streams: %v", err)
 	}
-	for _, c := range []*natsClient{east, west, agg} {
-		if err := stream.Ensure(ctx, c.js, stream.DefaultConfig()); err != nil {
+	for _, c := range []*natsClient{east, west} {
+		if err := stream.Ensure(ctx, c.js, stream.DefaultConfig(), stream.CreateOnly()); err != nil {
 			t.Fatalf("%s finds the streams: %v", c.nc.Opts.Name, err)
 		}
+	}
+	// The aggregator updates them to its flags.
+	if err := stream.Ensure(ctx, agg.js, stream.DefaultConfig()); err != nil {
+		t.Fatalf("aggregator updates the streams: %v", err)
 	}
 	for _, c := range []struct {
 		cl      *natsClient
@@ -207,6 +212,7 @@ func TestNATSPermissions(t *testing.T) {
 		return east.nc.Publish("$JS.API.CONSUMER.MSG.NEXT.COST_SAMPLES.aggregator", []byte("1"))
 	})
 	east.denied(t, "east deleting the stream", func() error { return east.nc.Publish("$JS.API.STREAM.DELETE.COST_SAMPLES", nil) })
+	east.denied(t, "east updating the stream", func() error { return east.nc.Publish("$JS.API.STREAM.UPDATE.COST_SAMPLES", []byte("{}")) })
 	agg.denied(t, "aggregator publishing samples", func() error { return agg.nc.Publish("cost.samples.sim-east", []byte("{}")) })
 	agg.denied(t, "aggregator deleting the stream", func() error { return agg.nc.Publish("$JS.API.STREAM.DELETE.COST_SAMPLES", nil) })
 
