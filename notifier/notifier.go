@@ -270,7 +270,9 @@ func (n *Notifier) setRunning(v bool) {
 func (n *Notifier) Run(ctx context.Context) error {
 	var cons jetstream.Consumer
 	err := natsconn.Retry(ctx, n.log, "create rollup consumer", func(ctx context.Context) error {
-		if err := stream.EnsureRollups(ctx, n.js, stream.DefaultConfig()); err != nil {
+		// Created if missing, never changed: the aggregators own the
+		// stream's configuration (replicas, retention).
+		if err := stream.EnsureRollups(ctx, n.js, stream.DefaultConfig(), stream.CreateOnly(), stream.WithLogger(n.log)); err != nil {
 			return err
 		}
 		c, err := n.js.CreateOrUpdateConsumer(ctx, stream.Rollups, jetstream.ConsumerConfig{
