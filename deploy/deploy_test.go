@@ -458,6 +458,7 @@ func TestAPIServiceAndTokens(t *testing.T) {
 type compose struct {
 	Services map[string]struct {
 		Image       string            `json:"image"`
+		Profiles    []string          `json:"profiles"`
 		Build       any               `json:"build"`
 		Command     []string          `json:"command"`
 		Ports       []string          `json:"ports"`
@@ -488,10 +489,26 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("docker-compose.yaml: %v", err)
 	}
 	want := []string{"aggregator-1", "aggregator-2", "api", "collector-east", "collector-west", "nats", "redis"}
-	if got := keys(c.Services); !slices.Equal(got, want) {
-		t.Fatalf("services %v, want %v", got, want)
+	var small []string
+	for name, s := range c.Services {
+		if slices.Equal(s.Profiles, []string{"default"}) {
+			small = append(small, name)
+		} else if !slices.Equal(s.Profiles, []string{"ha"}) {
+			t.Errorf("%s: profiles %v, want [default] or [ha]: the two setups run one at a time", name, s.Profiles)
+		}
+	}
+	sort.Strings(small)
+	if !slices.Equal(small, want) {
+		t.Fatalf("default profile services %v, want %v", small, want)
 	}
 	for name, s := range c.Services {
+		if name == "redis-cluster-create" {
+			// One-shot: runs once, others wait for it to complete.
+			if s.Restart != "no" {
+				t.Errorf("%s: restart %q, want no", name, s.Restart)
+			}
+			continue
+		}
 		if s.Healthcheck == nil || len(s.Healthcheck.Test) < 2 || s.Healthcheck.Interval == "" || s.Healthcheck.Retries < 1 {
 			t.Errorf("%s: no usable health check", name)
 		}
@@ -502,8 +519,16 @@ func TestDockerCompose(t *testing.T) {
 			t.Errorf("%s: image %q is not pinned", name, s.Image)
 		}
 		for dep, cond := range s.DependsOn {
-			if _, ok := c.Services[dep]; !ok || cond.Condition != "service_healthy" {
-				t.Errorf("%s depends on %s (%q): want a healthy service of this file", name, dep, cond.Condition)
+			d, ok := c.Services[dep]
+			wantCond := "service_healthy"
+			if dep == "redis-cluster-create" {
+				wantCond = "service_completed_successfully"
+			}
+			if !ok || cond.Condition != wantCond {
+				t.Errorf("%s depends on %s (%q): want %s of this file", name, dep, cond.Condition, wantCond)
+			}
+			if !slices.Equal(d.Profiles, s.Profiles) {
+				t.Errorf("%s (%v) depends on %s of another profile (%v)", name, s.Profiles, dep, d.Profiles)
 			}
 		}
 	}

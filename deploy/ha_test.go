@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -282,3 +284,120 @@ func TestKubernetesHA(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerComposeHA: the ha profile runs 3 NATS servers routed to each
+// other with JetStream, 6 Redis nodes with cluster mode and AOF on their
+// own volumes, a one-shot service that creates the cluster once, and the
+// same components as the default profile pointed at them; .env selects
+// the default profile.
+func TestDockerComposeHA(t *testing.T) {
+	data, err := os.ReadFile("../docker-compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c compose
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatalf("docker-compose.yaml: %v", err)
+	}
+	env, err := os.ReadFile("../.env")
+	if err != nil || !slices.Contains(strings.Split(string(env), "\n"), "COMPOSE_PROFILES=default") {
+		t.Fatalf(".env must select the default profile (COMPOSE_PROFILES=default): %v", err)
+	}
+	ha := map[string]bool{}
+	for name, s := range c.Services {
+		if slices.Equal(s.Profiles, []string{"ha"}) {
+			ha[name] = true
+		}
+	}
+	natsNames := []string{"nats-1", "nats-2", "nats-3"}
+	var routes []string
+	for _, n := range natsNames {
+		routes = append(routes, "nats://"+n+":6222")
+	}
+	for _, n := range natsNames {
+		s, ok := c.Services[n]
+		if !ok || !ha[n] {
+			t.Fatalf("no ha service %s", n)
+		}
+		cmd := strings.Join(s.Command, " ")
+		for _, want := range []string{"--jetstream", "--server_name " + n, "--cluster_name cost-nats", "--cluster nats://0.0.0.0:6222", "--routes " + strings.Join(routes, ",")} {
+			if !strings.Contains(cmd, want) {
+				t.Errorf("%s: command %q lacks %q", n, cmd, want)
+			}
+		}
+		if !slices.Contains(s.Volumes, n+"-data:/data") || !hasKey(c.Volumes, n+"-data") {
+			t.Errorf("%s: store not on its own declared volume: %v", n, s.Volumes)
+		}
+	}
+	var redisNames []string
+	for i := 1; i <= 6; i++ {
+		n := fmt.Sprintf("redis-%d", i)
+		redisNames = append(redisNames, n)
+		s, ok := c.Services[n]
+		if !ok || !ha[n] {
+			t.Fatalf("no ha service %s", n)
+		}
+		cmd := strings.Join(s.Command, " ")
+		for _, want := range []string{"--appendonly yes", "--cluster-enabled yes", "--cluster-config-file /data/nodes.conf", "--cluster-announce-hostname " + n} {
+			if !strings.Contains(cmd, want) {
+				t.Errorf("%s: command %q lacks %q", n, cmd, want)
+			}
+		}
+		if !slices.Contains(s.Volumes, n+"-data:/data") || !hasKey(c.Volumes, n+"-data") {
+			t.Errorf("%s: data not on its own declared volume: %v", n, s.Volumes)
+		}
+	}
+	create, ok := c.Services["redis-cluster-create"]
+	if !ok || !ha["redis-cluster-create"] {
+		t.Fatal("no ha service redis-cluster-create")
+	}
+	script := strings.Join(create.Command, "\n")
+	for _, want := range []string{"--cluster create", "--cluster-replicas 1", "for i in 1 2 3 4 5 6", "cluster_state:ok"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("redis-cluster-create lacks %q", want)
+		}
+	}
+	for _, n := range redisNames {
+		if create.DependsOn[n].Condition != "service_healthy" {
+			t.Errorf("redis-cluster-create does not wait for %s", n)
+		}
+	}
+	apps := []string{"aggregator-ha-1", "aggregator-ha-2", "api-ha", "collector-east-ha", "collector-west-ha"}
+	for _, n := range apps {
+		s, ok := c.Services[n]
+		if !ok || !ha[n] {
+			t.Fatalf("no ha service %s", n)
+		}
+		e := s.Environment
+		if e["NATS_URL"] != strings.Join([]string{"nats://nats-1:4222", "nats://nats-2:4222", "nats://nats-3:4222"}, ",") {
+			t.Errorf("%s: NATS_URL %q does not list the three servers", n, e["NATS_URL"])
+		}
+		if err := config.ValidateNATSURLs(n, e["NATS_URL"]); err != nil {
+			t.Error(err)
+		}
+		u, err := url.Parse(e["REDIS_URL"])
+		if err != nil || !slices.Contains(redisNames, u.Hostname()) || len(u.Query()["addr"]) < 2 {
+			t.Errorf("%s: REDIS_URL %q is not a cluster URL of the six nodes", n, e["REDIS_URL"])
+		}
+		if e["COST_STREAM_REPLICAS"] != "3" {
+			t.Errorf("%s: COST_STREAM_REPLICAS %q, want 3", n, e["COST_STREAM_REPLICAS"])
+		}
+		for _, dep := range append(natsNames, "redis-cluster-create") {
+			if _, ok := s.DependsOn[dep]; !ok {
+				t.Errorf("%s does not wait for %s", n, dep)
+			}
+		}
+	}
+	// The same components as the default profile.
+	for small, big := range map[string]string{"aggregator-1": "aggregator-ha-1", "aggregator-2": "aggregator-ha-2", "api": "api-ha",
+		"collector-east": "collector-east-ha", "collector-west": "collector-west-ha"} {
+		if !slices.Equal(c.Services[small].Command, c.Services[big].Command) {
+			t.Errorf("%s runs %v, %s %v: the same components in both profiles", big, c.Services[big].Command, small, c.Services[small].Command)
+		}
+	}
+	if want := len(natsNames) + len(redisNames) + 1 + len(apps); len(ha) != want {
+		t.Errorf("%d ha services %v, want %d", len(ha), keys(ha), want)
+	}
+}
+
+func hasKey(m map[string]any, k string) bool { _, ok := m[k]; return ok }
