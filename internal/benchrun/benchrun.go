@@ -187,6 +187,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		{"ingest steady", runSteady},
 		{"ingest catch-up", runCatchup},
 		{"queries", runQueries},
+		{"freshness", runFreshness},
 	}
 	for _, p := range phases {
 		if err := srv.reset(ctx); err != nil {

@@ -28,7 +28,8 @@ func TestQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"jetstream publish", "jetstream consume", "redis BITFIELD", "steady: samples/s", "catch-up: samples/s",
-		"namespace_all step=day, page of 20, p95", "p95 ratio", "per namespace-day", "peak RSS"} {
+		"namespace_all step=day, page of 20, p95", "p95 ratio", "per namespace-day", "peak RSS",
+		"freshness: publish ack to rollup event, p99", "freshness: publish ack to API answer, p99"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, table.String())
 		}
