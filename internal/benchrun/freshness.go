@@ -84,7 +84,7 @@ func runFreshness(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 			return err
 		}
 	}
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, srv.rdb, time.UTC)
+	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(srv.rdb), time.UTC)
 	if err != nil {
 		return err
 	}
