@@ -231,7 +231,7 @@ func TestKubernetesHA(t *testing.T) {
 	redisPods := podNames(redis)
 
 	// The components.
-	for _, d := range []string{"cost-aggregator", "cost-api"} {
+	for _, d := range []string{"cost-aggregator", "cost-api", "cost-notifier"} {
 		c := m.deployments[d].Spec.Template.Spec.Containers[0]
 		e, ok := envOf(c, "REDIS_URL")
 		if !ok {
@@ -261,7 +261,7 @@ func TestKubernetesHA(t *testing.T) {
 		}
 	}
 	sec := m.secrets["cost-nats"]
-	for _, key := range []string{"collector-url", "aggregator-url", "api-url"} {
+	for _, key := range []string{"collector-url", "aggregator-url", "api-url", "notifier-url"} {
 		list := sec.StringData[key]
 		if err := config.ValidateNATSURLs("cost-nats "+key, list); err != nil {
 			t.Errorf("%v", err)
