@@ -9,7 +9,11 @@
 //     aggregator.Aggregator -> Redis), steady state and catch-up;
 //  3. the API's queries over real HTTP with 10 concurrent clients at two
 //     sizes;
-//  4. memory: the process's peak RSS per phase and Redis bytes per
+//  4. under load, on a single Redis and on a Redis Cluster of 3 masters
+//     and 3 replicas: the new-day burst (every namespace's first window of
+//     a day), steady ingest at 100,000 namespaces, queries meanwhile, each
+//     master's share of the rollup writes, the longest Redis command;
+//  5. memory: the process's peak RSS per phase and Redis bytes per
 //     namespace-day.
 //
 // Everything but redis-server runs in this process (the embedded NATS
@@ -65,6 +69,11 @@ type Sizes struct {
 	// QueryRequests is how many requests each of the QueryClients sends
 	// per query.
 	QueryRequests, QueryClients int
+	// LoadNamespaces namespaces (July 1-29 loaded first) send their first
+	// window of a new day (the burst) and then LoadWindows more, on a
+	// single Redis and on a Redis Cluster, with QueryClients querying
+	// meanwhile.
+	LoadNamespaces, LoadWindows int
 }
 
 // FullSizes are the sizes of `make bench`.
@@ -74,6 +83,7 @@ func FullSizes() Sizes {
 		SteadyClusters: 2, SteadyNamespaces: 5_000, SteadyWindows: 20,
 		CatchupClusters: 2, CatchupNamespaces: 1_000, CatchupBackfill: 24 * time.Hour,
 		QueryNamespaces: []int{10_000, 100_000}, QueryRequests: 100, QueryClients: 10,
+		LoadNamespaces: 100_000, LoadWindows: 3,
 	}
 }
 
@@ -84,6 +94,7 @@ func QuickSizes() Sizes {
 		SteadyClusters: 2, SteadyNamespaces: 500, SteadyWindows: 3,
 		CatchupClusters: 2, CatchupNamespaces: 100, CatchupBackfill: time.Hour,
 		QueryNamespaces: []int{300, 3_000}, QueryRequests: 5, QueryClients: 10,
+		LoadNamespaces: 1_000, LoadWindows: 2,
 	}
 }
 
@@ -121,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if len(s.QueryNamespaces) != 2 || s.QueryRequests < 1 || s.QueryClients < 1 {
 		errs = append(errs, errors.New("queries need two sizes, requests and clients"))
+	}
+	if s.LoadNamespaces < 20 || s.LoadWindows < 1 {
+		errs = append(errs, errors.New("under-load sizes: at least 20 namespaces and 1 window"))
 	}
 	return errors.Join(errs...)
 }
@@ -188,6 +202,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		{"ingest catch-up", runCatchup},
 		{"queries", runQueries},
 		{"freshness", runFreshness},
+		{"under load, single redis and redis cluster", runUnderLoad},
 	}
 	for _, p := range phases {
 		if err := srv.reset(ctx); err != nil {
@@ -217,7 +232,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s; aggregator --batch-size %d (messages of %d samples)\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions, r.AggregatorBatch, defaultBatch)
 	fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", "SECTION", "MEASURE", "VALUE", "UNIT", "TARGET", "MET")
 	rows := slices.Clone(r.Rows)
-	order := []string{secRaw, secIngest, secQuery, secMemory}
+	order := []string{secRaw, secIngest, secQuery, secLoad, secMemory}
 	slices.SortStableFunc(rows, func(a, b Row) int { return slices.Index(order, a.Section) - slices.Index(order, b.Section) })
 	section := ""
 	for _, row := range rows {

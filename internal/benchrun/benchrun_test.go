@@ -29,7 +29,8 @@ func TestQuick(t *testing.T) {
 	}
 	for _, want := range []string{"jetstream publish", "jetstream consume", "redis BITFIELD", "steady: samples/s", "catch-up: samples/s",
 		"namespace_all step=day, page of 20, p95", "p95 ratio", "per namespace-day", "peak RSS",
-		"freshness: publish ack to rollup event, p99", "freshness: publish ack to API answer, p99"} {
+		"freshness: publish ack to rollup event, p99", "freshness: publish ack to API answer, p99",
+		"single, ns=1000: new-day burst / steady", "cluster, ns=1000: largest master's share of rollup writes, steady", "cluster, ns=1000: longest redis command"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, table.String())
 		}

@@ -222,12 +222,13 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 
 // maxPiecesPerScript bounds one apply script: Redis runs a script to the
 // end before it serves anyone else, so a batch is cut into scripts of at
-// most this many pieces that queries can slip between. Each piece is
-// exactly-once within its own script, so cutting changes nothing else.
-const maxPiecesPerScript = 2000
+// most this many pieces (a few milliseconds each) that queries and other
+// writers slip between. Each piece is exactly-once within its own script,
+// so cutting changes nothing else.
+const maxPiecesPerScript = 200
 
 // maxIndexEntries bounds one index script likewise.
-const maxIndexEntries = 2000
+const maxIndexEntries = 500
 
 // shardBatch is one apply script's share of a batch: pieces of one month
 // in one shard.

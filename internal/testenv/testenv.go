@@ -89,7 +89,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		t.Fatalf("redis-server not found in PATH: install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis)")
 	}
 	r := &Redis{t: t, dir: t.TempDir(), port: FreePort(t)}
-	r.args = []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir, "--save", "", "--appendonly", "no"}
+	r.args = []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir, "--save", "", "--appendonly", "no", "--lazyfree-lazy-expire", "yes", "--lazyfree-lazy-server-del", "yes"}
 	for _, o := range opts {
 		o(r)
 	}
