@@ -8,6 +8,6 @@ import "k8s.io/apimachinery/pkg/types"
 func DeletePending(s *Source, uid types.UID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.finals[uid]
+	_, ok := s.deleted[uid]
 	return ok
 }

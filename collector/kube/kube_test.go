@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 	metricsfake "k8s.io/metrics/pkg/client/clientset/versioned/fake"
 
@@ -99,7 +101,7 @@ func config() kube.Config {
 func start(t *testing.T, startAt time.Time, objs ...runtime.Object) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, ctx: ctx, kc: fake.NewClientset(objs...), mc: metricsfake.NewSimpleClientset(), clock: &clock{t: startAt}, vols: &volumes{used: map[string]int64{}}, logs: &syncBuffer{}}
+	e := &env{t: t, ctx: ctx, kc: allowAll(fake.NewClientset(objs...)), mc: metricsfake.NewSimpleClientset(), clock: &clock{t: startAt}, vols: &volumes{used: map[string]int64{}}, logs: &syncBuffer{}}
 	e.factory = informers.NewSharedInformerFactory(e.kc, 0)
 	src, err := kube.New(config(), e.kc, e.mc, kube.WithClock(e.clock.Now), kube.WithInformerFactory(e.factory),
 		kube.WithVolumeStats(e.vols), kube.WithLogger(slog.New(slog.NewTextHandler(e.logs, nil))))
@@ -271,6 +273,17 @@ func claim(ns, name string, size string, phase corev1.PersistentVolumeClaimPhase
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// allowAll makes the fake clientset answer every access review with
+// "allowed": a fake has no RBAC.
+func allowAll(kc *fake.Clientset) *fake.Clientset {
+	kc.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		r := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SelfSubjectAccessReview).DeepCopy()
+		r.Status.Allowed = true
+		return true, r, nil
+	})
+	return kc
+}
 
 // want builds an expected sample of window [w, w+1m).
 func want(project, ns string, w time.Time, cpu, mem, storage sample.Resources) sample.Sample {
@@ -563,7 +576,7 @@ func TestRestartSameWindows(t *testing.T) {
 func TestRun(t *testing.T) {
 	cfg := config()
 	cfg.Interval, cfg.ScrapeInterval = time.Second, time.Second
-	kc := fake.NewClientset(namespace("app", nil))
+	kc := allowAll(fake.NewClientset(namespace("app", nil)))
 	src, err := kube.New(cfg, kc, metricsfake.NewSimpleClientset(), kube.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), kube.WithVolumeStats(&volumes{}))
 	if err != nil {
 		t.Fatal(err)
