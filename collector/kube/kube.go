@@ -20,6 +20,18 @@
 //	metrics.k8s.io   pods                                                     get list
 //	""               nodes/proxy (optional, for storage usage)                 get
 //
+// Start checks the required permissions with SelfSubjectAccessReviews and
+// fails naming every one that is missing (ErrForbidden), rather than let
+// the informers retry forever.
+//
+// # Structure
+//
+// A scrape observes the cluster (informer caches, deletions delivered
+// since the last scrape, the metrics API: the only I/O), builds a snapshot
+// from that (snapshot.go, pure), adds the slot since the previous scrape
+// to the open window (window.go) and turns each window that closed into
+// samples.
+//
 // # How a window is measured
 //
 // Windows are [t−interval, t) with t a multiple of --interval, so they are
@@ -33,9 +45,10 @@
 //     finishedAt), or, once it is gone, until its deletionTimestamp or the
 //     scrape that found it gone, whichever is first;
 //   - its request is what the scheduler reserves (see podRequests), its
-//     usage the metrics API's latest value for it (the previous scrape's
-//     when it has none now, 0 when it never had one), its effective value
-//     max(usage, request) — all times its running seconds;
+//     usage the metrics API's latest value for it — when the API lists it
+//     no more or is unavailable, the last value for up to one window, then
+//     0 (0 when it never had one) — its effective value max(usage,
+//     request); all times its running seconds;
 //   - quotas (the smallest hard requests.cpu/cpu, requests.memory/memory
 //     and requests.storage over the namespace's ResourceQuotas) and bound
 //     claims' capacities count for the whole slot;

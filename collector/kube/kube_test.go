@@ -27,11 +27,20 @@ import (
 	metricsfake "k8s.io/metrics/pkg/client/clientset/versioned/fake"
 
 	"github.com/alauda/costmeter/collector/kube"
+	"github.com/alauda/costmeter/internal/kubetest"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(stopPlaneAfter{m}, kubetest.GoleakOptions()...)
+}
+
+// stopPlaneAfter stops the shared control plane after the tests, before
+// goleak looks for leaks.
+type stopPlaneAfter struct{ m *testing.M }
+
+func (s stopPlaneAfter) Run() int { defer plane.Stop(); return s.m.Run() }
 
 const gi = 1 << 30
 const mi = 1 << 20
@@ -159,43 +168,6 @@ func (e *env) podIs(ns, name string, cond func(*corev1.Pod) bool) {
 	})
 }
 
-func (e *env) podGone(ns, name string) {
-	e.t.Helper()
-	e.eventually("pod "+ns+"/"+name+" gone", func() bool {
-		_, err := e.factory.Core().V1().Pods().Lister().Pods(ns).Get(name)
-		return err != nil
-	})
-	// The deletion handler runs after the cache update.
-	uid := types.UID(ns + "/" + name)
-	testenv.Eventually(e.t, 10*time.Second, "deletion delivered", func() (bool, string) {
-		return kube.DeletePending(e.src, uid), "deletion of " + string(uid) + " not delivered"
-	})
-}
-
-func (e *env) createPod(p *corev1.Pod) {
-	e.t.Helper()
-	if _, err := e.kc.CoreV1().Pods(p.Namespace).Create(e.ctx, p, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	e.podIs(p.Namespace, p.Name, func(*corev1.Pod) bool { return true })
-}
-
-func (e *env) updatePodStatus(p *corev1.Pod, cond func(*corev1.Pod) bool) {
-	e.t.Helper()
-	if _, err := e.kc.CoreV1().Pods(p.Namespace).UpdateStatus(e.ctx, p, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	e.podIs(p.Namespace, p.Name, cond)
-}
-
-func (e *env) deletePod(ns, name string) {
-	e.t.Helper()
-	if err := e.kc.CoreV1().Pods(ns).Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	e.podGone(ns, name)
-}
-
 func (e *env) setMetrics(ns, name, cpu, mem string) {
 	e.t.Helper()
 	pm := &metricsv1beta1.PodMetrics{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -205,13 +177,6 @@ func (e *env) setMetrics(ns, name, cpu, mem string) {
 		err = e.mc.Tracker().Update(podMetrics, pm, ns)
 	}
 	if err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func (e *env) deleteMetrics(ns, name string) {
-	e.t.Helper()
-	if err := e.mc.Tracker().Delete(podMetrics, ns, name); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -245,15 +210,6 @@ func pod(ns, name string, started time.Time, containers ...corev1.Container) *co
 	}
 	for _, c := range containers {
 		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(started)}}})
-	}
-	return p
-}
-
-func finish(p *corev1.Pod, at time.Time) *corev1.Pod {
-	p = p.DeepCopy()
-	p.Status.Phase = corev1.PodSucceeded
-	for i := range p.Status.ContainerStatuses {
-		p.Status.ContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at)}}
 	}
 	return p
 }
@@ -378,68 +334,6 @@ func TestWindowRequestsQuotasClaims(t *testing.T) {
 	if len(e.vols.nodes) != 1 || !reflect.DeepEqual(e.vols.nodes[0], []string{"node-1"}) {
 		t.Fatalf("volume stats asked for nodes %v, want [[node-1]] once", e.vols.nodes)
 	}
-}
-
-// TestPodsStartAndEndMidWindow: each pod counts for the seconds it ran.
-func TestPodsStartAndEndMidWindow(t *testing.T) {
-	long := t0.Add(-time.Hour)
-	job := pod("batch", "job", long, container("app", "1", "1Gi"))
-	gone := pod("batch", "gone", long, container("app", "1", "1Gi"))
-	graceful := pod("batch", "graceful", long, container("app", "1", "1Gi"))
-	e := start(t, t0, namespace("batch", nil), job, gone, graceful)
-	e.setMetrics("batch", "job", "500m", "256Mi")
-	e.setMetrics("batch", "gone", "1500m", "2Gi")
-	e.scrapeAt(t0) // the window before, backfilled from this one look
-
-	late := pod("batch", "late", t0.Add(10*time.Second), container("app", "1", "1Gi"))
-	short := pod("batch", "short", t0.Add(16*time.Second), container("app", "2", "2Gi"))
-	got := e.window(t0, map[int]func(){
-		// late started at 10:00:10, before the scrape at 10:00:15; no
-		// metrics for it until the scrape at 10:00:30.
-		15: func() { e.createPod(late) },
-		// gone is deleted between 10:00:15 and 10:00:30 (no grace): it
-		// counts until the scrape that finds it gone. short starts at
-		// 10:00:16 and ends at 10:00:26, between two scrapes.
-		30: func() {
-			e.setMetrics("batch", "late", "2", "512Mi")
-			e.deleteMetrics("batch", "gone")
-			e.deletePod("batch", "gone")
-			e.createPod(short)
-			e.updatePodStatus(finish(short, t0.Add(26*time.Second)), func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
-			e.deletePod("batch", "short")
-		},
-		// job's containers finished at 10:00:40; graceful is being deleted
-		// with a deadline of 10:00:50.
-		45: func() {
-			e.updatePodStatus(finish(job, t0.Add(40*time.Second)), func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
-			g := graceful.DeepCopy()
-			g.DeletionTimestamp = ptr(metav1.NewTime(t0.Add(50 * time.Second)))
-			if _, err := e.kc.CoreV1().Pods("batch").Update(e.ctx, g, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			e.podIs("batch", "graceful", func(p *corev1.Pod) bool { return p.DeletionTimestamp != nil })
-		},
-		60: func() { e.deletePod("batch", "graceful") },
-	})
-	// Seconds ran: job 40, gone 30, graceful 50, late 50, short 10.
-	// Requests (cores): job 1, gone 1, graceful 1, late 1, short 2.
-	// Usage: job 0.5 for 40 s; gone 1.5 for 30 s; graceful none; late 0
-	// for 5 s then 2 for 45 s; short none.
-	cpuReq := (40 + 30 + 50 + 50 + 2*10) / 60.0
-	cpuUse := (0.5*40 + 1.5*30 + 2*45) / 60.0
-	cpuEff := (40 + 1.5*30 + 50 + (5 + 2*45) + 2*10) / 60.0
-	memReq := float64(gi) * (40 + 30 + 50 + 50 + 2*10) / 60
-	memUse := (256*mi*40 + 2*gi*30 + 512*mi*45) / 60.0
-	memEff := (gi*40 + 2*gi*30 + gi*50 + gi*50 + 2*gi*10) / 60.0
-	check(t, got, []sample.Sample{
-		want("unassigned", "batch", t0, res(cpuUse, cpuReq, 0, cpuEff), res(memUse, memReq, 0, memEff), storage(0, 0, 0)),
-	})
-
-	// The next window: only late runs, with its metrics.
-	got = e.window(t0.Add(time.Minute), nil)
-	check(t, got, []sample.Sample{
-		want("unassigned", "batch", t0.Add(time.Minute), res(2, 1, 0, 2), res(512*mi, gi, 0, gi), storage(0, 0, 0)),
-	})
 }
 
 // TestNamespacesQuotasClaimsChange: a namespace moves to another project,
