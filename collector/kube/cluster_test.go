@@ -116,6 +116,29 @@ func setUpCluster(t *testing.T, c *kubetest.Cluster) {
 	if err != nil {
 		t.Fatalf("set up the cluster: %v", err)
 	}
+	// The authorizer learns of new bindings through its own informers.
+	waitAllowed(t, c, "cost-collector", []string{"/api/v1/pods", "/apis/metrics.k8s.io/v1beta1/pods"})
+}
+
+// waitAllowed waits until the ServiceAccount cost-system/sa may GET each
+// path: RBAC changes reach the authorizer a moment after they are written.
+func waitAllowed(t *testing.T, c *kubetest.Cluster, sa string, paths []string) {
+	t.Helper()
+	ctx := context.Background()
+	rc, err := c.ServiceAccountConfig(ctx, "cost-system", sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, _, err := clients(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		testenv.Eventually(t, time.Minute, sa+" may get "+p, func() (bool, string) {
+			err := kc.CoreV1().RESTClient().Get().AbsPath(p).Do(ctx).Error()
+			return err == nil, fmt.Sprint(err)
+		})
+	}
 }
 
 // startLive starts a source as the collector's ServiceAccount (or as sa,
@@ -465,6 +488,13 @@ func TestClusterRBAC(t *testing.T) {
 					}
 				}
 			}
+			var kept []string
+			for j, r := range role.Rules {
+				if j != i {
+					kept = append(kept, apiPath(r.APIGroups[0], r.Resources[0]))
+				}
+			}
+			waitAllowed(t, e.c, name, kept)
 			src, _, err := e.newSource(ctx, name)
 			if err != nil {
 				t.Fatal(err)
