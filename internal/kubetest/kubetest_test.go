@@ -41,7 +41,7 @@ func TestVersionsPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	for mod, want := range map[string]string{"k8s.io/kubernetes": kubetest.KubernetesVersion, "go.etcd.io/etcd/server/v3": kubetest.EtcdVersion} {
-		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(mod) + ` (v\S+)`).FindSubmatch(b)
+		m := regexp.MustCompile(`(?m)^\s*(?:require\s+)?` + regexp.QuoteMeta(mod) + ` (v\S+)`).FindSubmatch(b)
 		if m == nil || string(m[1]) != want {
 			t.Errorf("test/k8s/go.mod requires %s %s, the harness says %s", mod, m, want)
 		}
