@@ -94,7 +94,7 @@ func TestClusterEndToEnd(t *testing.T) {
 		t.Fatalf("dead letters: %v", dl)
 	}
 
-	srv, err := api.New(api.DefaultConfig(), r.Client(), time.UTC, api.WithAuthenticate(auth.AllowAll()), api.WithLogger(log))
+	srv, err := api.New(api.DefaultConfig(), store, time.UTC, api.WithAuthenticate(auth.AllowAll()), api.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}
