@@ -68,7 +68,7 @@ func brief(rows []api.Row) string {
 
 func TestUsageMatchesModel(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	type combo struct {
 		item   rollup.Item
 		method rollup.Method
@@ -134,7 +134,7 @@ func TestModelHasRows(t *testing.T) {
 
 func TestBucketClipping(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	tests := []struct {
 		name, start, end, step string
 		want                   []string // distinct start-end of the rows' buckets
@@ -165,7 +165,7 @@ func TestBucketClipping(t *testing.T) {
 
 func TestPaging(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	for _, q := range []want{
 		{kind: "namespace_all", step: "day", start: "2024-12-27", end: "2025-01-07"},
 		{kind: "namespace_all", step: "week", start: "2025-05-29", end: "2025-06-11"},
@@ -202,7 +202,7 @@ func TestPaging(t *testing.T) {
 
 func TestProjectRouteNeverLeaks(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	for _, project := range []string{"team", "team-a", "ops", "nobody"} {
 		for _, kind := range []string{"project_all", "cluster_all", "namespace_all", "namespace", "cluster"} {
 			for _, step := range []string{"day", "week", "month"} {
@@ -479,7 +479,7 @@ prices:
 
 func TestCSV(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	q := want{kind: "namespace_all", step: "day", start: "2024-12-27", end: "2025-01-07", item: rollup.Memory, method: rollup.Request}
 	rows, total := all(t, h, q, 1000)
 	check := func(body []byte, want []api.Row) {
@@ -518,7 +518,7 @@ func TestCSV(t *testing.T) {
 // and months, the straddling-week merge) see data written after a query.
 func TestIndexesFollowWrites(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	for _, step := range []string{"week", "month", "day"} {
 		q := want{kind: "namespace_all", step: step, start: "2025-05-31", end: "2025-06-10", item: rollup.Cpu, method: rollup.Usage}
 		before, _ := all(t, h, q, 1000)
@@ -539,7 +539,7 @@ func TestIndexesFollowWrites(t *testing.T) {
 
 func TestOpenAPI(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	rec := get(h, "/openapi.yaml", nil)
 	if rec.Code != 200 {
 		t.Fatalf("openapi.yaml: %d", rec.Code)
@@ -641,7 +641,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 // detector, and checks every answer against the model.
 func TestConcurrentQueries(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	qs := []want{
 		{kind: "namespace_all", step: "week", start: "2025-05-29", end: "2025-06-10", item: rollup.Cpu, method: rollup.Usage},
 		{project: "team", kind: "cluster_all", step: "week", start: "2025-05-29", end: "2025-06-10", item: rollup.Memory, method: rollup.Effective},

@@ -21,7 +21,7 @@ import (
 
 func TestConsoleIsServed(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	for _, c := range []struct {
 		path     string
 		code     int
@@ -132,7 +132,7 @@ func byUsage(rows []api.Row) []api.Row {
 
 func TestOrderByUsage(t *testing.T) {
 	f := newFixture(t)
-	h := newServer(t, f.rdb)
+	h := f.server(t)
 	for _, q := range []want{
 		{kind: "namespace_all", step: "day", start: ranges[2][0], end: ranges[2][1], item: rollup.Cpu, method: rollup.Effective},
 		{kind: "project_all", step: "week", start: ranges[0][0], end: ranges[0][1], item: rollup.Memory, method: rollup.Usage},

@@ -24,9 +24,22 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
+// cluster is a Redis Cluster of 3 masters and 3 replicas shared by the
+// package's tests: every fixture is loaded into it as well, and every
+// request to a fixture's server is answered from both and compared.
+var cluster *testenv.RedisCluster
+
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)
-	os.Exit(m.Run())
+	c, stop, err := testenv.StartRedisClusterForMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start redis cluster:", err)
+		os.Exit(1)
+	}
+	cluster = c
+	code := m.Run()
+	stop()
+	os.Exit(code)
 }
 
 // retention keeps 2024 and 2025 data alive whatever today is.
@@ -63,6 +76,7 @@ type fixture struct {
 	redis   *testenv.Redis
 	rdb     *redis.Client
 	store   *rollup.Store
+	twin    *rollup.Store // the same data in the package's Redis Cluster
 	samples []sample.Sample
 	// hours[entity][day][field] in unit-hours.
 	hours map[rollup.Entity]map[time.Time]*[rollup.Fields]float64
@@ -75,6 +89,12 @@ func newFixture(t testing.TB) *fixture {
 	var err error
 	f.store, err = rollup.NewStore(f.rdb, time.UTC, retention)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.twin, err = rollup.NewStore(cluster.Client(), time.UTC, retention); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -130,6 +150,9 @@ func (f *fixture) apply(t testing.TB, ss []sample.Sample) {
 		n := min(len(cs), 300)
 		res, err := f.store.Apply(context.Background(), cs[:n], "test", nil, false)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.twin.Apply(context.Background(), cs[:n], "test", nil, false); err != nil {
 			t.Fatal(err)
 		}
 		for _, x := range res.Verdicts {
@@ -296,6 +319,32 @@ func (f *fixture) rows(q want, prices func(day time.Time) float64) []api.Row {
 
 func near(got, want float64) bool {
 	return math.Abs(got-want) <= math.Max(1e-6*math.Abs(want), 0.001)
+}
+
+// server returns the API over f's single Redis, checking that every
+// request gets the very same answer (status, headers that matter, body)
+// from the same API over the fixture's twin in the Redis Cluster.
+func (f *fixture) server(t testing.TB, opts ...api.Option) http.Handler {
+	t.Helper()
+	single := newServer(t, f.rdb, opts...)
+	srv, err := api.New(api.DefaultConfig(), f.twin, time.UTC, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin := srv.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, b := httptest.NewRecorder(), httptest.NewRecorder()
+		single.ServeHTTP(a, r.Clone(r.Context()))
+		twin.ServeHTTP(b, r.Clone(r.Context()))
+		if a.Code != b.Code || a.Body.String() != b.Body.String() || a.Header().Get("Content-Type") != b.Header().Get("Content-Type") {
+			t.Errorf("%s: a single Redis answers %d %.300s; the Redis Cluster %d %.300s", r.URL, a.Code, a.Body, b.Code, b.Body)
+		}
+		for k, v := range a.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(a.Code)
+		w.Write(a.Body.Bytes())
+	})
 }
 
 // newServer returns the API over f's Redis.

@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -341,4 +343,70 @@ func KeySlot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+// mainTB stands in for a test where a package's TestMain starts a server
+// shared by all its tests: failures panic (StartRedisClusterForMain turns
+// them into an error), cleanups run when the package's tests are done.
+type mainTB struct {
+	testing.TB
+	dirs     []string
+	cleanups []func()
+}
+
+func (m *mainTB) Helper()                           {}
+func (m *mainTB) Logf(string, ...any)               {}
+func (m *mainTB) Fatalf(format string, args ...any) { panic(mainFailure(fmt.Sprintf(format, args...))) }
+func (m *mainTB) Fatal(args ...any)                 { panic(mainFailure(fmt.Sprint(args...))) }
+func (m *mainTB) Cleanup(f func())                  { m.cleanups = append(m.cleanups, f) }
+func (m *mainTB) TempDir() string {
+	d, err := os.MkdirTemp("", "costmeter-cluster-")
+	if err != nil {
+		m.Fatal(err)
+	}
+	m.dirs = append(m.dirs, d)
+	return d
+}
+
+type mainFailure string
+
+func (m *mainTB) stop() {
+	for i := len(m.cleanups) - 1; i >= 0; i-- {
+		m.cleanups[i]()
+	}
+	for _, d := range m.dirs {
+		os.RemoveAll(d)
+	}
+}
+
+// StartRedisClusterForMain starts a cluster like StartRedisCluster for a
+// whole test package, from its TestMain: one cluster for every test keeps
+// the suite fast. Call stop after m.Run.
+func StartRedisClusterForMain(opts ...RedisOption) (c *RedisCluster, stop func(), err error) {
+	m := &mainTB{}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(mainFailure)
+			if !ok {
+				panic(r)
+			}
+			m.stop()
+			c, stop, err = nil, nil, errors.New(string(f))
+		}
+	}()
+	c = StartRedisCluster(m, opts...)
+	return c, m.stop, nil
+}
+
+// Flush empties every master of the cluster.
+func (c *RedisCluster) Flush(ctx context.Context) error {
+	for _, n := range c.Masters() {
+		nc := nodeClient(n)
+		err := nc.FlushAll(ctx).Err()
+		nc.Close()
+		if err != nil {
+			return fmt.Errorf("flush %s: %w", n.Addr(), err)
+		}
+	}
+	return nil
 }
