@@ -323,100 +323,152 @@ func (a *Aggregator) pause(ctx context.Context, d time.Duration) {
 	}
 }
 
-// origin ties a contribution back to its message and sample for dead
-// letters.
+// origin is where a sample came from: its message, the message's stream
+// sequence, and its element in an array message (-1: the whole message).
 type origin struct {
-	msg    int
-	sample *sample.Result
-	index  int
+	msg   jetstream.Msg
+	seq   uint64
+	index int
 }
 
-// process applies one batch of messages under one span (see startApply).
+// accepted is a valid sample on its way to the store: where it came from,
+// and how many day-pieces it was cut into. Its pieces are consecutive in the
+// batch's contributions (and so in the store's verdicts), in the order of
+// the accepted samples.
+type accepted struct {
+	from   origin
+	sample *sample.Result
+	pieces int
+}
+
+// batch is a decoded batch: what to commit and what is already known to be
+// dead letters.
+type batch struct {
+	msgs     []jetstream.Msg
+	received int // samples decoded, valid or not
+	seqs     []rollup.SeqRange
+	cs       []rollup.Contribution
+	accepted []accepted
+	letters  []deadLetter
+}
+
+// process applies one batch of messages under one span (see startApply):
+// decode, commit, settle. Messages from a replay (ack false) are not
+// acknowledged.
 func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
 	ctx, span := a.startApply(ctx, msgs, ack)
 	defer span.End()
-	if err := a.apply(ctx, msgs, ack); err != nil {
+	err := func() error {
+		b, err := a.decode(ctx, msgs)
+		if err != nil {
+			return err
+		}
+		res, err := a.commit(ctx, b)
+		if err != nil {
+			return err
+		}
+		return a.settle(ctx, b, res, ack)
+	}()
+	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "apply batch")
-		return err
 	}
-	return nil
+	return err
 }
 
-// apply applies one batch of messages: decode, validate, apply, dead-
-// letter what cannot be counted, and (when ack) acknowledge. Messages
-// from a replay are not acknowledged.
-func (a *Aggregator) apply(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
+// decode decodes and validates every message, cuts the valid samples into
+// day-pieces (rollup.Split) and collects the dead letters of what cannot be
+// counted.
+func (a *Aggregator) decode(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
 	var (
-		cs      []rollup.Contribution
-		origins []origin
-		seqs    = make([]uint64, 0, len(msgs))
-		letters []deadLetter
-		samples int
-		now     = a.now()
-		loc     = a.store.Location()
+		b    = &batch{msgs: msgs}
+		seqs = make([]uint64, 0, len(msgs))
+		now  = a.now()
+		loc  = a.store.Location()
 	)
-	for mi, m := range msgs {
+	for _, m := range msgs {
 		meta, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("read message metadata: %w", err)
+			return nil, fmt.Errorf("read message metadata: %w", err)
 		}
-		seqs = append(seqs, meta.Sequence.Stream)
+		seq := meta.Sequence.Stream
+		seqs = append(seqs, seq)
 		results, err := sample.Decode(m.Data())
 		if err != nil {
-			letters = append(letters, deadLetter{msg: m, seq: meta.Sequence.Stream, index: -1, reason: ReasonDecode, detail: err.Error(), data: m.Data()})
+			b.letters = append(b.letters, deadLetter{from: origin{msg: m, seq: seq, index: -1}, reason: ReasonDecode, detail: err.Error(), data: m.Data()})
 			continue
 		}
 		cluster := strings.TrimPrefix(m.Subject(), stream.SamplesPrefix)
 		for i := range results {
 			r := &results[i]
-			samples++
-			reason, detail := a.check(r, cluster, now, loc)
-			if reason != "" {
-				letters = append(letters, deadLetter{msg: m, seq: meta.Sequence.Stream, index: i, reason: reason, detail: detail, data: r.Raw})
+			from := origin{msg: m, seq: seq, index: i}
+			b.received++
+			if reason, detail := a.check(r, cluster, now, loc); reason != "" {
+				b.letters = append(b.letters, deadLetter{from: from, reason: reason, detail: detail, data: r.Raw})
 				continue
 			}
-			for _, p := range rollup.Split(&r.Sample, loc) {
-				cs = append(cs, rollup.Contribution{Entity: rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}, Piece: p})
-				origins = append(origins, origin{msg: mi, sample: r, index: i})
+			pieces := rollup.Split(&r.Sample, loc)
+			e := rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}
+			for _, p := range pieces {
+				b.cs = append(b.cs, rollup.Contribution{Entity: e, Piece: p})
 			}
+			b.accepted = append(b.accepted, accepted{from: from, sample: r, pieces: len(pieces)})
 		}
 	}
-	a.received.Add(ctx, int64(samples))
-
+	b.seqs = compress(seqs)
+	a.received.Add(ctx, int64(b.received))
 	a.stage(StageDecoded)
+	return b, nil
+}
+
+// commit applies the batch's contributions and marks its sequences applied,
+// in Redis, at once (rollup.Store.Apply).
+func (a *Aggregator) commit(ctx context.Context, b *batch) (rollup.Result, error) {
 	start := time.Now()
-	res, err := a.store.Apply(ctx, cs, stream.Samples, compress(seqs), a.cfg.Events)
+	res, err := a.store.Apply(ctx, b.cs, stream.Samples, b.seqs, a.cfg.Events)
 	if err != nil {
-		return err
+		return rollup.Result{}, err
 	}
-	verdicts := res.Verdicts
+	if len(res.Verdicts) != len(b.cs) {
+		return rollup.Result{}, fmt.Errorf("apply batch: %d verdicts for %d contributions", len(res.Verdicts), len(b.cs))
+	}
 	a.stage(StageCommitted)
 	a.applyLatency.Record(ctx, time.Since(start).Seconds())
-	a.batchSize.Record(ctx, int64(samples))
+	a.batchSize.Record(ctx, int64(b.received))
+	return res, nil
+}
+
+// settle does what follows a commit: counts the verdicts, dead-letters
+// what could not be counted (a sample with an overlapping piece is one
+// letter), publishes the rollup events, and (when ack) acknowledges the
+// messages, in that order: nothing is acknowledged before its effects are
+// stored.
+func (a *Aggregator) settle(ctx context.Context, b *batch, res rollup.Result, ack bool) error {
 	var nApplied, nDup int64
-	overlapped := map[[2]int]bool{}
-	for i, v := range verdicts {
-		switch v {
-		case rollup.Applied:
-			nApplied++
-		case rollup.Duplicate:
-			nDup++
-		case rollup.Overlap:
-			o := origins[i]
-			key := [2]int{o.msg, o.index}
-			if overlapped[key] {
-				continue
+	letters := b.letters
+	verdicts := res.Verdicts
+	for _, s := range b.accepted {
+		overlap := false
+		for _, v := range verdicts[:s.pieces] {
+			switch v {
+			case rollup.Applied:
+				nApplied++
+			case rollup.Duplicate:
+				nDup++
+			case rollup.Overlap:
+				overlap = true
 			}
-			overlapped[key] = true
-			s := &o.sample.Sample
-			letters = append(letters, deadLetter{msg: msgs[o.msg], seq: seqOf(msgs[o.msg]), index: o.index, reason: ReasonOverlap, data: o.sample.Raw,
-				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", s.Start.Format(time.RFC3339), s.End.Format(time.RFC3339), s.Key())})
+		}
+		verdicts = verdicts[s.pieces:]
+		if overlap {
+			w := &s.sample.Sample
+			letters = append(letters, deadLetter{from: s.from, reason: ReasonOverlap, data: s.sample.Raw,
+				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339), w.Key())})
 		}
 	}
 	a.applied.Add(ctx, nApplied)
 	a.duplicates.Add(ctx, nDup)
-	trace.SpanFromContext(ctx).SetAttributes(attrSamples.Int(samples), attrApplied.Int64(nApplied), attrDuplicates.Int64(nDup), attrDeadLetters.Int(len(letters)))
+	trace.SpanFromContext(ctx).SetAttributes(attrSamples.Int(b.received), attrApplied.Int64(nApplied), attrDuplicates.Int64(nDup), attrDeadLetters.Int(len(letters)))
 	if err := a.deadLetter(ctx, letters); err != nil {
 		return err
 	}
@@ -424,7 +476,7 @@ func (a *Aggregator) apply(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		return err
 	}
 	if ack {
-		for _, m := range msgs {
+		for _, m := range b.msgs {
 			if err := m.Ack(); err != nil {
 				a.log.WarnContext(ctx, "ack sample message", "err", err)
 			}
@@ -437,14 +489,6 @@ func (a *Aggregator) stage(s Stage) {
 	if a.hook != nil {
 		a.hook(s)
 	}
-}
-
-func seqOf(m jetstream.Msg) uint64 {
-	meta, err := m.Metadata()
-	if err != nil {
-		return 0
-	}
-	return meta.Sequence.Stream
 }
 
 // check applies the rules that need more than the sample itself.
@@ -485,29 +529,22 @@ func compress(seqs []uint64) []rollup.SeqRange {
 }
 
 type deadLetter struct {
-	msg    jetstream.Msg
-	seq    uint64
-	index  int // element of an array message, -1 for the whole message
+	from   origin
 	reason string
 	detail string
 	data   []byte // the offending message, or array element
 }
 
-// HeaderTruncated is set on a dead letter whose data was cut to fit the
-// NATS payload limit; its value is the original length.
-const HeaderTruncated = "Cost-Truncated"
-
 // deadLetterHeadroom is what a dead letter's headers may take of the payload
 // limit (the reason is cut to 1 KiB).
 const deadLetterHeadroom = 8 << 10
 
-// HeaderElement names the element of an array message a dead letter is
-// about (-1: the whole message).
-const HeaderElement = "Cost-Element"
-
 // deadLetter publishes every letter and waits for JetStream to store them,
 // before the originals are acknowledged. Message ids make a retry of the
-// same batch publish nothing twice.
+// same batch publish nothing twice, and the counter counts a letter only
+// when JetStream stored it for the first time (not a duplicate of its id):
+// a batch that failed after its letters were stored and is retried counts
+// each letter once (within the stream's duplicate window).
 func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error {
 	if len(letters) == 0 {
 		return nil
@@ -523,40 +560,32 @@ func (a *Aggregator) deadLetter(ctx context.Context, letters []deadLetter) error
 		maxData = nc.MaxPayload()
 	}
 	maxData -= deadLetterHeadroom
-	futures := make([]jetstream.PubAckFuture, 0, len(letters))
-	for _, l := range letters {
+	msgs := make([]*nats.Msg, len(letters))
+	for i, l := range letters {
 		msg := nats.NewMsg(stream.DeadLetterPrefix + l.reason)
 		msg.Header.Set(stream.HeaderReason, truncate(l.detail, 1024))
-		msg.Header.Set(stream.HeaderSubject, l.msg.Subject())
-		msg.Header.Set(stream.HeaderSeq, strconv.FormatUint(l.seq, 10))
-		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dl-%d-%d", l.seq, l.index))
-		msg.Header.Set(HeaderElement, strconv.Itoa(l.index))
+		msg.Header.Set(stream.HeaderSubject, l.from.msg.Subject())
+		msg.Header.Set(stream.HeaderSeq, strconv.FormatUint(l.from.seq, 10))
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dl-%d-%d", l.from.seq, l.from.index))
+		msg.Header.Set(stream.HeaderElement, strconv.Itoa(l.from.index))
 		msg.Data = l.data
 		if int64(len(msg.Data)) > maxData {
-			msg.Header.Set(HeaderTruncated, strconv.Itoa(len(msg.Data)))
+			msg.Header.Set(stream.HeaderTruncated, strconv.Itoa(len(msg.Data)))
 			msg.Data = msg.Data[:max(maxData, 0)]
 		}
 		telemetry.Inject(ctx, msg)
-		f, err := a.js.PublishMsgAsync(msg)
-		if err != nil {
-			return fmt.Errorf("dead-letter message %d: %w", l.seq, err)
-		}
-		futures = append(futures, f)
+		msgs[i] = msg
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("dead-letter message: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("dead-letter message: %w", ctx.Err())
-		}
+	published := natsconn.PublishAll(ctx, a.js, msgs)
+	if err := natsconn.FirstError(published); err != nil {
+		return fmt.Errorf("dead-letter samples: %w", err)
 	}
-	// Counted once stored, so a failed attempt that is retried does not
-	// count twice.
-	for _, l := range letters {
+	for i, l := range letters {
+		if published[i].Ack.Duplicate {
+			continue // stored by an earlier attempt at this batch, counted then
+		}
 		a.deadLettered.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", l.reason)))
-		a.log.WarnContext(ctx, "dead-lettered sample", "seq", l.seq, "element", l.index, "reason", l.reason, "detail", truncate(l.detail, 300))
+		a.log.WarnContext(ctx, "dead-lettered sample", "seq", l.from.seq, "element", l.from.index, "reason", l.reason, "detail", truncate(l.detail, 300))
 	}
 	return nil
 }

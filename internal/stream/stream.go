@@ -36,11 +36,21 @@ const (
 	Consumer = "aggregator"
 )
 
-// Headers set on dead-lettered messages.
+// Headers set on dead-lettered messages: every Cost-* header name of the
+// pipeline is here.
 const (
-	HeaderReason  = "Cost-Reason"
+	// HeaderReason says what is wrong, naming the field.
+	HeaderReason = "Cost-Reason"
+	// HeaderSubject is the subject the sample message was published on.
 	HeaderSubject = "Cost-Subject"
-	HeaderSeq     = "Cost-Stream-Seq"
+	// HeaderSeq is the sample message's sequence in the samples stream.
+	HeaderSeq = "Cost-Stream-Seq"
+	// HeaderElement names the element of an array message a dead letter is
+	// about (-1: the whole message).
+	HeaderElement = "Cost-Element"
+	// HeaderTruncated is set on a dead letter whose data was cut to fit the
+	// NATS payload limit; its value is the original length.
+	HeaderTruncated = "Cost-Truncated"
 )
 
 // Config sizes the streams.
