@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
@@ -198,25 +199,37 @@ func (n *natsChild) kill() {
 // env is one test's servers and clients.
 type env struct {
 	t     *testing.T
-	redis *testenv.Redis
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	url   string
-	store *rollup.Store
-	pub   *collector.Publisher
-	log   *slog.Logger
+	redis *testenv.Redis // nil on a Redis Cluster (newHAEnv)
+	// redisURL is what aggregator children dial.
+	redisURL string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	url      string
+	store    *rollup.Store
+	pub      *collector.Publisher
+	log      *slog.Logger
 }
 
 func newEnv(t *testing.T, natsURL string, opts ...testenv.RedisOption) *env {
 	t.Helper()
-	e := &env{t: t, url: natsURL, redis: testenv.StartRedis(t, opts...), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r := testenv.StartRedis(t, opts...)
+	e := newEnvOn(t, natsURL, r.Client(), r.URL())
+	e.redis = r
+	return e
+}
+
+// newEnvOn is an env on the Redis (single or cluster) that rdb reaches
+// and children dial at redisURL.
+func newEnvOn(t *testing.T, natsURL string, rdb redis.UniversalClient, redisURL string) *env {
+	t.Helper()
+	e := &env{t: t, url: natsURL, redisURL: redisURL, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var err error
 	e.nc, e.js, err = natsconn.Connect(natsURL, "test", e.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.nc.Close)
-	if e.store, err = rollup.NewStore(e.redis.Client(), time.UTC, testRetention); err != nil {
+	if e.store, err = rollup.NewStore(rdb, time.UTC, testRetention); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.store.LoadScripts(context.Background()); err != nil {
@@ -262,7 +275,7 @@ func (e *env) startAggregator(opts ...aggregator.Option) (stop func()) {
 func (e *env) startChild(extra ...string) *exec.Cmd {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), envChild+"=aggregator", "NATS_URL="+e.url, "REDIS_URL="+e.redis.URL()), extra...)
+	cmd.Env = append(append(os.Environ(), envChild+"=aggregator", "NATS_URL="+e.url, "REDIS_URL="+e.redisURL), extra...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
