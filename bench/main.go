@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
@@ -27,12 +28,16 @@ func run() int {
 	batch := fs.Int("aggregator-batch", benchrun.DefaultAggregatorBatch, "the aggregator's --batch-size (messages per fetch) in the ingest phases")
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
 	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
+	skip := fs.String("skip", "", "comma-separated phases to leave out (raw, steady, catch-up, queries, freshness, load)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
 	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch}
 	if *quick {
 		cfg.Sizes = benchrun.QuickSizes()
+	}
+	if *skip != "" {
+		cfg.Skip = strings.Split(*skip, ",")
 	}
 	if *out == "" {
 		*out = "bench/results/latest.json"

@@ -53,11 +53,16 @@ func run(args []string, stderr io.Writer) int {
 	var listen string
 	f.Duration(&retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
 	f.String(&listen, "listen", "AGGREGATOR_LISTEN", ":9091", "address of /healthz, /readyz and /metrics")
+	var waitReplicas int
+	f.Int(&waitReplicas, "redis-wait-replicas", "REDIS_WAIT_REPLICAS", 0, "acknowledge a batch only once this many replicas of the index node hold its index writes (WAIT); 1 on a Redis Cluster with replicas")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var errs []error
 	errs = append(errs, f.Err(), common.Validate(), natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate(), telCfg.Validate())
+	if waitReplicas < 0 || waitReplicas > 5 {
+		errs = append(errs, fmt.Errorf("--redis-wait-replicas: %d is not within 0..5", waitReplicas))
+	}
 	if retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention: %s is shorter than a day", retention))
 	}
@@ -89,7 +94,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer rdb.Close()
-	store, err := rollup.NewStore(rdb, common.Location(), retention)
+	store, err := rollup.NewStore(rdb, common.Location(), retention, rollup.WithWaitReplicas(waitReplicas, 2*time.Second))
 	if err != nil {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
 		return 2

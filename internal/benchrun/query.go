@@ -121,14 +121,14 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 // load writes n namespaces × 31 days of July 2025 (200 projects, 3
 // clusters) through Store.Apply and returns how many pieces it wrote.
 func load(ctx context.Context, store *rollup.Store, n int) (int, error) {
-	return loadDays(ctx, store, n, 31)
+	first := rollup.DayFromDate(2025, time.July, 1)
+	return loadDays(ctx, store, n, first, first+31)
 }
 
-// loadDays writes n namespaces × days days from July 1, 2025.
-func loadDays(ctx context.Context, store *rollup.Store, n, days int) (int, error) {
+// loadDays writes n namespaces × the days from first until before end.
+func loadDays(ctx context.Context, store *rollup.Store, n int, first, end rollup.Day) (int, error) {
 	const batch, workers = 4000, 4
-	first := rollup.DayFromDate(2025, time.July, 1)
-	total := n * days
+	total := n * int(end-first)
 	var wg sync.WaitGroup
 	errc := make(chan error, workers)
 	for w := range workers {

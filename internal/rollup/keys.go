@@ -132,8 +132,10 @@ func ParseMember(sc Scope, m string) Entity {
 // everything, indexes included. On a cluster the month's index may sit on
 // another node: a failover of that node to a replica that missed the
 // newest index writes would hide entity-days from listings (never change a
-// total); with --redis-wait-replicas the store waits (WAIT) until a
-// replica holds every index write before a batch is acknowledged.
+// total, and healing does not bring them back); with WithWaitReplicas
+// (the aggregator's --redis-wait-replicas) the store waits (WAIT) until a
+// replica holds every index write before a batch is acknowledged, so a
+// failover to that replica loses none.
 //
 // Adding a key family (for example per-month rankings, or coverage per
 // cluster-day):

@@ -64,17 +64,38 @@ type Store struct {
 	rdb       redis.UniversalClient
 	loc       *time.Location
 	retention time.Duration
+
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
 // NewStore returns a Store for the billing zone loc.
-func NewStore(rdb redis.UniversalClient, loc *time.Location, retention time.Duration) (*Store, error) {
+func NewStore(rdb redis.UniversalClient, loc *time.Location, retention time.Duration, opts ...StoreOption) (*Store, error) {
 	if loc == nil {
 		return nil, errors.New("rollup store: nil time zone")
 	}
 	if retention <= 0 {
 		return nil, fmt.Errorf("rollup store: retention must be positive, got %s", retention)
 	}
-	return &Store{Reader: NewReader(rdb), rdb: rdb, loc: loc, retention: retention}, nil
+	s := &Store{Reader: NewReader(rdb), rdb: rdb, loc: loc, retention: retention}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// StoreOption sets an optional behaviour of a Store.
+type StoreOption func(*Store)
+
+// WithWaitReplicas makes every index write wait (WAIT n, at most timeout)
+// until n replicas of the month's index node hold it, and fail (so the
+// batch is not acknowledged and comes again) when fewer do. On a Redis
+// Cluster the index of a month may live on another node than the rollups
+// it lists, and only this makes a failover of that node lose no listed
+// entity (see the healing guarantee in keys.go). n = 0 (the default)
+// waits for nothing.
+func WithWaitReplicas(n int, timeout time.Duration) StoreOption {
+	return func(s *Store) { s.waitReplicas, s.waitTimeout = n, timeout }
 }
 
 // Location returns the billing time zone.
@@ -425,6 +446,9 @@ func (s *Store) index(ctx context.Context, entries []indexEntry) error {
 		c.n++
 	}
 	run := func() error {
+		if s.waitReplicas > 0 {
+			return s.indexAndWait(ctx, chunksByMonth(chunks, func(c *chunk) (string, []any) { return c.month, c.args }))
+		}
 		pipe := s.rdb.Pipeline()
 		for _, c := range chunks {
 			indexScript.EvalSha(ctx, pipe, []string{nameIndexKey(c.month)}, c.args...)
@@ -441,6 +465,74 @@ func (s *Store) index(ctx context.Context, entries []indexEntry) error {
 	}
 	if err != nil {
 		return fmt.Errorf("index %d entity-days: %w", len(entries), err)
+	}
+	return nil
+}
+
+// chunksByMonth groups index scripts' arguments by month.
+func chunksByMonth[C any](chunks []C, of func(C) (string, []any)) map[string][][]any {
+	out := map[string][][]any{}
+	for _, c := range chunks {
+		m, args := of(c)
+		out[m] = append(out[m], args)
+	}
+	return out
+}
+
+// indexAndWait runs each month's index scripts and then WAIT on the same
+// connection to the month's index node, so WAIT covers exactly them. It
+// waits for as many of the wanted replicas as are connected: a master
+// whose replica died (or a replica just promoted, which has none yet)
+// cannot do better, and stalling ingest would not make it safer.
+func (s *Store) indexAndWait(ctx context.Context, months map[string][][]any) error {
+	for m, chunks := range months {
+		var node *redis.Client
+		switch c := s.rdb.(type) {
+		case *redis.ClusterClient:
+			n, err := c.MasterForKey(ctx, nameIndexKey(m))
+			if err != nil {
+				return fmt.Errorf("find the index node of %s: %w", m, err)
+			}
+			node = n
+		case *redis.Client:
+			node = c
+		default:
+			return fmt.Errorf("wait for replicas: unsupported client %T", s.rdb)
+		}
+		if err := s.indexOn(ctx, node, m, chunks); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) indexOn(ctx context.Context, node *redis.Client, month string, chunks [][]any) error {
+	conn := node.Conn()
+	defer conn.Close()
+	pipe := conn.Pipeline()
+	for _, args := range chunks {
+		indexScript.EvalSha(ctx, pipe, []string{nameIndexKey(month)}, args...)
+	}
+	repl := pipe.Info(ctx, "replication")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	connected := 0
+	for _, line := range strings.Split(repl.Val(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			connected, _ = strconv.Atoi(v)
+		}
+	}
+	want := min(s.waitReplicas, connected)
+	if want == 0 {
+		return nil
+	}
+	got, err := conn.Do(ctx, "WAIT", want, s.waitTimeout.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("wait for replicas: %w", err)
+	}
+	if got < want {
+		return fmt.Errorf("index writes of %s reached %d of %d replicas within %s", month, got, want, s.waitTimeout)
 	}
 	return nil
 }
