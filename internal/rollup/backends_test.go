@@ -40,6 +40,10 @@ func TestBackends(t *testing.T) {
 			})
 		}
 	}
+	t.Run("cluster/Dial", func(t *testing.T) {
+		flushAll(t, cluster.Client())
+		testDialCluster(t, cluster)
+	})
 	t.Run("cluster/Spread", func(t *testing.T) {
 		flushAll(t, cluster.Client())
 		testSpread(t, cluster)
