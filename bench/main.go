@@ -28,6 +28,7 @@ func run() int {
 	batch := fs.Int("aggregator-batch", benchrun.DefaultAggregatorBatch, "the aggregator's --batch-size (messages per fetch) in the ingest phases")
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
 	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
+	loadNS := fs.Int("load-namespaces", 0, "namespaces of the under-load phase (default: the mode's size, 100,000 in full mode)")
 	skip := fs.String("skip", "", "comma-separated phases to leave out (raw, steady, catch-up, queries, freshness, load)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -35,6 +36,9 @@ func run() int {
 	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch}
 	if *quick {
 		cfg.Sizes = benchrun.QuickSizes()
+	}
+	if *loadNS > 0 {
+		cfg.Sizes.LoadNamespaces = *loadNS
 	}
 	if *skip != "" {
 		cfg.Skip = strings.Split(*skip, ",")
