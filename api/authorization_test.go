@@ -75,3 +75,31 @@ func TestMoreThanOneAuthorizationIs400OnEveryRoute(t *testing.T) {
 		t.Fatalf("one Authorization: authentication ran %v, code %d", ran, rec.Code)
 	}
 }
+
+// TestNamesFollowTheWireFormat: the API takes a name exactly when a sample
+// could carry it (sample.CheckName): "-a", "a-", "a..b" can never have data
+// and are 400 naming the parameter, on both routes.
+func TestNamesFollowTheWireFormat(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never reached: the names are refused first
+	t.Cleanup(func() { rdb.Close() })
+	h := newServer(t, rdb)
+	for _, c := range []struct{ path, query, param string }{
+		{usagePath(""), "kind=namespace&name=-a", "name"},
+		{usagePath(""), "kind=namespace&name=a-", "name"},
+		{usagePath(""), "kind=project&name=-team", "name"},
+		{usagePath(""), "kind=cluster&name=east..b", "name"},
+		{usagePath(""), "kind=cluster&name=east.-b", "name"},
+		{usagePath(""), "kind=namespace&name=east.b", "name"},
+		{usagePath("-team"), "", "project"},
+		{usagePath("team-"), "", "project"},
+		{usagePath("team"), "kind=namespace&name=-a", "name"},
+	} {
+		t.Run(c.path+"?"+c.query, func(t *testing.T) {
+			rec := get(h, c.path, mustQuery(t, "start=2025-06-01&end=2025-06-30&"+c.query))
+			var st kstatus.Status
+			if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || rec.Code != 400 || !strings.HasPrefix(st.Message, c.param+": ") {
+				t.Fatalf("%d %s, want 400 naming %s", rec.Code, rec.Body, c.param)
+			}
+		})
+	}
+}

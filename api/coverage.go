@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // CoveragePath is the completeness route (platform scope): per cluster and
@@ -73,7 +74,7 @@ func ParseCoverageQuery(v url.Values) (CoverageQuery, error) {
 		return q, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
 	}
 	if name, ok := one(v, "cluster"); ok {
-		if err := checkName(name, true); err != nil {
+		if err := sample.CheckName(sample.NameCluster, name); err != nil {
 			return q, badParam("cluster", "%v", err)
 		}
 		q.Cluster = name

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // Limits of the query parameters.
@@ -18,8 +19,6 @@ const (
 	MaxPageSize     = 1000
 	// MaxPage bounds currentPage so that the row offset always fits.
 	MaxPage = 1<<31 - 1
-	// maxNameLen is the longest entity name (sample.MaxNameLen).
-	maxNameLen = 63
 )
 
 // Kind is what a query reports.
@@ -149,7 +148,14 @@ func parseKind(v url.Values) (Kind, string, error) {
 		if name == "" {
 			return "", "", badParam("name", "required for kind=%s", kind)
 		}
-		if err := checkName(name, kind == KindCluster); err != nil {
+		what := sample.NameNamespace
+		switch kind {
+		case KindCluster:
+			what = sample.NameCluster
+		case KindProject:
+			what = sample.NameProject
+		}
+		if err := sample.CheckName(what, name); err != nil {
 			return "", "", badParam("name", "%v", err)
 		}
 		return kind, name, nil
@@ -205,20 +211,4 @@ func parseInt(v url.Values, name string, def, lo, hi int) (int, error) {
 		return 0, badParam(name, "must be at most %d, got %d", hi, n)
 	}
 	return n, nil
-}
-
-// checkName accepts what the wire format accepts as a name: a lowercase
-// DNS label (cluster names may hold dots). Anything else can never have
-// data, and a space in it would reach into another entity's index range.
-func checkName(name string, dots bool) error {
-	if len(name) > maxNameLen {
-		return fmt.Errorf("longer than %d characters", maxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || dots && c == '.') {
-			return fmt.Errorf("%q is not a lowercase DNS name (a-z, 0-9, '-') at byte %d", name, i)
-		}
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // Row is one entity in one bucket.
@@ -92,7 +93,7 @@ func authorize(ctx context.Context, project string) error {
 		}
 		return nil
 	}
-	if err := checkName(project, false); err != nil {
+	if err := sample.CheckName(sample.NameProject, project); err != nil {
 		return badParam("project", "%v", err)
 	}
 	if !p.CanSeeProject(project) {

@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -215,8 +216,7 @@ func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) ([]Message,
 // (a duplicate Nats-Msg-Id is acknowledged too), else why not. Each
 // message is one producer span, from publish to acknowledgement.
 func (p *Publisher) Send(ctx context.Context, msgs []Message) []error {
-	errs := make([]error, len(msgs))
-	futures := make([]jetstream.PubAckFuture, len(msgs))
+	nms := make([]*nats.Msg, len(msgs))
 	spans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
 		mctx, span := p.tracer.Start(ctx, "publish samples", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
@@ -229,26 +229,19 @@ func (p *Publisher) Send(ctx context.Context, msgs []Message) []error {
 		nm.Data = m.Data
 		nm.Header.Set(jetstream.MsgIDHeader, m.ID)
 		telemetry.Inject(mctx, nm)
-		futures[i], errs[i] = p.js.PublishMsgAsync(nm, jetstream.WithExpectStream(stream.Samples))
+		nms[i] = nm
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.ackTimeout)
 	defer cancel()
-	for i, f := range futures {
-		if errs[i] == nil && f != nil {
-			select {
-			case ack := <-f.Ok():
-				spans[i].SetAttributes(attribute.Bool("cost.duplicate", ack.Duplicate))
-			case err := <-f.Err():
-				errs[i] = err
-			case <-wctx.Done():
-				errs[i] = fmt.Errorf("no acknowledgement: %w", wctx.Err())
-			}
-		}
-		if errs[i] != nil {
-			spans[i].RecordError(errs[i])
+	errs := make([]error, len(msgs))
+	for i, r := range natsconn.PublishAll(wctx, p.js, nms, jetstream.WithExpectStream(stream.Samples)) {
+		errs[i] = r.Err
+		if r.Err != nil {
+			spans[i].RecordError(r.Err)
 			spans[i].SetStatus(codes.Error, "not acknowledged")
 			p.failures.Add(ctx, 1)
 		} else {
+			spans[i].SetAttributes(attribute.Bool("cost.duplicate", r.Ack.Duplicate))
 			p.messages.Add(ctx, 1)
 			p.samples.Add(ctx, int64(msgs[i].Samples))
 		}

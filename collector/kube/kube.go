@@ -127,8 +127,7 @@ func (c Config) Validate() error {
 	if c.Cluster == "" {
 		errs = append(errs, errors.New("--cluster: required with --source kubernetes"))
 	} else {
-		s := sample.Sample{Cluster: c.Cluster, Project: "p", Namespace: "n", Start: time.Unix(0, 0), End: time.Unix(1, 0)}
-		if err := s.Validate(); err != nil {
+		if err := sample.CheckName(sample.NameCluster, c.Cluster); err != nil {
 			errs = append(errs, fmt.Errorf("--cluster: %w", err))
 		}
 	}
@@ -151,8 +150,7 @@ func (c Config) Validate() error {
 }
 
 func validProject(p string) bool {
-	s := sample.Sample{Cluster: "c", Project: p, Namespace: "n", Start: time.Unix(0, 0), End: time.Unix(1, 0)}
-	return s.Validate() == nil
+	return sample.CheckName(sample.NameProject, p) == nil
 }
 
 // Clients connects to the cluster: with cfg.Kubeconfig if set, else with

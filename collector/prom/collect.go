@@ -273,7 +273,7 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 		for _, ns := range names {
 			x := m[ns]
 			project := x.project
-			if project == "" || checkName("c", project) != nil {
+			if project == "" || sample.CheckName(sample.NameProject, project) != nil {
 				if project != "" {
 					s.log.DebugContext(ctx, "project label is not a lowercase DNS label; using the default project", "namespace", ns, "value", project)
 				}

@@ -178,13 +178,13 @@ func (c Config) Validate() error {
 	}
 	if c.Cluster == "" {
 		errs = append(errs, errors.New("--cluster: required with --source prometheus"))
-	} else if err := checkName(c.Cluster, "p"); err != nil {
+	} else if err := sample.CheckName(sample.NameCluster, c.Cluster); err != nil {
 		errs = append(errs, fmt.Errorf("--cluster: %w", err))
 	}
 	if c.ProjectLabel == "" {
 		errs = append(errs, errors.New("--project-label: required"))
 	}
-	if err := checkName("c", c.DefaultProject); err != nil {
+	if err := sample.CheckName(sample.NameProject, c.DefaultProject); err != nil {
 		errs = append(errs, fmt.Errorf("--default-project: %w", err))
 	}
 	if c.Interval < time.Second || c.Interval > time.Hour || c.Interval%time.Second != 0 {
@@ -226,11 +226,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("--fill-gaps: needs --from and --to"))
 	}
 	return errors.Join(errs...)
-}
-
-func checkName(cluster, project string) error {
-	s := sample.Sample{Cluster: cluster, Project: project, Namespace: "n", Start: time.Unix(0, 0), End: time.Unix(1, 0)}
-	return s.Validate()
 }
 
 // NewAPI returns a Prometheus API client for cfg.URL, with cfg's bearer

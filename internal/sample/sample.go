@@ -76,14 +76,10 @@ type Sample struct {
 // Validate checks every rule of wire format v1 and returns the first broken
 // one, naming the field, wrapped in ErrInvalidSample.
 func (s *Sample) Validate() error {
-	if err := checkName("cluster", s.Cluster, true); err != nil {
-		return err
-	}
-	if err := checkName("project", s.Project, false); err != nil {
-		return err
-	}
-	if err := checkName("namespace", s.Namespace, false); err != nil {
-		return err
+	for _, n := range [...]struct{ what, name string }{{NameCluster, s.Cluster}, {NameProject, s.Project}, {NameNamespace, s.Namespace}} {
+		if err := CheckName(n.what, n.name); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSample, err)
+		}
 	}
 	switch {
 	case s.Start.IsZero():
@@ -136,15 +132,27 @@ func checkValue(field string, v, max float64) error {
 	return nil
 }
 
-// checkName applies the Kubernetes DNS label rule: lowercase letters, digits
-// and '-', starting and ending with a letter or digit, at most 63
-// characters. A cluster name may also contain dots between labels.
-func checkName(field, name string, dots bool) error {
+// The names CheckName checks, as they are called in messages.
+const (
+	NameCluster   = "cluster"
+	NameProject   = "project"
+	NameNamespace = "namespace"
+)
+
+// CheckName is the one name rule of the pipeline, used by the wire format,
+// the API's parameters and the collectors' configuration: the Kubernetes
+// DNS label rule (lowercase letters, digits and '-', starting and ending
+// with a letter or digit, at most MaxNameLen characters); a cluster name
+// (what NameCluster) may also hold dots between labels. Nothing else can
+// break a Redis key or a NATS subject. The error starts with what and
+// names the offending byte; it does not wrap ErrInvalidSample.
+func CheckName(what, name string) error {
+	dots := what == NameCluster
 	if name == "" {
-		return invalid("%s: required", field)
+		return fmt.Errorf("%s: required", what)
 	}
 	if len(name) > MaxNameLen {
-		return invalid("%s: longer than %d characters", field, MaxNameLen)
+		return fmt.Errorf("%s: longer than %d characters", what, MaxNameLen)
 	}
 	prev := byte('.')
 	for i := 0; i < len(name); i++ {
@@ -154,12 +162,12 @@ func checkName(field, name string, dots bool) error {
 		case c == '-' && prev != '.':
 		case c == '.' && dots && prev != '.' && prev != '-':
 		default:
-			return invalid("%s: %q is not a lowercase DNS label (a-z, 0-9, '-'%s) at byte %d", field, truncate(name), dotsNote(dots), i)
+			return fmt.Errorf("%s: %q is not a lowercase DNS label (a-z, 0-9, '-'%s) at byte %d", what, truncate(name), dotsNote(dots), i)
 		}
 		prev = c
 	}
 	if prev == '-' || prev == '.' {
-		return invalid("%s: %q must end with a letter or digit", field, name)
+		return fmt.Errorf("%s: %q must end with a letter or digit", what, name)
 	}
 	return nil
 }
