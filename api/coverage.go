@@ -74,8 +74,8 @@ func ParseCoverageQuery(v url.Values) (CoverageQuery, error) {
 		return q, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
 	}
 	if name, ok := one(v, "cluster"); ok {
-		if err := sample.CheckName(sample.NameCluster, name); err != nil {
-			return q, badParam("cluster", "%v", err)
+		if err := checkName("cluster", sample.NameCluster, name); err != nil {
+			return q, err
 		}
 		q.Cluster = name
 	}

@@ -172,7 +172,7 @@ func TestCoverage(t *testing.T) {
 		{"start=2025-03-01", "end: required (YYYY-MM-DD)"},
 		{"start=2025-03-02&end=2025-03-01", "end: 2025-03-01 is before start 2025-03-02"},
 		{"start=2024-01-01&end=2025-03-01", "end: at most 366 days after start"},
-		{"start=2025-03-01&end=2025-03-02&cluster=Prod_East", `cluster: \"Prod_East\" is not a lowercase DNS name`},
+		{"start=2025-03-01&end=2025-03-02&cluster=Prod_East", `cluster: \"Prod_East\" is not a lowercase DNS label`},
 		{"start=2025-03-01&end=2025-03-02&pageSize=1001", "pageSize: must be at most 1000, got 1001"},
 		{"start=2025-03-01&end=2025-03-02&currentPage=0", "currentPage: must be at least 1, got 0"},
 	} {

@@ -199,7 +199,7 @@ func TestNotificationRoutes(t *testing.T) {
 	}{
 		{"platform route, project caller", notificationsPath(""), "", "project:payments", 403, `"project:payments" may not see platform-wide usage`},
 		{"another project", notificationsPath("billing"), "", "project:payments", 403, `"project:payments" may not see project "billing"`},
-		{"bad project name", notificationsPath("Bad"), "", "platform", 400, `project: "Bad" is not a lowercase DNS name`},
+		{"bad project name", notificationsPath("Bad"), "", "platform", 400, `project: "Bad" is not a lowercase DNS label`},
 		{"currentPage 0", notificationsPath(""), "currentPage=0", "platform", 400, "currentPage: must be at least 1, got 0"},
 		{"pageSize too large", notificationsPath(""), "pageSize=1001", "platform", 400, "pageSize: must be at most 1000, got 1001"},
 		{"pageSize not a number", notificationsPath("payments"), "pageSize=ten", "platform", 400, `pageSize: "ten" is not an integer`},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
@@ -155,8 +156,8 @@ func parseKind(v url.Values) (Kind, string, error) {
 		case KindProject:
 			what = sample.NameProject
 		}
-		if err := sample.CheckName(what, name); err != nil {
-			return "", "", badParam("name", "%v", err)
+		if err := checkName("name", what, name); err != nil {
+			return "", "", err
 		}
 		return kind, name, nil
 	}
@@ -211,4 +212,13 @@ func parseInt(v url.Values, name string, def, lo, hi int) (int, error) {
 		return 0, badParam(name, "must be at most %d, got %d", hi, n)
 	}
 	return n, nil
+}
+
+// checkName is sample.CheckName (a name is accepted exactly when a sample
+// could carry it) for the query parameter param: the error names param.
+func checkName(param, what, name string) error {
+	if err := sample.CheckName(what, name); err != nil {
+		return badParam(param, "%s", strings.TrimPrefix(err.Error(), what+": "))
+	}
+	return nil
 }

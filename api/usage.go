@@ -93,8 +93,8 @@ func authorize(ctx context.Context, project string) error {
 		}
 		return nil
 	}
-	if err := sample.CheckName(sample.NameProject, project); err != nil {
-		return badParam("project", "%v", err)
+	if err := checkName("project", sample.NameProject, project); err != nil {
+		return err
 	}
 	if !p.CanSeeProject(project) {
 		return fmt.Errorf("%w: %s may not see project %q", ErrForbidden, principalName(p), project)

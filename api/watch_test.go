@@ -553,11 +553,11 @@ func TestWatchRefused(t *testing.T) {
 	}{
 		{name: "bad kind", q: url.Values{"kind": {"pods"}}, code: 400, message: `kind: "pods" is not project, namespace, cluster, project_all, namespace_all or cluster_all`},
 		{name: "name missing", q: url.Values{"kind": {"namespace"}}, code: 400, message: "name: required for kind=namespace"},
-		{name: "bad name", q: url.Values{"kind": {"cluster"}, "name": {"East"}}, code: 400, message: `name: "East" is not a lowercase DNS name`},
+		{name: "bad name", q: url.Values{"kind": {"cluster"}, "name": {"East"}}, code: 400, message: `name: "East" is not a lowercase DNS label`},
 		{name: "bad item", q: url.Values{"item": {"Gpu"}}, code: 400, message: `item: "Gpu" is not Cpu, Memory or Storage`},
 		{name: "usage-only parameter", q: url.Values{"start": {"2025-06-01"}}, code: 400, message: "start: not a parameter of the watch route"},
 		{name: "method", q: url.Values{"method": {"Usage"}}, code: 400, message: "method: not a parameter of the watch route"},
-		{name: "bad project", project: "Team_1", code: 400, message: `project: "Team_1" is not a lowercase DNS name`},
+		{name: "bad project", project: "Team_1", code: 400, message: `project: "Team_1" is not a lowercase DNS label`},
 		{name: "platform route, project principal", principal: "project:team", code: 403, message: `"project:team" may not see platform-wide usage`},
 		{name: "other project", project: "ops", principal: "project:team", code: 403, message: `"project:team" may not see project "ops"`},
 		{name: "other project by name", project: "team", principal: "project:team", q: url.Values{"kind": {"project"}, "name": {"ops"}}, code: 403, message: `kind=project: "ops" is not the route's project "team"`},
