@@ -40,22 +40,31 @@ var ranges = [][2]string{
 
 func compareRows(t *testing.T, got, want []api.Row) {
 	t.Helper()
+	if d := rowsDiff(got, want); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// rowsDiff describes the first difference between got and want, "" when
+// they are equal (usage and cost within rounding).
+func rowsDiff(got, want []api.Row) string {
 	if len(got) != len(want) {
-		t.Fatalf("%d rows, want %d\ngot  %s\nwant %s", len(got), len(want), brief(got), brief(want))
+		return fmt.Sprintf("%d rows, want %d\ngot  %s\nwant %s", len(got), len(want), brief(got), brief(want))
 	}
 	for i := range got {
 		g, w := got[i], want[i]
 		if g.Project != w.Project || g.Cluster != w.Cluster || g.Namespace != w.Namespace || g.Start != w.Start || g.End != w.End ||
 			g.Item != w.Item || g.Method != w.Method || g.Currency != w.Currency {
-			t.Fatalf("row %d = %+v, want %+v", i, g, w)
+			return fmt.Sprintf("row %d = %+v, want %+v", i, g, w)
 		}
 		if !near(g.Usage, w.Usage) {
-			t.Fatalf("row %d usage %.9f, want %.9f (%+v)", i, g.Usage, w.Usage, w)
+			return fmt.Sprintf("row %d usage %.9f, want %.9f (%+v)", i, g.Usage, w.Usage, w)
 		}
 		if (g.Cost == nil) != (w.Cost == nil) || g.Cost != nil && !near(*g.Cost, *w.Cost) {
-			t.Fatalf("row %d cost %v, want %v", i, g.Cost, w.Cost)
+			return fmt.Sprintf("row %d cost %v, want %v", i, g.Cost, w.Cost)
 		}
 	}
+	return ""
 }
 
 func brief(rows []api.Row) string {
@@ -650,15 +659,20 @@ func TestConcurrentQueries(t *testing.T) {
 	expected := make([][]api.Row, len(qs))
 	for i, q := range qs {
 		expected[i] = f.rows(q, nil)
+		if len(expected[i]) == 0 || len(expected[i]) > api.MaxPageSize {
+			t.Fatalf("query %d expects %d rows: the test proves nothing", i, len(expected[i]))
+		}
 	}
-	errs := make(chan error, 8*len(qs))
+	errs := make(chan error, 16*len(qs))
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		for i, q := range qs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rec := get(h, usagePath(q.project), q.values())
+				v := q.values()
+				v.Set("pageSize", strconv.Itoa(api.MaxPageSize)) // every row on one page
+				rec := get(h, usagePath(q.project), v)
 				var r api.Response
 				if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil || rec.Code != 200 {
 					errs <- fmt.Errorf("query %d: %d %s", i, rec.Code, rec.Body)
@@ -666,6 +680,9 @@ func TestConcurrentQueries(t *testing.T) {
 				}
 				if r.Total != len(expected[i]) {
 					errs <- fmt.Errorf("query %d: total %d, want %d", i, r.Total, len(expected[i]))
+				}
+				if d := rowsDiff(r.Items, expected[i]); d != "" {
+					errs <- fmt.Errorf("query %d: %s", i, d)
 				}
 			}()
 		}
