@@ -108,6 +108,9 @@ type Rollups interface {
 	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
 	ClusterCoverage(ctx context.Context, first, last rollup.Day, cluster string) ([]rollup.ClusterDay, error)
 	Ping(ctx context.Context) error
+	// TopByUsage and RowCounts serve orderBy=usage (orderby.go).
+	TopByUsage(ctx context.Context, sc rollup.Scope, first, last rollup.Day, field, n int) ([]rollup.Ranked, error)
+	RowCounts(ctx context.Context, sc rollup.Scope, members []string, buckets []rollup.Bucket) ([]int, error)
 }
 
 // Server is the API server.

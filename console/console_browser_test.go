@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/testenv"
 )
@@ -88,6 +89,20 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("default view %s, want this month by project, Cpu, Effective, by day", v.Search)
 		}
 		s.checkChart(t, b, v)
+		// The cost tile: the API's costs of the period (two prices, the
+		// second from ten days ago).
+		var cost float64
+		for _, r := range s.rows(t, "", url.Values{"start": {v.Ctl["ctl-start"]}, "end": {v.Ctl["ctl-end"]}, "kind": {"project_all"}, "step": {"day"}}) {
+			if r.Cost == nil {
+				t.Fatalf("row without cost: %+v", r)
+			}
+			cost += *r.Cost
+		}
+		got := eval[float64](b, `Number(document.getElementById('tile-cost').dataset.value)`)
+		text := eval[string](b, `document.getElementById('tile-cost').textContent`)
+		if cost == 0 || !near(got, cost) || !strings.Contains(text, "CN¥") {
+			t.Fatalf("cost tile %v %q, the API's cost %v CNY", got, text, cost)
+		}
 		b.chartDrawn()
 		if n := eval[int](b, `(() => {
 			const c = document.querySelector('#chart canvas');
@@ -322,6 +337,22 @@ func TestConsole(t *testing.T) {
 				t.Fatalf("scope shown %q", got)
 			}
 			b.clean("project token " + u)
+		}
+		// The administrator takes beta away: the next load shows 403 as
+		// such, not an empty chart.
+		file := fmt.Sprintf("tokens:\n- name: beta-member\n  sha256: %q\n  projects: [gamma]\n", auth.HashToken(betaToken))
+		if err := os.WriteFile(s.tokens, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, "403 shown", func() (bool, string) {
+			b.setControl("ctl-item", map[bool]string{true: "Memory", false: "Storage"}[eval[string](b, `document.getElementById('ctl-item').value`) != "Memory"])
+			got := eval[string](b, `(document.getElementById('notice').hidden ? 'hidden ' : '') + (document.getElementById('main').hidden ? 'no-main ' : '') + document.getElementById('notice').textContent`)
+			return strings.HasPrefix(got, "no-main 403 Forbidden"), got
+		})
+		for _, p := range b.takeProblems() {
+			if !strings.Contains(p, "403") {
+				t.Fatalf("unexpected problem: %s", p)
+			}
 		}
 	})
 

@@ -48,7 +48,8 @@ var namespaces = []struct{ project, cluster, namespace string }{
 // stack is NATS (embedded), Redis (a child), the aggregator and the API
 // with --auth token, loaded with known data up to now.
 type stack struct {
-	base  string
+	base   string
+	tokens string // the token file, reloaded within 50 ms of a change
 	js    jetstream.JetStream
 	today time.Time // midnight UTC
 	// split is where today's first window ends; the live test adds the
@@ -85,11 +86,17 @@ func startStack(t *testing.T) *stack {
 	if err := os.WriteFile(tokens, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	authn, err := auth.New(auth.Config{Mode: auth.ModeToken, TokenFile: tokens}, log)
+	authn, err := auth.New(auth.Config{Mode: auth.ModeToken, TokenFile: tokens, TokenFilePoll: 50 * time.Millisecond}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := api.DefaultConfig()
+	cfg.PricingFile = filepath.Join(t.TempDir(), "prices.yaml")
+	prices := "prices:\n- {item: Cpu, method: Effective, from: \"2020-01-01\", price: 0.25}\n- {item: Cpu, method: Effective, from: \"" +
+		time.Now().UTC().AddDate(0, 0, -10).Format(time.DateOnly) + "\", price: 0.5}\n"
+	if err := os.WriteFile(cfg.PricingFile, []byte(prices), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	srv, err := api.New(cfg, store, time.UTC, api.WithAuthenticate(authn.Handler()), api.WithEvents(js), api.WithLogger(log))
 	if err != nil {
@@ -97,7 +104,7 @@ func startStack(t *testing.T) *stack {
 	}
 	pipelinetest.Start(t, runner(authn.Run))
 	pipelinetest.Start(t, srv)
-	s := &stack{base: "http://" + cfg.Listen, js: js}
+	s := &stack{base: "http://" + cfg.Listen, js: js, tokens: tokens}
 	testenv.Eventually(t, 20*time.Second, "api ready", func() (bool, string) {
 		resp, err := http.Get(s.base + "/readyz")
 		if err != nil {

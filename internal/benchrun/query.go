@@ -29,6 +29,10 @@ type benchQuery struct {
 	name  string
 	query string
 	rows  func(namespaces int) int
+	// top asks for the first page (orderBy=usage, the console's chart)
+	// instead of the middle one; its p95 target is TargetOrderByP95 and it
+	// has no scaling target.
+	top bool
 }
 
 // projects and clusters of the query data.
@@ -38,16 +42,25 @@ const (
 )
 
 var querySet = []benchQuery{
-	{"namespace_all step=day", "kind=namespace_all&step=day", func(n int) int { return n * 31 }},
-	{"namespace_all step=month", "kind=namespace_all&step=month", func(n int) int { return n }},
-	{"project_all step=day", "kind=project_all&step=day", func(int) int { return queryProjects * 31 }},
-	{"project_all step=month", "kind=project_all&step=month", func(int) int { return queryProjects }},
+	{"namespace_all step=day", "kind=namespace_all&step=day", func(n int) int { return n * 31 }, false},
+	{"namespace_all step=month", "kind=namespace_all&step=month", func(n int) int { return n }, false},
+	{"project_all step=day", "kind=project_all&step=day", func(int) int { return queryProjects * 31 }, false},
+	{"project_all step=month", "kind=project_all&step=month", func(int) int { return queryProjects }, false},
+	{"namespace_all step=day orderBy=usage", "kind=namespace_all&step=day&orderBy=usage", func(n int) int { return n * 31 }, true},
+	{"namespace_all step=week orderBy=usage, Jul 2-Aug 1 (threshold path)", "kind=namespace_all&step=week&orderBy=usage", func(n int) int { return n * 5 }, true},
 }
 
 // url is the query's path and parameters at n namespaces.
 func (q benchQuery) url(n int) string {
 	page := max(1, q.rows(n)/20/2)
-	return api.PlatformPath + "?start=2025-07-01&end=2025-07-31&pageSize=20&currentPage=" + strconv.Itoa(page) + "&" + q.query
+	if q.top {
+		page = 1
+	}
+	rng := "start=2025-07-01&end=2025-07-31"
+	if strings.Contains(q.name, "Aug 1") {
+		rng = "start=2025-07-02&end=2025-08-01" // 31 days over two months; August holds no data
+	}
+	return api.PlatformPath + "?" + rng + "&pageSize=20&currentPage=" + strconv.Itoa(page) + "&" + q.query
 }
 
 func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log *slog.Logger) error {
@@ -100,8 +113,12 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 			pct := func(p float64) float64 { return percentile(d, p) }
 			p95[q.name] = append(p95[q.name], pct(0.95))
 			rep.add(Row{Section: secQuery, Name: fmt.Sprintf("ns=%d: %s, page of 20, p50", n, q.name), Value: pct(0.50), Unit: "ms"})
+			target := TargetQueryP95
+			if q.top {
+				target = TargetOrderByP95
+			}
 			rep.add(Row{Section: secQuery, Name: fmt.Sprintf("ns=%d: %s, page of 20, p95", n, q.name), Value: pct(0.95), Unit: "ms",
-				Target: fmt.Sprintf("< %d", TargetQueryP95.Milliseconds()), Met: met(pct(0.95) < float64(TargetQueryP95.Milliseconds()))})
+				Target: fmt.Sprintf("< %d", target.Milliseconds()), Met: met(pct(0.95) < float64(target.Milliseconds()))})
 			rep.add(Row{Section: secQuery, Name: fmt.Sprintf("ns=%d: %s, page of 20, p99", n, q.name), Value: pct(0.99), Unit: "ms",
 				Note: fmt.Sprintf("%d requests, %d concurrent clients over HTTP on 127.0.0.1", len(d), sz.QueryClients)})
 		}
@@ -110,6 +127,9 @@ func runQueries(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 	}
 	small, large := sz.QueryNamespaces[0], sz.QueryNamespaces[1]
 	for _, q := range querySet {
+		if q.top {
+			continue
+		}
 		v := p95[q.name]
 		r := v[1] / v[0]
 		rep.add(Row{Section: secQuery, Name: fmt.Sprintf("p95 ratio ns=%d / ns=%d: %s", large, small, q.name), Value: r, Unit: "×",

@@ -93,6 +93,8 @@ func ParseMember(sc Scope, m string) Entity {
 //	c:{T}:YYYYMM:cov:DD            hash cluster/namespace -> "project;from-to,from-to" seconds of the day counted
 //	c:{T}:YYYYMM:cc:DD             hash cluster -> "from-to,from-to": union of the seconds counted for the
 //	                               cluster's namespaces of this shard (readers unite the shards' parts)
+//	c:{T}:YYYYMM:rk:<scope>:<field> zset member -> minus its month total of field in this shard (usage
+//	                               ranking, orderBy=usage; rank.go): a month key, ZINCRBY with the values
 //	c:{T}:applied:<stream>         zset of applied stream sequence ranges "first-last", score first
 //
 // Index keys, one hash tag per month (Redis Cluster spreads months over

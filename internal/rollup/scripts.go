@@ -8,11 +8,13 @@ import "github.com/redis/go-redis/v9"
 // Project, cluster and project-cluster parts come pre-aggregated per
 // batch and are applied first, assuming every piece is new; a piece found
 // to be a duplicate or an overlap subtracts its own values again, exactly,
-// in int64. Indexes are not written here (see indexScript).
+// in int64. The shard's usage rankings of the month (rankKey) move with
+// the values: ZINCRBY of the same amounts, in the same commit. Indexes are
+// not written here (see indexScript).
 //
 // KEYS[1]: any key of the shard (routing for Redis Cluster).
 // ARGV: prefix (shardMonth), nPieces, nAggregates, wantChanges ('1' or
-// '0'), then nAggregates of (dd, scope, keyform, k, k×(field, value)),
+// '0'), monthExpireAt (of the rankings), then nAggregates of (dd, scope, keyform, k, k×(field, value)),
 // then nPieces of (dd, dayExpireAt, project, cluster, namespace, from, to,
 // k, k×(field, value)).
 // Returns {verdicts, overflows, changes, index}: one character per piece
@@ -28,14 +30,30 @@ local pre = ARGV[1]
 local np = tonumber(ARGV[2])
 local na = tonumber(ARGV[3])
 local want = ARGV[4] == '1'
+local monthExp = ARGV[5]
 local overflow = 0
 local changes = {}
 
-local function incr(key, at, k, neg)
+-- rank moves member's month total of field in the shard's ranking by v
+-- (an int64 in decimal, passed on as text: a Lua number would be cut to
+-- 14 digits). The score is minus the total: ascending order is largest
+-- first, ties by name.
+local ranked = {}
+local function rank(scope, member, field, v, neg)
+  local rk = pre .. 'rk:' .. scope .. ':' .. field
+  if not neg then
+    if string.sub(v, 1, 1) == '-' then v = string.sub(v, 2) else v = '-' .. v end
+  end
+  redis.call('ZINCRBY', rk, v, member)
+  ranked[rk] = true
+end
+
+local function incr(key, at, k, neg, scope, member)
   if k == 0 then return end
   local cmd = {'BITFIELD', key, 'OVERFLOW', 'FAIL'}
   for j = 0, k - 1 do
     local v = ARGV[at + 2 * j + 1]
+    rank(scope, member, ARGV[at + 2 * j], v, neg)
     if neg then
       if string.sub(v, 1, 1) == '-' then v = string.sub(v, 2) else v = '-' .. v end
     end
@@ -113,10 +131,10 @@ local function unite(cur, list)
 end
 local clusterCov, clusterOrder = {}, {}
 
-local i = 5
+local i = 6
 for _ = 1, na do
   local dd, scope, keyform, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 4, k, false)
+  incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 4, k, false, scope, (string.gsub(keyform, '/', ' ')))
   i = i + 4 + 2 * k
 end
 
@@ -146,7 +164,7 @@ for _ = 1, np do
       clusterOrder[#clusterOrder + 1] = cc
     end
     e.spans[#e.spans + 1] = {from, to}
-    incr(nskey, at, k, false)
+    incr(nskey, at, k, false, 'ns', p .. ' ' .. c .. ' ' .. n)
     if fresh then
       ix = '1'
       expire(ck, dayExp)
@@ -156,9 +174,9 @@ for _ = 1, np do
       expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
     end
   else
-    incr(r .. 'pr:' .. p, at, k, true)
-    incr(r .. 'cl:' .. c, at, k, true)
-    incr(r .. 'pc:' .. p .. '/' .. c, at, k, true)
+    incr(r .. 'pr:' .. p, at, k, true, 'pr', p)
+    incr(r .. 'cl:' .. c, at, k, true, 'cl', c)
+    incr(r .. 'pc:' .. p .. '/' .. c, at, k, true, 'pc', p .. ' ' .. c)
     if v == 1 then
       ix = '1'
       -- A namespace that moved project may meet a sum key of its new
@@ -176,6 +194,7 @@ for _, cc in ipairs(clusterOrder) do
   redis.call('HSET', key, e.c, unite(redis.call('HGET', key, e.c), e.spans))
   expire(key, e.exp)
 end
+for rk in pairs(ranked) do expire(rk, monthExp) end
 for _, x in ipairs(nsOrder) do
   changes[#changes + 1] = x[1]
   changes[#changes + 1] = x[2]

@@ -384,7 +384,7 @@ func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shar
 		}
 		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
 		args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(8+2*Fields))
-		args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want)
+		args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want, s.monthExpireAt(cs[b.idx[0]].Day))
 		for _, k := range keys {
 			args = append(args, dd(k.day), string(k.scope), valueKeyMember(k.member))
 			args = appendValues(args, b.aggs[k])

@@ -29,7 +29,11 @@ export function renderTiles(root, d) {
       h('span', {}, change ? h('span', { class: d.total >= d.previous ? 'up' : 'down' }, change) : 'no usage before', ` vs ${bucketLabel(d.prevRange[0].replaceAll('-', ''), d.prevRange[1].replaceAll('-', ''))}`)),
     tile('tile-top', `Top ${d.aggLabel}`, d.top ? entityLabel(d.top.row) : '–', d.top ? usage(d.top.usage, d.item) : 'no usage'),
   ];
-  if (d.cost !== null) tiles.push(tile('tile-cost', 'Cost', money(d.cost, d.currency), `priced ${d.item} ${d.method}`));
+  if (d.cost !== null) {
+    const t = tile('tile-cost', 'Cost', money(d.cost, d.currency), `priced ${d.item} ${d.method}`);
+    t.dataset.value = String(d.cost);
+    tiles.push(t);
+  }
   else tiles.push(tile('tile-cost', 'Cost', '–', d.priced ? 'no cost in this range' : `no price for ${d.item} ${d.method}`));
   root.replaceChildren(...tiles);
 }

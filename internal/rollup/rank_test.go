@@ -1,0 +1,120 @@
+package rollup_test
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/testenv"
+)
+
+// TestTopByUsage checks the rankings the apply script keeps against totals
+// computed here from the contributions, through a redelivered batch
+// (duplicates must not count twice, in the namespace's ranking or in the
+// project sums), for a whole month (one ZRANGE) and for ranges across two
+// months (the threshold algorithm).
+func TestTopByUsage(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client()
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	field := rollup.Field(rollup.Cpu, rollup.Usage)
+	first, last := rollup.DayFromDate(2025, time.June, 20), rollup.DayFromDate(2025, time.July, 31)
+	// model[scope][member][day] = value
+	model := map[rollup.Scope]map[string]map[rollup.Day]int64{}
+	add := func(sc rollup.Scope, m string, d rollup.Day, v int64) {
+		if model[sc] == nil {
+			model[sc] = map[string]map[rollup.Day]int64{}
+		}
+		if model[sc][m] == nil {
+			model[sc][m] = map[rollup.Day]int64{}
+		}
+		model[sc][m][d] += v
+	}
+	var cs []rollup.Contribution
+	for i := range 300 {
+		e := rollup.Entity{Project: fmt.Sprintf("p%d", i%7), Cluster: fmt.Sprintf("c%d", i%2), Namespace: fmt.Sprintf("ns-%03d", i)}
+		for d := first; d <= last; d++ {
+			if (i+int(d))%5 == 0 {
+				continue // days without a sample
+			}
+			// Close totals (many ties), shifting from day to day: the
+			// order of a range is not the order of its months.
+			v := int64((i*37+int(d)*11)%50+100) * rollup.Scale
+			if i%10 == 0 {
+				v = 0 // zero totals: rows, but never in a ranking
+			}
+			var vals rollup.Values
+			vals[field] = v
+			cs = append(cs, rollup.Contribution{Entity: e, Piece: rollup.Piece{Day: d, From: 0, To: 86400, Values: vals}})
+			for _, sc := range rollup.Scopes() {
+				add(sc, e.Member(sc), d, v)
+			}
+		}
+	}
+	for _, again := range []bool{false, true} { // the second time all are duplicates
+		for i := 0; i < len(cs); i += 1000 {
+			if _, err := store.Apply(ctx, cs[i:min(i+1000, len(cs))], "S", nil, false); err != nil {
+				t.Fatalf("apply (again=%v): %v", again, err)
+			}
+		}
+	}
+	reader := rollup.NewReader(rdb)
+	for _, c := range []struct {
+		name        string
+		sc          rollup.Scope
+		first, last rollup.Day
+		n           int
+	}{
+		{"whole month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 25},
+		{"across months, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 28), rollup.DayFromDate(2025, time.July, 3), 25},
+		{"across months, top 1", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 30), rollup.DayFromDate(2025, time.July, 1), 1},
+		{"inside a month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 5), rollup.DayFromDate(2025, time.July, 6), 40},
+		{"across months, projects", rollup.ScopeProject, rollup.DayFromDate(2025, time.June, 21), rollup.DayFromDate(2025, time.July, 30), 7},
+		{"whole month, project-clusters", rollup.ScopeProjectCluster, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var want []rollup.Ranked
+			for m, days := range model[c.sc] {
+				var tot int64
+				for d, v := range days {
+					if d >= c.first && d <= c.last {
+						tot += v
+					}
+				}
+				if tot > 0 {
+					want = append(want, rollup.Ranked{Member: m, Total: tot})
+				}
+			}
+			slices.SortFunc(want, func(a, b rollup.Ranked) int {
+				if x := cmp.Compare(b.Total, a.Total); x != 0 {
+					return x
+				}
+				return cmp.Compare(a.Member, b.Member)
+			})
+			if len(want) < c.n || want[len(want)-1].Total == want[0].Total {
+				t.Fatalf("model too flat: the test proves nothing")
+			}
+			got, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, c.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want[:c.n]) {
+				t.Fatalf("top %d:\n got %v\nwant %v", c.n, got, want[:c.n])
+			}
+			// Asking past the members with a non-zero total says so.
+			all, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, len(want)+1)
+			if !errors.Is(err, rollup.ErrRankingIncomplete) || !slices.Equal(all, want) {
+				t.Fatalf("past the end: %d members, %v; want all %d and ErrRankingIncomplete", len(all), err, len(want))
+			}
+		})
+	}
+}
