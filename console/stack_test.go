@@ -50,8 +50,8 @@ var namespaces = []struct{ project, cluster, namespace string }{
 type stack struct {
 	base   string
 	tokens string // the token file, reloaded within 50 ms of a change
-	js    jetstream.JetStream
-	today time.Time // midnight UTC
+	js     jetstream.JetStream
+	today  time.Time // midnight UTC
 	// split is where today's first window ends; the live test adds the
 	// window after it.
 	split time.Time

@@ -12,9 +12,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Usage rankings. applyScript keeps, per shard, month, scope and field, a
-// sorted set of the members with a non-zero part of that field's month
-// total in the shard, scored minus that part (millionths of a
+// Usage rankings. applyScript keeps, per shard, month, scope and item, a
+// sorted set of the members with a non-zero part of the item's Effective
+// month total in the shard, scored minus that part (millionths of a
 // unit-second, as a double: exact below 2^53, about 2.5 million
 // unit-hours per entity and month; beyond, ties may break by a rounding
 // of the order, never of a value), so that ascending order is largest
@@ -24,6 +24,25 @@ import (
 // month total is zero are not in it. A namespace lives in one shard, so
 // its part is its total; a project's, cluster's or project-cluster's
 // total is the sum of its shards' parts.
+//
+// Only Effective is ranked: one ZINCRBY per item and piece costs about
+// what the piece's BITFIELD of all twelve fields costs. Effective is
+// max(usage, request) (per pod from the Kubernetes collector), so it
+// bounds Usage and Request from above: those are ranked by the threshold
+// algorithm over the Effective rankings with their own exact totals.
+// ProjectQuota has no such bound (ErrRankingIncomplete: the caller reads
+// the selection whole). A sample that sends an effective below its usage
+// or request breaks the bound and may misorder those methods' pages.
+
+// rankField is the field whose ranking bounds field, and whether there is
+// one.
+func rankField(field int) (int, bool) {
+	it, m := Item(field/int(numMethods)), Method(field%int(numMethods))
+	if m == ProjectQuota {
+		return 0, false
+	}
+	return Field(it, Effective), true
+}
 
 // rankKey is shard i's usage ranking of scope sc and field in month.
 func rankKey(i int, month string, sc Scope, field int) string {
@@ -70,8 +89,12 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 	if n <= 0 {
 		return nil, nil
 	}
+	rf, ok := rankField(field)
+	if !ok {
+		return nil, ErrRankingIncomplete
+	}
 	parts := partsOf(Bucket{First: first, Last: last})
-	if sc == ScopeNamespace && len(parts) == 1 && parts[0].first == MonthFirst(first) && parts[0].last == MonthLast(first) {
+	if rf == field && sc == ScopeNamespace && len(parts) == 1 && parts[0].first == MonthFirst(first) && parts[0].last == MonthLast(first) {
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.ZSliceCmd, Shards)
 		for i := range Shards {
@@ -95,11 +118,12 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 		}
 		return out[:n], nil
 	}
-	return r.threshold(ctx, sc, first, last, parts, field, n)
+	return r.threshold(ctx, sc, first, last, parts, rf, field, n)
 }
 
 // threshold is TopByUsage over a range that is not one whole month.
-func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts []part, field, n int) ([]Ranked, error) {
+// The rankings of rf bound field's totals.
+func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts []part, rf, field, n int) ([]Ranked, error) {
 	type list struct {
 		key   string
 		depth int64
@@ -109,7 +133,7 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 	var lists []*list
 	for _, p := range parts {
 		for i := range Shards {
-			lists = append(lists, &list{key: rankKey(i, p.month, sc, field), score: math.Inf(1)})
+			lists = append(lists, &list{key: rankKey(i, p.month, sc, rf), score: math.Inf(1)})
 		}
 	}
 	seen := map[string]bool{}

@@ -26,18 +26,18 @@ func TestTopByUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	field := rollup.Field(rollup.Cpu, rollup.Usage)
+	usage, eff := rollup.Field(rollup.Cpu, rollup.Usage), rollup.Field(rollup.Cpu, rollup.Effective)
 	first, last := rollup.DayFromDate(2025, time.June, 20), rollup.DayFromDate(2025, time.July, 31)
-	// model[scope][member][day] = value
-	model := map[rollup.Scope]map[string]map[rollup.Day]int64{}
-	add := func(sc rollup.Scope, m string, d rollup.Day, v int64) {
-		if model[sc] == nil {
-			model[sc] = map[string]map[rollup.Day]int64{}
+	// model[field][scope][member][day] = value
+	model := map[int]map[rollup.Scope]map[string]map[rollup.Day]int64{usage: {}, eff: {}}
+	add := func(f int, sc rollup.Scope, m string, d rollup.Day, v int64) {
+		if model[f][sc] == nil {
+			model[f][sc] = map[string]map[rollup.Day]int64{}
 		}
-		if model[sc][m] == nil {
-			model[sc][m] = map[rollup.Day]int64{}
+		if model[f][sc][m] == nil {
+			model[f][sc][m] = map[rollup.Day]int64{}
 		}
-		model[sc][m][d] += v
+		model[f][sc][m][d] += v
 	}
 	var cs []rollup.Contribution
 	for i := range 300 {
@@ -53,10 +53,16 @@ func TestTopByUsage(t *testing.T) {
 				v = 0 // zero totals: rows, but never in a ranking
 			}
 			var vals rollup.Values
-			vals[field] = v
+			vals[usage] = v
+			// Effective is at least usage (it bounds it), in another order.
+			vals[eff] = v + int64((i*13+int(d))%40)*rollup.Scale
+			if i%10 == 0 {
+				vals[eff] = 0
+			}
 			cs = append(cs, rollup.Contribution{Entity: e, Piece: rollup.Piece{Day: d, From: 0, To: 86400, Values: vals}})
 			for _, sc := range rollup.Scopes() {
-				add(sc, e.Member(sc), d, v)
+				add(usage, sc, e.Member(sc), d, vals[usage])
+				add(eff, sc, e.Member(sc), d, vals[eff])
 			}
 		}
 	}
@@ -68,53 +74,60 @@ func TestTopByUsage(t *testing.T) {
 		}
 	}
 	reader := rollup.NewReader(rdb)
-	for _, c := range []struct {
+	type rankCase struct {
 		name        string
 		sc          rollup.Scope
 		first, last rollup.Day
 		n           int
-	}{
-		{"whole month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 25},
-		{"across months, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 28), rollup.DayFromDate(2025, time.July, 3), 25},
-		{"across months, top 1", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 30), rollup.DayFromDate(2025, time.July, 1), 1},
-		{"inside a month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 5), rollup.DayFromDate(2025, time.July, 6), 40},
-		{"across months, projects", rollup.ScopeProject, rollup.DayFromDate(2025, time.June, 21), rollup.DayFromDate(2025, time.July, 30), 7},
-		{"whole month, project-clusters", rollup.ScopeProjectCluster, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 5},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			var want []rollup.Ranked
-			for m, days := range model[c.sc] {
-				var tot int64
-				for d, v := range days {
-					if d >= c.first && d <= c.last {
-						tot += v
+	}
+	for _, field := range []int{eff, usage} {
+		for _, c := range []rankCase{
+			{"whole month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 25},
+			{"across months, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 28), rollup.DayFromDate(2025, time.July, 3), 25},
+			{"across months, top 1", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.June, 30), rollup.DayFromDate(2025, time.July, 1), 1},
+			{"inside a month, namespaces", rollup.ScopeNamespace, rollup.DayFromDate(2025, time.July, 5), rollup.DayFromDate(2025, time.July, 6), 40},
+			{"across months, projects", rollup.ScopeProject, rollup.DayFromDate(2025, time.June, 21), rollup.DayFromDate(2025, time.July, 30), 7},
+			{"whole month, project-clusters", rollup.ScopeProjectCluster, rollup.DayFromDate(2025, time.July, 1), rollup.DayFromDate(2025, time.July, 31), 5},
+		} {
+			t.Run(fmt.Sprintf("field %d: %s", field, c.name), func(t *testing.T) {
+				var want []rollup.Ranked
+				for m, days := range model[field][c.sc] {
+					var tot int64
+					for d, v := range days {
+						if d >= c.first && d <= c.last {
+							tot += v
+						}
+					}
+					if tot > 0 {
+						want = append(want, rollup.Ranked{Member: m, Total: tot})
 					}
 				}
-				if tot > 0 {
-					want = append(want, rollup.Ranked{Member: m, Total: tot})
+				slices.SortFunc(want, func(a, b rollup.Ranked) int {
+					if x := cmp.Compare(b.Total, a.Total); x != 0 {
+						return x
+					}
+					return cmp.Compare(a.Member, b.Member)
+				})
+				if len(want) < c.n || want[len(want)-1].Total == want[0].Total {
+					t.Fatalf("model too flat: the test proves nothing")
 				}
-			}
-			slices.SortFunc(want, func(a, b rollup.Ranked) int {
-				if x := cmp.Compare(b.Total, a.Total); x != 0 {
-					return x
+				got, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, c.n)
+				if err != nil {
+					t.Fatal(err)
 				}
-				return cmp.Compare(a.Member, b.Member)
+				if !slices.Equal(got, want[:c.n]) {
+					t.Fatalf("top %d:\n got %v\nwant %v", c.n, got, want[:c.n])
+				}
+				// Asking past the members with a non-zero total says so.
+				all, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, len(want)+1)
+				if !errors.Is(err, rollup.ErrRankingIncomplete) || !slices.Equal(all, want) {
+					t.Fatalf("past the end: %d members, %v; want all %d and ErrRankingIncomplete", len(all), err, len(want))
+				}
 			})
-			if len(want) < c.n || want[len(want)-1].Total == want[0].Total {
-				t.Fatalf("model too flat: the test proves nothing")
-			}
-			got, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, c.n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, want[:c.n]) {
-				t.Fatalf("top %d:\n got %v\nwant %v", c.n, got, want[:c.n])
-			}
-			// Asking past the members with a non-zero total says so.
-			all, err := reader.TopByUsage(ctx, c.sc, c.first, c.last, field, len(want)+1)
-			if !errors.Is(err, rollup.ErrRankingIncomplete) || !slices.Equal(all, want) {
-				t.Fatalf("past the end: %d members, %v; want all %d and ErrRankingIncomplete", len(all), err, len(want))
-			}
-		})
+		}
+	}
+	// ProjectQuota has no ranking to bound it: the caller reads whole.
+	if _, err := reader.TopByUsage(ctx, rollup.ScopeNamespace, first, last, rollup.Field(rollup.Cpu, rollup.ProjectQuota), 5); !errors.Is(err, rollup.ErrRankingIncomplete) {
+		t.Fatalf("ProjectQuota: %v, want ErrRankingIncomplete", err)
 	}
 }

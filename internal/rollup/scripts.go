@@ -37,9 +37,12 @@ local changes = {}
 -- rank moves member's month total of field in the shard's ranking by v
 -- (an int64 in decimal, passed on as text: a Lua number would be cut to
 -- 14 digits). The score is minus the total: ascending order is largest
--- first, ties by name.
+-- first, ties by name. Only the Effective fields are ranked (Field(item,
+-- Effective) = item*4 + 2; rank.go): a ZINCRBY costs what the BITFIELD of
+-- all fields costs, so one per item.
 local ranked = {}
 local function rank(scope, member, field, v, neg)
+  if tonumber(field) % 4 ~= 2 then return end
   local rk = pre .. 'rk:' .. scope .. ':' .. field
   if not neg then
     if string.sub(v, 1, 1) == '-' then v = string.sub(v, 2) else v = '-' .. v end
