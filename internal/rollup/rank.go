@@ -61,8 +61,9 @@ type Ranked struct {
 // which the rankings do not list).
 var ErrRankingIncomplete = errors.New("ranking holds fewer members than asked")
 
-// rankChunk is how many members each ranking is read at once.
-const rankChunk = 256
+// maxRankChunk bounds how many members of each ranking the threshold
+// algorithm reads at once: it starts at the page's size and doubles.
+const maxRankChunk = 4096
 
 func byTotal(a, b Ranked) int {
 	if c := cmp.Compare(b.Total, a.Total); c != 0 {
@@ -79,7 +80,7 @@ func byTotal(a, b Ranked) int {
 // the rankings must be read. Namespaces over one whole month: each
 // shard's first n (one ZRANGE per shard), merged; a namespace's score is
 // its month total. Otherwise the threshold algorithm over the (shard,
-// month) rankings: read each in chunks, largest first, compute the
+// month) rankings: read each in chunks (the page's size, doubling), largest first, compute the
 // candidates' exact range totals from their day rollups, and stop once the
 // n-th best exact total exceeds the sum of the lists' current scores,
 // which bounds the total of every member not read yet. How deep that is
@@ -125,6 +126,7 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 // The rankings of rf bound field's totals.
 func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts []part, rf, field, n int) ([]Ranked, error) {
 	type list struct {
+		shard int
 		key   string
 		depth int64
 		score float64 // the month total at depth (0 once exhausted)
@@ -133,18 +135,19 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 	var lists []*list
 	for _, p := range parts {
 		for i := range Shards {
-			lists = append(lists, &list{key: rankKey(i, p.month, sc, rf), score: math.Inf(1)})
+			lists = append(lists, &list{shard: i, key: rankKey(i, p.month, sc, rf), score: math.Inf(1)})
 		}
 	}
 	seen := map[string]bool{}
 	var best []Ranked // exact, sorted
+	chunk := int64(max(32, n))
 	for {
 		// Sorted access: the next chunk of every month's ranking.
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.ZSliceCmd, len(lists))
 		for i, l := range lists {
 			if !l.done {
-				cmds[i] = pipe.ZRangeWithScores(ctx, l.key, l.depth, l.depth+rankChunk-1)
+				cmds[i] = pipe.ZRangeWithScores(ctx, l.key, l.depth, l.depth+chunk-1)
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -157,7 +160,7 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 			}
 			zs := cmds[i].Val()
 			l.depth += int64(len(zs))
-			if len(zs) < rankChunk {
+			if int64(len(zs)) < chunk {
 				l.done, l.score = true, 0
 			} else {
 				l.score = -zs[len(zs)-1].Score
@@ -191,12 +194,21 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 			slices.SortFunc(best, byTotal)
 		}
 		// Every member not read yet totals at most the sum of the
-		// lists' current scores.
-		bound := 0.0
+		// lists' current scores; a namespace lives in one shard, so for
+		// namespaces the most of any one shard's months.
+		perShard := make([]float64, Shards)
 		exhausted := true
 		for _, l := range lists {
-			bound += l.score
+			perShard[l.shard] += l.score
 			exhausted = exhausted && l.done
+		}
+		bound := 0.0
+		for _, b := range perShard {
+			if sc == ScopeNamespace {
+				bound = math.Max(bound, b)
+			} else {
+				bound += b
+			}
 		}
 		if exhausted {
 			if len(best) < n {
@@ -210,6 +222,7 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		chunk = min(2*chunk, maxRankChunk)
 	}
 }
 
