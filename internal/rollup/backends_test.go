@@ -65,11 +65,3 @@ func flushAll(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 }
-
-// scriptFlush makes every master forget its scripts, as a restart does.
-func scriptFlush(ctx context.Context, rdb redis.UniversalClient) error {
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() })
-	}
-	return rdb.ScriptFlush(ctx).Err()
-}
