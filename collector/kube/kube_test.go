@@ -162,14 +162,6 @@ func (e *env) eventually(what string, cond func() bool) {
 	testenv.Eventually(e.t, 10*time.Second, what, func() (bool, string) { return cond(), "cache not there yet" })
 }
 
-func (e *env) podIs(ns, name string, cond func(*corev1.Pod) bool) {
-	e.t.Helper()
-	e.eventually("pod "+ns+"/"+name, func() bool {
-		p, err := e.factory.Core().V1().Pods().Lister().Pods(ns).Get(name)
-		return err == nil && cond(p)
-	})
-}
-
 func (e *env) setMetrics(ns, name, cpu, mem string) {
 	e.t.Helper()
 	pm := &metricsv1beta1.PodMetrics{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},

@@ -130,11 +130,6 @@ func (c *redisCluster) masters(ctx context.Context) ([]*redis.Client, error) {
 	return out, nil
 }
 
-func (c *redisCluster) flush(ctx context.Context) error {
-	cc := c.rdb.(*redis.ClusterClient)
-	return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return n.FlushAll(ctx).Err() })
-}
-
 func (c *redisCluster) close() {
 	if c.rdb != nil {
 		c.rdb.Close()
