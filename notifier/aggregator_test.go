@@ -11,7 +11,9 @@ import (
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
+	"github.com/alauda/costmeter/internal/testenv"
 	"github.com/alauda/costmeter/notifier"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // hourly makes one-core samples of namespace payments/east/api, one per
@@ -54,6 +56,7 @@ func TestAggregatorEventsInADSTZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	pipelinetest.Start(t, agg)
+	aggregatorConsuming(t, e.js)
 	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 10}, e.log)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +128,7 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 		t.Fatal(err)
 	}
 	pipelinetest.Start(t, agg)
+	aggregatorConsuming(t, e.js)
 	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 50}, e.log)
 	if err != nil {
 		t.Fatal(err)
@@ -158,5 +162,20 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 	e.waitDelivered(map[crossing]bool{
 		{"p-month", "project:payments", "20260901", "20260930", 100}: true,
 		{"p-month", "project:payments", "20260901", "20260930", 130}: true,
+	})
+}
+
+// aggregatorConsuming waits until the aggregator has created its consumer,
+// which it does only after updating the streams: a stream update racing the
+// notifier's consumer creation on the same embedded server is a data race
+// inside nats-server (seen under -race), which a real deployment never runs
+// in one process.
+func aggregatorConsuming(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	testenv.Eventually(t, 20*time.Second, "the aggregator's consumer exists", func() (bool, string) {
+		if _, err := pipelinetest.ConsumerInfo(js); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
 	})
 }
