@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -228,10 +229,29 @@ func ensure(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConf
 			"stream", sc.Name, "replicas", have, "configured", sc.Replicas, "err", err)
 		sc.Replicas = have
 	}
+	if sameSettings(st.CachedInfo().Config, sc) {
+		// Nothing to change: an update request would only race other
+		// components creating consumers on the stream (nats-server v2.15
+		// swaps the store's configuration under them).
+		return nil
+	}
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("update stream %s: %w", sc.Name, err)
 	}
 	return nil
+}
+
+// sameSettings reports whether the running stream already has every setting
+// that want sets (the server fills in defaults for the others).
+func sameSettings(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description &&
+		slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention &&
+		have.MaxAge == want.MaxAge &&
+		have.Duplicates == want.Duplicates &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.Discard == want.Discard
 }
 
 // EnsureConsumer creates or updates the aggregators' durable consumer.

@@ -6,11 +6,13 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alauda/costmeter/internal/config"
@@ -204,4 +206,45 @@ func newFlagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return fs
+}
+
+// TestEnsureUnchangedSendsNoUpdate: a component starting against streams that
+// already have its settings sends no update request (an update racing another
+// component's consumer creation is a data race inside nats-server), while a
+// changed setting is still applied.
+func TestEnsureUnchangedSendsNoUpdate(t *testing.T) {
+	n := testenv.StartNATS(t)
+	js := connect(t, n.URL())
+	cfg := stream.DefaultConfig()
+	ensureAll(t, js, cfg)
+
+	nc, err := nats.Connect(n.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	updates, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ensureAll(t, js, cfg)
+	cfg.RollupsMaxAge = 2 * time.Hour
+	ensureAll(t, js, cfg)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		m, err := updates.NextMsg(time.Second)
+		if err != nil {
+			break
+		}
+		got = append(got, m.Subject)
+	}
+	if want := []string{"$JS.API.STREAM.UPDATE." + stream.Rollups}; !slices.Equal(got, want) {
+		t.Fatalf("update requests %v, want only %v", got, want)
+	}
 }
