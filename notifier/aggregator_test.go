@@ -39,24 +39,7 @@ func TestAggregatorEventsInADSTZone(t *testing.T) {
 	}
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, ny)
 	ctx := context.Background()
-	store, err := rollup.NewStore(e.rdb, ny, rollup.DefaultRetention)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.LoadScripts(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Ensure(ctx, e.js, stream.DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize, cfg.MaxWait = 64, 20*time.Millisecond
-	agg, err := aggregator.New(cfg, e.js, store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return now }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipelinetest.Start(t, agg)
-	aggregatorConsuming(t, e.js)
+	startAggregator(t, e, ny, now)
 	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 10}, e.log)
 	if err != nil {
 		t.Fatal(err)
@@ -111,24 +94,7 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 	e := newEnv(t)
 	now := time.Date(2026, 9, 20, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
-	store, err := rollup.NewStore(e.rdb, time.UTC, rollup.DefaultRetention)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.LoadScripts(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Ensure(ctx, e.js, stream.DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize, cfg.MaxWait = 64, 20*time.Millisecond
-	agg, err := aggregator.New(cfg, e.js, store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return now }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipelinetest.Start(t, agg)
-	aggregatorConsuming(t, e.js)
+	store := startAggregator(t, e, time.UTC, now)
 	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 50}, e.log)
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +129,32 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 		{"p-month", "project:payments", "20260901", "20260930", 100}: true,
 		{"p-month", "project:payments", "20260901", "20260930", 130}: true,
 	})
+}
+
+// startAggregator runs a real aggregator in zone loc whose clock stands at
+// now, and returns its store; it returns once the aggregator consumes.
+func startAggregator(t *testing.T, e *env, loc *time.Location, now time.Time) *rollup.Store {
+	t.Helper()
+	ctx := context.Background()
+	store, err := rollup.NewStore(e.rdb, loc, rollup.DefaultRetention)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Ensure(ctx, e.js, stream.DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := aggregator.DefaultConfig()
+	cfg.BatchSize, cfg.MaxWait = 64, 20*time.Millisecond
+	agg, err := aggregator.New(cfg, e.js, store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.Start(t, agg)
+	aggregatorConsuming(t, e.js)
+	return store
 }
 
 // aggregatorConsuming waits until the aggregator has created its consumer,
