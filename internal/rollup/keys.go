@@ -95,6 +95,8 @@ func ParseMember(sc Scope, m string) Entity {
 //	                               cluster's namespaces of this shard (readers unite the shards' parts)
 //	c:{T}:YYYYMM:rk:<scope>:<field> zset member -> minus its month total of field in this shard (usage
 //	                               ranking, orderBy=usage; rank.go): a month key, ZINCRBY with the values
+//	c:{T}:YYYYMM:rkloose           "1" once a piece of the month in this shard had an Effective below its
+//	                               Usage or Request: the rankings bound no Usage or Request (rank.go)
 //	c:{T}:applied:<stream>         zset of applied stream sequence ranges "first-last", score first
 //
 // Index keys, one hash tag per month (Redis Cluster spreads months over

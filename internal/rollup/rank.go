@@ -31,8 +31,11 @@ import (
 // bounds Usage and Request from above: those are ranked by the threshold
 // algorithm over the Effective rankings with their own exact totals.
 // ProjectQuota has no such bound (ErrRankingIncomplete: the caller reads
-// the selection whole). A sample that sends an effective below its usage
-// or request breaks the bound and may misorder those methods' pages.
+// the selection whole). A sample may send an effective below its usage or
+// request (the file source takes what it is given): applyScript then
+// marks the shard-month's rankings loose (looseKey), and Usage and
+// Request over a range that meets a loose shard-month are not ranked
+// (ErrRankingIncomplete) rather than misordered.
 
 // rankField is the field whose ranking bounds field, and whether there is
 // one.
@@ -48,6 +51,10 @@ func rankField(field int) (int, bool) {
 func rankKey(i int, month string, sc Scope, field int) string {
 	return shardMonth(i, month) + "rk:" + string(sc) + ":" + strconv.Itoa(field)
 }
+
+// looseKey marks shard i's rankings of month as no bound for Usage and
+// Request (set by applyScript, expires with the rankings).
+func looseKey(i int, month string) string { return shardMonth(i, month) + "rkloose" }
 
 // Ranked is a member with its exact total over a range.
 type Ranked struct {
@@ -119,7 +126,36 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 		}
 		return out[:n], nil
 	}
+	if rf != field {
+		loose, err := r.loose(ctx, parts)
+		if err != nil {
+			return nil, err
+		}
+		if loose {
+			return nil, ErrRankingIncomplete
+		}
+	}
 	return r.threshold(ctx, sc, first, last, parts, rf, field, n)
+}
+
+// loose reports whether any shard-month of parts has loose rankings.
+func (r *Reader) loose(ctx context.Context, parts []part) (bool, error) {
+	pipe := r.rdb.Pipeline()
+	var cmds []*redis.IntCmd
+	for _, p := range parts {
+		for i := range Shards {
+			cmds = append(cmds, pipe.Exists(ctx, looseKey(i, p.month)))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("read ranking bounds: %w", err)
+	}
+	for _, c := range cmds {
+		if c.Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // threshold is TopByUsage over a range that is not one whole month.

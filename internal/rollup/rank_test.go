@@ -131,3 +131,68 @@ func TestTopByUsage(t *testing.T) {
 		t.Fatalf("ProjectQuota: %v, want ErrRankingIncomplete", err)
 	}
 }
+
+// TestTopByUsageLooseBound: a sample whose Effective is below its Usage
+// (the file source takes what it is sent) breaks the bound the Effective
+// rankings give Usage. The month is then marked, and Usage over a range in
+// it is not ranked (the caller reads the selection whole) instead of being
+// misordered; Effective stays ranked, exactly, and a month without such a
+// sample is unaffected.
+func TestTopByUsageLooseBound(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client()
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	usage, eff := rollup.Field(rollup.Cpu, rollup.Usage), rollup.Field(rollup.Cpu, rollup.Effective)
+	piece := func(ns string, d rollup.Day, u, e int64) rollup.Contribution {
+		var v rollup.Values
+		v[usage], v[eff] = u*rollup.Scale, e*rollup.Scale
+		return rollup.Contribution{Entity: rollup.Entity{Project: "p", Cluster: "c", Namespace: ns}, Piece: rollup.Piece{Day: d, From: 0, To: 86400, Values: v}}
+	}
+	june, july := rollup.DayFromDate(2025, time.June, 10), rollup.DayFromDate(2025, time.July, 10)
+	var cs []rollup.Contribution
+	for i := range 40 {
+		ns := fmt.Sprintf("ns-%02d", i)
+		// June: Effective bounds Usage everywhere.
+		cs = append(cs, piece(ns, june, int64(10+i), int64(100-i)))
+		// July: ns-00 sends usage 1000 with effective 1, the largest usage
+		// under the smallest effective.
+		if i == 0 {
+			cs = append(cs, piece(ns, july, 1000, 1))
+		} else {
+			cs = append(cs, piece(ns, july, int64(10+i), int64(100-i)))
+		}
+	}
+	if _, err := store.Apply(ctx, cs, "S", nil, false); err != nil {
+		t.Fatal(err)
+	}
+	reader := rollup.NewReader(rdb)
+	// July, part of the month: Usage is not ranked.
+	if _, err := reader.TopByUsage(ctx, rollup.ScopeNamespace, july-1, july+1, usage, 3); !errors.Is(err, rollup.ErrRankingIncomplete) {
+		t.Fatalf("Usage over a loose month: %v, want ErrRankingIncomplete", err)
+	}
+	if _, err := reader.TopByUsage(ctx, rollup.ScopeProject, june, july, usage, 1); !errors.Is(err, rollup.ErrRankingIncomplete) {
+		t.Fatalf("Usage over a range meeting a loose month: %v, want ErrRankingIncomplete", err)
+	}
+	// Effective is ranked exactly: ns-01 (99) first, ns-00 (1) is last.
+	got, err := reader.TopByUsage(ctx, rollup.ScopeNamespace, july-1, july+1, eff, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []rollup.Ranked{{Member: "p c ns-01", Total: 99 * rollup.Scale}, {Member: "p c ns-02", Total: 98 * rollup.Scale}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Effective top 2 = %v, want %v", got, want)
+	}
+	// June holds no loose sample: Usage is ranked there.
+	got, err = reader.TopByUsage(ctx, rollup.ScopeNamespace, june-1, june+1, usage, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []rollup.Ranked{{Member: "p c ns-39", Total: 49 * rollup.Scale}, {Member: "p c ns-38", Total: 48 * rollup.Scale}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("June Usage top 2 = %v, want %v", got, want)
+	}
+}

@@ -9,14 +9,22 @@ import "github.com/redis/go-redis/v9"
 // batch and are applied first, assuming every piece is new; a piece found
 // to be a duplicate or an overlap subtracts its own values again, exactly,
 // in int64. The shard's usage rankings of the month (rankKey) move with
-// the values: ZINCRBY of the same amounts, in the same commit. Indexes are
-// not written here (see indexScript).
+// the values: ZINCRBY of the Effective amounts, in the same commit, and a
+// piece whose Effective is below its Usage or Request (which breaks the
+// bound the rankings give those methods; rank.go) marks the shard-month's
+// rankings loose. Indexes are not written here (see indexScript).
+//
+// The script is the hot path of ingest, so the caller prepares what Lua
+// would do slowly: values come as BITFIELD field tokens ("#3") and
+// decimal int64 amounts, only the non-zero ones, followed by the three
+// items' ranking increments (minus the Effective amount, ” when zero).
 //
 // KEYS[1]: any key of the shard (routing for Redis Cluster).
 // ARGV: prefix (shardMonth), nPieces, nAggregates, wantChanges ('1' or
-// '0'), monthExpireAt (of the rankings), then nAggregates of (dd, scope, keyform, k, k×(field, value)),
-// then nPieces of (dd, dayExpireAt, project, cluster, namespace, from, to,
-// k, k×(field, value)).
+// '0'), monthExpireAt (of the rankings), then nAggregates of (dd, scope,
+// keyform, values), then nPieces of (dd, dayExpireAt, project, cluster,
+// namespace, from, to, loose ('1' or '0'), values), where values is (k,
+// k×(token, amount), 3×rank).
 // Returns {verdicts, overflows, changes, index}: one character per piece
 // ('0' applied, '1' duplicate, '2' overlap), how many increments
 // overflowed int64, when asked the new day rollup of every namespace the
@@ -33,64 +41,81 @@ local want = ARGV[4] == '1'
 local monthExp = ARGV[5]
 local overflow = 0
 local changes = {}
+local call = redis.call
+local sub, byte = string.sub, string.byte
 
--- rank moves member's month total of field in the shard's ranking by v
--- (an int64 in decimal, passed on as text: a Lua number would be cut to
--- 14 digits). The score is minus the total: ascending order is largest
--- first, ties by name. Only the Effective fields are ranked (Field(item,
--- Effective) = item*4 + 2; rank.go): a ZINCRBY costs what the BITFIELD of
--- all fields costs, so one per item.
-local ranked = {}
-local function rank(scope, member, field, v, neg)
-  if tonumber(field) % 4 ~= 2 then return end
-  local rk = pre .. 'rk:' .. scope .. ':' .. field
-  if not neg then
-    if string.sub(v, 1, 1) == '-' then v = string.sub(v, 2) else v = '-' .. v end
-  end
-  redis.call('ZINCRBY', rk, v, member)
-  ranked[rk] = true
+local function neg(v)
+  if byte(v, 1) == 45 then return sub(v, 2) end
+  return '-' .. v
 end
 
-local function incr(key, at, k, neg, scope, member)
-  if k == 0 then return end
-  local cmd = {'BITFIELD', key, 'OVERFLOW', 'FAIL'}
-  for j = 0, k - 1 do
-    local v = ARGV[at + 2 * j + 1]
-    rank(scope, member, ARGV[at + 2 * j], v, neg)
-    if neg then
-      if string.sub(v, 1, 1) == '-' then v = string.sub(v, 2) else v = '-' .. v end
+-- The rankings of the month: score minus the member's total, so that
+-- ascending order is largest first and ties come by name. Keyed by the
+-- Effective field of each item (item*4+2; rank.go).
+local rkeys, ranked = {}, {}
+local function rkey(scope, item)
+  local t = rkeys[scope]
+  if not t then
+    t = {pre .. 'rk:' .. scope .. ':2', pre .. 'rk:' .. scope .. ':6', pre .. 'rk:' .. scope .. ':10'}
+    rkeys[scope] = t
+  end
+  return t[item]
+end
+
+-- incr adds the values at ARGV[at] (negated when neg) to key and to
+-- member's rankings, and returns the index after them.
+local function incr(key, at, negate, scope, member)
+  local k = tonumber(ARGV[at])
+  local after = at + 1 + 2 * k
+  if k > 0 then
+    local cmd = {'BITFIELD', key, 'OVERFLOW', 'FAIL'}
+    local n = 4
+    for j = at + 1, after - 1, 2 do
+      local v = ARGV[j + 1]
+      if negate then v = neg(v) end
+      cmd[n + 1] = 'INCRBY'
+      cmd[n + 2] = 'i64'
+      cmd[n + 3] = ARGV[j]
+      cmd[n + 4] = v
+      n = n + 4
     end
-    cmd[#cmd + 1] = 'INCRBY'
-    cmd[#cmd + 1] = 'i64'
-    cmd[#cmd + 1] = '#' .. ARGV[at + 2 * j]
-    cmd[#cmd + 1] = v
+    local res = call(unpack(cmd))
+    for j = 1, k do
+      if not res[j] then overflow = overflow + 1 end
+    end
   end
-  local res = redis.call(unpack(cmd))
-  for j = 1, k do
-    if not res[j] then overflow = overflow + 1 end
+  for item = 1, 3 do
+    local r = ARGV[after + item - 1]
+    if r ~= '' then
+      if negate then r = neg(r) end
+      local rk = rkey(scope, item)
+      call('ZINCRBY', rk, r, member)
+      ranked[rk] = true
+    end
   end
+  return after + 3
 end
 
 local expired = {}
 local function expire(key, at)
   if not expired[key] then
     expired[key] = true
-    redis.call('EXPIREAT', key, at)
+    call('EXPIREAT', key, at)
   end
 end
 
 -- cover returns 0 (new, recorded), 1 (duplicate) or 2 (overlap), and
 -- whether the namespace is new on the day (or under this project).
 local function cover(key, field, proj, from, to)
-  local cur = redis.call('HGET', key, field)
+  local cur = call('HGET', key, field)
   if not cur then
-    redis.call('HSET', key, field, proj .. ';' .. from .. '-' .. to)
+    call('HSET', key, field, proj .. ';' .. from .. '-' .. to)
     return 0, true
   end
   local semi = string.find(cur, ';', 1, true)
-  local oldp = string.sub(cur, 1, semi - 1)
+  local oldp = sub(cur, 1, semi - 1)
   local iv = {}
-  for s, e in string.gmatch(string.sub(cur, semi + 1), '(%d+)-(%d+)') do
+  for s, e in string.gmatch(sub(cur, semi + 1), '(%d+)-(%d+)') do
     iv[#iv + 1] = {tonumber(s), tonumber(e)}
   end
   for _, x in ipairs(iv) do
@@ -110,7 +135,7 @@ local function cover(key, field, proj, from, to)
     end
   end
   if not placed then out[#out + 1] = ns .. '-' .. ne end
-  redis.call('HSET', key, field, proj .. ';' .. table.concat(out, ','))
+  call('HSET', key, field, proj .. ';' .. table.concat(out, ','))
   return 0, oldp ~= proj
 end
 
@@ -136,29 +161,30 @@ local clusterCov, clusterOrder = {}, {}
 
 local i = 6
 for _ = 1, na do
-  local dd, scope, keyform, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 4, k, false, scope, (string.gsub(keyform, '/', ' ')))
-  i = i + 4 + 2 * k
+  local dd, scope, keyform = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 3, false, scope, (string.gsub(keyform, '/', ' ')))
 end
 
 local verdicts, index = {}, {}
 local nsSeen, nsOrder = {}, {}
+local loose = false
 for _ = 1, np do
   local dd, dayExp, p, c, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local from, to, k = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  local from, to = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   local at = i + 8
-  i = at + 2 * k
   local ck = pre .. 'cov:' .. dd
   local v, fresh = cover(ck, c .. '/' .. n, p, from, to)
-  verdicts[#verdicts + 1] = tostring(v)
+  verdicts[#verdicts + 1] = v
   local r = pre .. 'r:' .. dd .. ':'
   local nskey = r .. 'ns:' .. p .. '/' .. c .. '/' .. n
+  local member = p .. ' ' .. c .. ' ' .. n
   if v ~= 2 and want and not nsSeen[nskey] then
     nsSeen[nskey] = true
-    nsOrder[#nsOrder + 1] = {dd, p .. ' ' .. c .. ' ' .. n, nskey}
+    nsOrder[#nsOrder + 1] = {dd, member, nskey}
   end
   local ix = '0'
   if v == 0 then
+    if ARGV[i + 7] == '1' then loose = true end
     local cc = dd .. ' ' .. c
     local e = clusterCov[cc]
     if not e then
@@ -167,7 +193,7 @@ for _ = 1, np do
       clusterOrder[#clusterOrder + 1] = cc
     end
     e.spans[#e.spans + 1] = {from, to}
-    incr(nskey, at, k, false, 'ns', p .. ' ' .. c .. ' ' .. n)
+    i = incr(nskey, at, false, 'ns', member)
     if fresh then
       ix = '1'
       expire(ck, dayExp)
@@ -177,9 +203,9 @@ for _ = 1, np do
       expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
     end
   else
-    incr(r .. 'pr:' .. p, at, k, true, 'pr', p)
-    incr(r .. 'cl:' .. c, at, k, true, 'cl', c)
-    incr(r .. 'pc:' .. p .. '/' .. c, at, k, true, 'pc', p .. ' ' .. c)
+    incr(r .. 'pr:' .. p, at, true, 'pr', p)
+    incr(r .. 'cl:' .. c, at, true, 'cl', c)
+    i = incr(r .. 'pc:' .. p .. '/' .. c, at, true, 'pc', p .. ' ' .. c)
     if v == 1 then
       ix = '1'
       -- A namespace that moved project may meet a sum key of its new
@@ -194,14 +220,17 @@ end
 for _, cc in ipairs(clusterOrder) do
   local e = clusterCov[cc]
   local key = pre .. 'cc:' .. e.dd
-  redis.call('HSET', key, e.c, unite(redis.call('HGET', key, e.c), e.spans))
+  call('HSET', key, e.c, unite(call('HGET', key, e.c), e.spans))
   expire(key, e.exp)
 end
 for rk in pairs(ranked) do expire(rk, monthExp) end
+if loose then
+  call('SET', pre .. 'rkloose', '1', 'EXAT', monthExp)
+end
 for _, x in ipairs(nsOrder) do
   changes[#changes + 1] = x[1]
   changes[#changes + 1] = x[2]
-  changes[#changes + 1] = redis.call('GET', x[3]) or ''
+  changes[#changes + 1] = call('GET', x[3]) or ''
 end
 return {table.concat(verdicts), overflow, changes, table.concat(index)}
 `)

@@ -280,7 +280,7 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 		batches []*shardBatch
 		open    = map[string]*shardBatch{} // the shard-month's batch being filled
 	)
-	for i := range cs {
+	for _, i := range sumOrder(cs) {
 		e := cs[i].Entity
 		sh := shardOf(e.Cluster, e.Namespace)
 		m := cs[i].Day.Month()
@@ -368,6 +368,31 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 	return res, nil
 }
 
+// sumOrder is the order in which apply cuts cs into scripts: by day,
+// project and cluster, so that a script's pieces share few sums (one
+// script of 200 pieces of random namespaces touches about as many
+// project, cluster and project-cluster sums as pieces; sorted, a few
+// dozen), and each sum is incremented once per script. The sort is
+// stable: pieces of one namespace-day keep the batch's order, which
+// their verdicts depend on.
+func sumOrder(cs []Contribution) []int {
+	order := make([]int, len(cs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		x, y := &cs[order[a]], &cs[order[b]]
+		if x.Day != y.Day {
+			return x.Day < y.Day
+		}
+		if x.Entity.Project != y.Entity.Project {
+			return x.Entity.Project < y.Entity.Project
+		}
+		return x.Entity.Cluster < y.Entity.Cluster
+	})
+	return order
+}
+
 // runApply runs the apply scripts of batches in one pipeline and returns
 // their replies.
 func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
@@ -391,7 +416,7 @@ func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shar
 		}
 		for _, i := range b.idx {
 			c := &cs[i]
-			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To)
+			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To, looseFlag(&c.Values))
 			args = appendValues(args, &c.Values)
 		}
 		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, args...)
@@ -668,6 +693,17 @@ func (s *Store) monthExpireAt(d Day) int64 {
 	return time.Date(y, m+1, 1, 0, 0, 0, 0, s.loc).Add(s.retention).Unix()
 }
 
+// fieldTokens are BITFIELD's offsets of the fields ("#n": the n-th i64).
+var fieldTokens = func() (t [Fields]string) {
+	for f := range t {
+		t[f] = "#" + strconv.Itoa(f)
+	}
+	return t
+}()
+
+// appendValues appends v in applyScript's form: the number of non-zero
+// fields, each as (token, amount), then each item's ranking increment
+// (minus its Effective amount, "" when zero).
 func appendValues(args []any, v *Values) []any {
 	n := 0
 	for _, x := range v {
@@ -678,10 +714,31 @@ func appendValues(args []any, v *Values) []any {
 	args = append(args, n)
 	for f, x := range v {
 		if x != 0 {
-			args = append(args, f, x)
+			args = append(args, fieldTokens[f], x)
 		}
 	}
+	for it := Item(0); it < numItems; it++ {
+		x := v[Field(it, Effective)]
+		if x == 0 {
+			args = append(args, "")
+			continue
+		}
+		args = append(args, -x)
+	}
 	return args
+}
+
+// looseFlag is applyScript's loose flag of a piece: "1" when an item's
+// Effective is below its Usage or Request, which breaks the bound the
+// rankings give those methods (rank.go).
+func looseFlag(v *Values) string {
+	for it := Item(0); it < numItems; it++ {
+		e := v[Field(it, Effective)]
+		if e < v[Field(it, Usage)] || e < v[Field(it, Request)] {
+			return "1"
+		}
+	}
+	return "0"
 }
 
 type aggKey struct {
