@@ -249,7 +249,7 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 const maxPiecesPerScript = 200
 
 // maxIndexEntries bounds one index script likewise.
-const maxIndexEntries = 500
+const maxIndexEntries = 100
 
 // shardBatch is one apply script's share of a batch: pieces of one month
 // in one shard.
@@ -393,9 +393,30 @@ func sumOrder(cs []Contribution) []int {
 	return order
 }
 
-// runApply runs the apply scripts of batches in one pipeline and returns
-// their replies.
+// scriptsPerRoundTrip bounds how many apply scripts go in one pipeline:
+// a round trip of at most a few thousand pieces, so that a burst's batch
+// is never one buffer of tens of megabytes that Redis reads while it runs
+// the scripts before it (and the client's write times out).
+const scriptsPerRoundTrip = 16
+
+// runApply runs the apply scripts of batches, pipelined
+// scriptsPerRoundTrip at a time, and returns their replies.
 func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
+	out := make([][]any, 0, len(batches))
+	for len(batches) > 0 {
+		n := min(len(batches), scriptsPerRoundTrip)
+		r, err := s.runApplyOnce(ctx, cs, batches[:n], changes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r...)
+		batches = batches[n:]
+	}
+	return out, nil
+}
+
+// runApplyOnce runs the apply scripts of batches in one pipeline.
+func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
 	want := 0
 	if changes {
 		want = 1
@@ -430,7 +451,7 @@ func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shar
 		}
 		// Safe to repeat: what the first attempt applied comes back as
 		// duplicates.
-		return s.runApply(ctx, cs, batches, changes)
+		return s.runApplyOnce(ctx, cs, batches, changes)
 	}
 	out := make([][]any, len(batches))
 	for bi, b := range batches {
@@ -474,12 +495,18 @@ func (s *Store) index(ctx context.Context, entries []indexEntry) error {
 		if s.waitReplicas > 0 {
 			return s.indexAndWait(ctx, chunksByMonth(chunks, func(c *chunk) (string, []any) { return c.month, c.args }))
 		}
-		pipe := s.rdb.Pipeline()
-		for _, c := range chunks {
-			indexScript.EvalSha(ctx, pipe, []string{nameIndexKey(c.month)}, c.args...)
+		for len(chunks) > 0 {
+			n := min(len(chunks), scriptsPerRoundTrip)
+			pipe := s.rdb.Pipeline()
+			for _, c := range chunks[:n] {
+				indexScript.EvalSha(ctx, pipe, []string{nameIndexKey(c.month)}, c.args...)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+			chunks = chunks[n:]
 		}
-		_, err := pipe.Exec(ctx)
-		return err
+		return nil
 	}
 	err := run()
 	if isNoScript(err) {
