@@ -17,7 +17,6 @@ import (
 
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/stream"
 )
 
 // Paths of the watch routes: Server-Sent Events of rollup changes.
@@ -39,13 +38,9 @@ const (
 	// DefaultHeartbeat is how often an idle stream sends ": ping", so that
 	// proxies keep it open and a vanished client is noticed.
 	DefaultHeartbeat = 15 * time.Second
-	// watchBuffer is how many events wait between NATS and a slow client;
-	// beyond it NATS delivery waits (the ordered consumer recovers from
-	// the stall by itself, losing nothing).
-	watchBuffer = 256
-	// watchConsumerIdle lets the server remove a watch's consumer that was
-	// not deleted on the way out (the process died).
-	watchConsumerIdle = time.Minute
+	// watchBuffer is how many events wait between NATS and a slow
+	// client (event.WithBuffer), and the most written between flushes.
+	watchBuffer = event.DefaultBuffer
 )
 
 // ErrWatchDisabled is returned by the watch routes of a Server without
@@ -181,55 +176,28 @@ func parseWatchQuery(v url.Values) (watchQuery, error) {
 // watchPlan is what one stream reads and subscribes to.
 type watchPlan struct {
 	q       watchQuery
-	project string // the project route's project, "" on the platform route
-	sel     rollup.Selection
-	subject string
-	// derive: the project route's clusters have no events of their own
-	// (a project's share of a cluster); they are re-read from the rollups
-	// whenever one of the project's namespaces in that cluster changes.
-	derive bool
+	project string           // the project route's project, "" on the platform route
+	sel     rollup.Selection // today's snapshot
+	events  event.Selection  // what streams after it
 }
 
-// planWatch maps a query to its snapshot selection and event subject. The
-// project route confines both to the project: every subject it builds
-// starts with the project's own token.
-func planWatch(q watchQuery, project string) (watchPlan, error) {
-	sel, err := selectionOf(Query{Kind: q.Kind, Name: q.Name}, project)
-	if err != nil {
-		return watchPlan{}, err
-	}
-	p := watchPlan{q: q, project: project, sel: sel}
-	const pre = stream.RollupsPrefix
-	if project == "" {
-		switch q.Kind {
-		case KindProjectAll:
-			p.subject = pre + event.KindProject + ".*"
-		case KindProject:
-			p.subject = pre + event.KindProject + "." + q.Name
-		case KindClusterAll:
-			p.subject = pre + event.KindCluster + ".*"
-		case KindCluster:
-			p.subject = pre + event.KindCluster + "." + event.Token(q.Name)
-		case KindNamespaceAll:
-			p.subject = pre + event.KindNamespace + ".*.*.*"
-		default:
-			p.subject = pre + event.KindNamespace + ".*.*." + q.Name
-		}
-		return p, nil
-	}
+// eventSelection is the rollup events of a watch query: the query's kind
+// and name in internal/event's terms, confined to the project route's
+// project (internal/event owns the subjects they map to).
+func eventSelection(q watchQuery, project string) event.Selection {
+	sel := event.Selection{Project: project, Item: q.Item.String()}
 	switch q.Kind {
 	case KindProject, KindProjectAll:
-		p.subject = pre + event.KindProject + "." + project
-	case KindClusterAll:
-		p.subject, p.derive = pre+event.KindNamespace+"."+project+".*.*", true
-	case KindCluster:
-		p.subject, p.derive = pre+event.KindNamespace+"."+project+"."+event.Token(q.Name)+".*", true
-	case KindNamespaceAll:
-		p.subject = pre + event.KindNamespace + "." + project + ".*.*"
+		sel.Kind = event.KindProject
+	case KindCluster, KindClusterAll:
+		sel.Kind = event.KindCluster
 	default:
-		p.subject = pre + event.KindNamespace + "." + project + ".*." + q.Name
+		sel.Kind = event.KindNamespace
 	}
-	return p, nil
+	if q.Kind == KindProject || q.Kind == KindCluster || q.Kind == KindNamespace {
+		sel.Name = q.Name
+	}
+	return sel
 }
 
 // watchEvent turns an entity's day rollup into the event of item it; a
@@ -280,10 +248,11 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	if err != nil {
 		return err
 	}
-	plan, err := planWatch(q, project)
+	sel, err := selectionOf(Query{Kind: q.Kind, Name: q.Name}, project)
 	if err != nil {
 		return err
 	}
+	plan := watchPlan{q: q, project: project, sel: sel, events: eventSelection(q, project)}
 	if s.watch.js == nil {
 		return ErrWatchDisabled
 	}
@@ -295,33 +264,11 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	// Subscribe first, then read the snapshot: whatever commits between
 	// the two is both in the snapshot and on the stream, never in neither.
 	// Events carry absolute totals, so the duplicate is harmless.
-	octx, cancel := context.WithTimeout(ctx, queryTimeout)
-	cons, err := s.watch.js.OrderedConsumer(octx, stream.Rollups, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{plan.subject},
-		DeliverPolicy:     jetstream.DeliverNewPolicy,
-		InactiveThreshold: watchConsumerIdle,
-	})
-	cancel()
+	sub, err := event.Subscribe(ctx, s.watch.js, plan.events, event.WithBuffer(watchBuffer), event.WithLogger(s.log))
 	if err != nil {
-		return fmt.Errorf("%w: subscribe to %s: %w", ErrEventsUnavailable, stream.Rollups, err)
+		return fmt.Errorf("%w: %w", ErrEventsUnavailable, err)
 	}
-	done := make(chan struct{})
-	msgs := make(chan jetstream.Msg, watchBuffer)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-done:
-		}
-	})
-	if err != nil {
-		s.deleteConsumer(ctx, cons)
-		return fmt.Errorf("%w: consume %s: %w", ErrEventsUnavailable, stream.Rollups, err)
-	}
-	defer func() {
-		close(done)
-		cc.Stop()
-		s.deleteConsumer(ctx, cons)
-	}()
+	defer sub.Close()
 
 	now := time.Now
 	if s.watch.now != nil {
@@ -347,7 +294,7 @@ func (s *Server) serveWatch(c *gin.Context, project string) error {
 	if err := w.flush(c.Writer); err != nil {
 		return nil // the client left
 	}
-	return s.streamWatch(ctx, c.Writer, w, plan, msgs)
+	return s.streamWatch(ctx, c.Writer, w, plan, sub.Events())
 }
 
 // writeSnapshot sends today's totals of the page's entities, then synced.
@@ -372,7 +319,7 @@ func writeSnapshot(w *sseWriter, plan watchPlan, today rollup.Day, page rollup.P
 
 // streamWatch forwards matching events, with heartbeats, until the client
 // leaves or the server stops.
-func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, plan watchPlan, msgs <-chan jetstream.Msg) error {
+func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, plan watchPlan, events <-chan event.Event) error {
 	every := s.watch.heartbeat
 	if every <= 0 {
 		every = DefaultHeartbeat
@@ -391,19 +338,22 @@ func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, 
 			return nil
 		case <-tick.C:
 			w.comment("ping")
-		case m := <-msgs:
+		case ev, ok := <-events:
+			if !ok {
+				return nil // the subscription ended with ctx
+			}
 			// Write what is already here too (up to a buffer's worth),
 			// then flush once.
-			for n := 1; m != nil; n++ {
-				if err := s.forward(ctx, w, plan, &d, m); err != nil {
+			for n := 1; ok; n++ {
+				if err := s.forward(ctx, w, plan, &d, ev); err != nil {
 					w.comment("stream ended: the usage store is unavailable; reconnect")
 					_ = w.flush(f)
 					return err
 				}
-				m = nil
+				ok = false
 				if n < watchBuffer {
 					select {
-					case m = <-msgs:
+					case ev, ok = <-events:
 					default:
 					}
 				}
@@ -415,22 +365,10 @@ func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, 
 	}
 }
 
-// forward writes the event of m if the plan wants it.
-func (s *Server) forward(ctx context.Context, w *sseWriter, plan watchPlan, d *deriver, m jetstream.Msg) error {
-	var ev event.Event
-	if err := json.Unmarshal(m.Data(), &ev); err != nil {
-		s.log.WarnContext(ctx, "undecodable rollup event", "subject", m.Subject(), "err", err)
-		return nil
-	}
-	if ev.Item != plan.q.Item.String() {
-		return nil
-	}
-	// The subject already confines the stream to the project; the body
-	// is checked too, so a mislabelled event cannot cross projects.
-	if plan.project != "" && ev.Project != plan.project {
-		return nil
-	}
-	if plan.derive {
+// forward writes ev, an event of the plan's selection; a derived
+// selection's namespace event becomes its cluster's new totals.
+func (s *Server) forward(ctx context.Context, w *sseWriter, plan watchPlan, d *deriver, ev event.Event) error {
+	if plan.events.Derived() {
 		var err error
 		if ev, err = s.derive(ctx, d, plan, ev); err != nil || ev.ID == "" {
 			return err
@@ -478,20 +416,6 @@ func (s *Server) derive(ctx context.Context, d *deriver, plan watchPlan, ns even
 	}
 	d.sent[key] = ev.Fixed
 	return ev, nil
-}
-
-// deleteConsumer removes a watch's consumer from the server rather than
-// leaving it to expire.
-func (s *Server) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
-	info := cons.CachedInfo()
-	if info == nil {
-		return
-	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	if err := s.watch.js.DeleteConsumer(dctx, stream.Rollups, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		s.log.DebugContext(ctx, "delete watch consumer", "consumer", info.Name, "err", err)
-	}
 }
 
 // sseWriter formats Server-Sent Events; the first write error sticks.

@@ -110,18 +110,11 @@ func newNotification(r *Rule, ev *event.Event, p periodRange, c Crossing) *Notif
 	}
 }
 
-// alertSubject is cost.alerts.project.<project>, cost.alerts.cluster.<cluster>
-// or cost.alerts.namespace.<project>.<cluster>.<namespace>.
-func alertSubject(ev *event.Event) string {
-	switch ev.Kind {
-	case event.KindProject:
-		return AlertsPrefix + event.KindProject + "." + ev.Project
-	case event.KindCluster:
-		return AlertsPrefix + event.KindCluster + "." + event.Token(ev.Cluster)
-	default:
-		return AlertsPrefix + event.KindNamespace + "." + ev.Project + "." + event.Token(ev.Cluster) + "." + ev.Namespace
-	}
-}
+// alertSubject is AlertsPrefix and the event's entity tokens
+// (event.Event.Entity): cost.alerts.project.<project>,
+// cost.alerts.cluster.<cluster> or
+// cost.alerts.namespace.<project>.<cluster>.<namespace>.
+func alertSubject(ev *event.Event) string { return AlertsPrefix + ev.Entity() }
 
 // Sign returns the Standard Webhooks signature header value of a request:
 // "v1," and the base64 HMAC-SHA256, keyed with the secret, of

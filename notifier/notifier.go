@@ -268,23 +268,35 @@ func (n *Notifier) setRunning(v bool) {
 // finishes the events in hand and returns nil. It returns an error only
 // when it cannot start.
 func (n *Notifier) Run(ctx context.Context) error {
+	allEvents, err := event.Selection{}.Subjects()
+	if err != nil {
+		return fmt.Errorf("rollup event subjects: %w", err)
+	}
 	var cons jetstream.Consumer
-	err := natsconn.Retry(ctx, n.log, "create rollup consumer", func(ctx context.Context) error {
+	err = natsconn.Retry(ctx, n.log, "create rollup consumer", func(ctx context.Context) error {
 		// Created if missing, never changed: the aggregators own the
 		// stream's configuration (replicas, retention).
 		if err := stream.EnsureRollups(ctx, n.js, stream.DefaultConfig(), stream.CreateOnly(), stream.WithLogger(n.log)); err != nil {
 			return err
 		}
-		c, err := n.js.CreateOrUpdateConsumer(ctx, stream.Rollups, jetstream.ConsumerConfig{
+		cfg := jetstream.ConsumerConfig{
 			Durable:       n.cfg.Consumer,
 			Description:   "notifiers: budget and usage alerts from the rollup events",
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       30 * time.Second,
 			MaxDeliver:    -1,
 			MaxAckPending: 10_000,
-			FilterSubject: stream.RollupsSubjects,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
+		}
+		// Every rollup event. One filter goes in FilterSubject, as the
+		// consumer was always created, so a running durable needs no
+		// update.
+		if len(allEvents) == 1 {
+			cfg.FilterSubject = allEvents[0]
+		} else {
+			cfg.FilterSubjects = allEvents
+		}
+		c, err := n.js.CreateOrUpdateConsumer(ctx, stream.Rollups, cfg)
 		cons = c
 		if err != nil {
 			return fmt.Errorf("create consumer %s: %w", n.cfg.Consumer, err)

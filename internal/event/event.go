@@ -98,18 +98,24 @@ func New(c rollup.Change, it rollup.Item) Event {
 	return ev
 }
 
-// Subject is where the event is published: cost.rollups.project.<project>,
-// cost.rollups.cluster.<cluster>, cost.rollups.namespace.<project>.<cluster>.<namespace>.
-// Dots in cluster names become '_' (never part of a name), so every name
-// stays one subject token.
-func (e Event) Subject() string {
+// Subject is where the event is published: stream.RollupsPrefix and its
+// entity's tokens (Entity).
+func (e Event) Subject() string { return stream.RollupsPrefix + e.Entity() }
+
+// Entity is the event's entity as subject tokens, the part of its subject
+// after stream.RollupsPrefix: project.<project>, cluster.<cluster> or
+// namespace.<project>.<cluster>.<namespace>. Dots in cluster names become
+// '_' (never part of a name), so every name stays one subject token.
+// Other streams keyed by the same entities (the notifier's alerts) put
+// their own prefix before it.
+func (e Event) Entity() string {
 	switch e.Kind {
 	case KindProject:
-		return stream.RollupsPrefix + KindProject + "." + e.Project
+		return KindProject + "." + e.Project
 	case KindCluster:
-		return stream.RollupsPrefix + KindCluster + "." + Token(e.Cluster)
+		return KindCluster + "." + Token(e.Cluster)
 	default:
-		return stream.RollupsPrefix + KindNamespace + "." + e.Project + "." + Token(e.Cluster) + "." + e.Namespace
+		return KindNamespace + "." + e.Project + "." + Token(e.Cluster) + "." + e.Namespace
 	}
 }
 
