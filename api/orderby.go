@@ -73,7 +73,7 @@ func (s *Server) topPage(ctx context.Context, q Query, sel rollup.Selection, buc
 			skip -= counts[i]
 			continue
 		}
-		p, err := s.reader.Page(ctx, rollup.Selection{Scope: sel.Scope, Member: m}, buckets, skip, limit-len(page.Rows))
+		p, err := s.reader.Page(ctx, rollup.Selection{Scope: sel.Scope, Member: m, Totals: sel.Totals}, buckets, skip, limit-len(page.Rows))
 		if err != nil {
 			return rollup.Page{}, fmt.Errorf("read ranked rows: %w", err)
 		}
@@ -107,9 +107,7 @@ func (s *Server) rankAll(ctx context.Context, q Query, sel rollup.Selection, buc
 	totals := map[string]int64{}
 	for _, r := range all {
 		m := r.Entity.Member(sel.Scope)
-		for _, d := range r.Days {
-			totals[m] += d[field]
-		}
+		totals[m] += r.Total[field]
 	}
 	slices.SortStableFunc(all, func(a, b rollup.Row) int {
 		ma, mb := a.Entity.Member(sel.Scope), b.Entity.Member(sel.Scope)

@@ -115,6 +115,9 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 	if err != nil {
 		return err
 	}
+	// Rows need their days only to price each day; otherwise a sum's
+	// whole months are read from their month parts.
+	sel.Totals = !s.pricing.Has(q.Item, q.Method)
 	buckets := rollup.Buckets(q.Start, q.End, q.Step)
 	if q.CSV && !q.Paged {
 		return s.exportCSV(ctx, c, q, sel, buckets)
@@ -194,6 +197,9 @@ func (s *Server) rows(q Query, in []rollup.Row) []Row {
 			overflow bool
 			cost     float64
 		)
+		if r.Days == nil { // Totals: exact, no day to price
+			sum = r.Total[field]
+		}
 		for j := range r.Days {
 			v := r.Days[j][field]
 			if !overflow {

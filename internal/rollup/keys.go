@@ -90,6 +90,8 @@ func ParseMember(sc Scope, m string) Entity {
 //
 //	c:{T}:YYYYMM:r:DD:<scope>:<m>  string, 12 big-endian int64 (BITFIELD i64 #Field): the day rollup
 //	                               (ns: the namespace's; pr, cl, pc: this shard's part of the sum)
+//	c:{T}:YYYYMM:m:<scope>:<m>     as r:, for the sums (pr, cl, pc) only: this shard's part of the month's
+//	                               sum (BITFIELD OVERFLOW SAT), so a whole month is 6 reads, not 6 per day
 //	c:{T}:YYYYMM:cov:DD            hash cluster/namespace -> "project;from-to,from-to" seconds of the day counted
 //	c:{T}:YYYYMM:cc:DD             hash cluster -> "from-to,from-to": union of the seconds counted for the
 //	                               cluster's namespaces of this shard (readers unite the shards' parts)
@@ -215,6 +217,12 @@ func valueKeyMember(m string) string { return strings.ReplaceAll(m, Sep, "/") }
 // valueKey is shard i's day rollup key of member m in scope sc.
 func valueKey(i int, d Day, sc Scope, m string) string {
 	return shardMonth(i, d.Month()) + "r:" + dd(d) + ":" + string(sc) + ":" + valueKeyMember(m)
+}
+
+// monthSumKey is shard i's part of the month sum of member m in scope sc
+// (not ScopeNamespace).
+func monthSumKey(i int, month string, sc Scope, m string) string {
+	return shardMonth(i, month) + "m:" + string(sc) + ":" + valueKeyMember(m)
 }
 
 // memberShard is the shard of a namespace member.

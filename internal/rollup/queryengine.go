@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,14 +64,21 @@ type Selection struct {
 	// only those of that project.
 	Namespace string
 	Project   string
+	// Totals asks only for each row's Total, not its Days: a project's,
+	// cluster's or project-cluster's whole month is then read from its
+	// month parts (6 reads instead of 6 per day).
+	Totals bool
 }
 
 // Row is one entity in one bucket.
 type Row struct {
 	Bucket Bucket
 	Entity Entity
+	// Total is the entity's rollup summed over Bucket.
+	Total Values
 	// Days holds the entity's rollup of each day of Bucket, in order; a day
-	// without a sample is zero.
+	// without a sample is zero. It is nil when the selection asked for
+	// Totals only and a month part was read whole.
 	Days []Values
 }
 
@@ -337,7 +345,7 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			rows = append(rows, Row{Bucket: srcs[w.src].bucket, Entity: ParseMember(sel.Scope, m)})
 		}
 	}
-	if err := r.fillValues(ctx, sel.Scope, rows, nil); err != nil {
+	if err := r.fillValues(ctx, sel.Scope, rows, nil, sel.Totals); err != nil {
 		return Page{}, err
 	}
 	return Page{Total: total, Rows: rows}, nil
@@ -417,7 +425,7 @@ func (r *Reader) memberPage(ctx context.Context, sel Selection, buckets []Bucket
 	}
 	rows := pageOf(all, offset, limit)
 	presence := func(Entity) map[string]uint32 { return monthMask }
-	if err := r.fillValues(ctx, sel.Scope, rows, presence); err != nil {
+	if err := r.fillValues(ctx, sel.Scope, rows, presence, sel.Totals); err != nil {
 		return Page{}, err
 	}
 	return Page{Total: len(all), Rows: rows}, nil
@@ -497,7 +505,7 @@ func (r *Reader) namePage(ctx context.Context, sel Selection, buckets []Bucket, 
 	}
 	rows := pageOf(all, offset, limit)
 	presence := func(e Entity) map[string]uint32 { return masks[e.Member(ScopeNamespace)] }
-	if err := r.fillValues(ctx, ScopeNamespace, rows, presence); err != nil {
+	if err := r.fillValues(ctx, ScopeNamespace, rows, presence, sel.Totals); err != nil {
 		return Page{}, err
 	}
 	return Page{Total: len(all), Rows: rows}, nil
@@ -511,25 +519,42 @@ func pageOf(all []Row, offset, limit int) []Row {
 	return append([]Row(nil), all[offset:end]...)
 }
 
-// fillValues reads the day rollups of rows: one MGET per shard, a sum's
-// parts added up. When presence is known (month -> mask of an entity),
-// days without a sample are not asked for.
-func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32) error {
+// fillValues reads the rollups of rows and sets their Total and Days:
+// one MGET per shard, a sum's parts added up. When presence is known
+// (month -> mask of an entity), days without a sample are not asked for.
+// With totals, a sum's whole months are read from their month parts
+// (Days stays nil); a row whose month part saturated, or whose total
+// would overflow int64, is read again day by day. With Days, Total wraps
+// past int64: a caller that must be exact there sums Days itself (the
+// API does).
+func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32, totals bool) error {
 	type slot struct {
-		row, day int
-	}
-	type want struct {
-		day    Day
-		member string
+		row, day int // day -1: a month part
 	}
 	var slots []slot
-	var wants []want
+	var wants []valueWant
 	bits := map[Day]uint32{}
+	byMonth := totals && sc != ScopeNamespace
 	for i := range rows {
 		row := &rows[i]
+		row.Total, row.Days = Values{}, nil
 		n := int(row.Bucket.Last-row.Bucket.First) + 1
-		row.Days = make([]Values, n)
 		member := row.Entity.Member(sc)
+		if byMonth {
+			for _, p := range partsOf(row.Bucket) {
+				if p.first == MonthFirst(p.first) && p.last == MonthLast(p.first) {
+					slots = append(slots, slot{row: i, day: -1})
+					wants = append(wants, valueWant{month: p.month, scope: sc, member: member})
+					continue
+				}
+				for d := p.first; d <= p.last; d++ {
+					slots = append(slots, slot{row: i, day: int(d - row.Bucket.First)})
+					wants = append(wants, valueWant{day: d, scope: sc, member: member})
+				}
+			}
+			continue
+		}
+		row.Days = make([]Values, n)
 		var pm map[string]uint32
 		if presence != nil {
 			pm = presence(row.Entity)
@@ -547,17 +572,55 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 				}
 			}
 			slots = append(slots, slot{row: i, day: j})
-			wants = append(wants, want{day: d, member: member})
+			wants = append(wants, valueWant{day: d, scope: sc, member: member})
 		}
 	}
-	vals, err := r.sumValues(ctx, len(wants), func(i int) (Day, Scope, string) { return wants[i].day, sc, wants[i].member })
+	vals, err := r.readValues(ctx, wants)
 	if err != nil {
 		return err
 	}
+	again := map[int]bool{}
 	for i, sl := range slots {
-		rows[sl.row].Days[sl.day] = vals[i]
+		row := &rows[sl.row]
+		if sl.day >= 0 && row.Days != nil {
+			row.Days[sl.day] = vals[i]
+		}
+		if !row.Total.addChecked(&vals[i]) || (sl.day < 0 && saturated(&vals[i])) {
+			if byMonth {
+				again[sl.row] = true
+			}
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	redo := make([]Row, 0, len(again))
+	for i := range rows {
+		if again[i] {
+			redo = append(redo, Row{Bucket: rows[i].Bucket, Entity: rows[i].Entity})
+		}
+	}
+	if err := r.fillValues(ctx, sc, redo, presence, false); err != nil {
+		return err
+	}
+	for i, j := 0, 0; i < len(rows); i++ {
+		if again[i] {
+			rows[i] = redo[j]
+			j++
+		}
 	}
 	return nil
+}
+
+// saturated reports whether a month part hit the int64 limit (its
+// increments saturate rather than fail).
+func saturated(v *Values) bool {
+	for _, x := range v {
+		if x == math.MaxInt64 || x == math.MinInt64 {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeValuesString is DecodeValues of a reply string, without copying it

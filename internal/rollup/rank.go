@@ -215,14 +215,11 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 			for i, m := range fresh {
 				rows[i] = Row{Bucket: Bucket{First: first, Last: last}, Entity: ParseMember(sc, m)}
 			}
-			if err := r.fillValues(ctx, sc, rows, nil); err != nil {
+			if err := r.fillValues(ctx, sc, rows, nil, true); err != nil {
 				return nil, err
 			}
 			for i, row := range rows {
-				var t int64
-				for _, v := range row.Days {
-					t += v[field]
-				}
+				t := row.Total[field]
 				if t > 0 {
 					best = append(best, Ranked{Member: fresh[i], Total: t})
 				}

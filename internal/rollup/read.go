@@ -61,25 +61,48 @@ func (r *Reader) DayValues(ctx context.Context, d Day, sc Scope, member string) 
 	return v, ok, nil
 }
 
+// valueWant is one rollup to read: the day rollup of member on day, or,
+// when month is set, the month sum of a sum's member.
+type valueWant struct {
+	day    Day
+	month  string
+	scope  Scope
+	member string
+}
+
 // sumValues reads n day rollups, the i-th of at(i), every shard's part
 // added up for sums: one MGET per shard.
 func (r *Reader) sumValues(ctx context.Context, n int, at func(i int) (Day, Scope, string)) ([]Values, error) {
-	out := make([]Values, n)
-	if n == 0 {
+	wants := make([]valueWant, n)
+	for i := range wants {
+		d, sc, m := at(i)
+		wants[i] = valueWant{day: d, scope: sc, member: m}
+	}
+	return r.readValues(ctx, wants)
+}
+
+// readValues reads wants, every shard's part added up for sums: one MGET
+// per shard (a shard's keys share its slot).
+func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]Values, error) {
+	out := make([]Values, len(wants))
+	if len(wants) == 0 {
 		return out, nil
 	}
 	keys := make([][]string, Shards)
 	slots := make([][]int, Shards)
-	for i := 0; i < n; i++ {
-		d, sc, m := at(i)
-		if sc == ScopeNamespace {
-			sh := memberShard(m)
-			keys[sh] = append(keys[sh], valueKey(sh, d, sc, m))
+	for i, w := range wants {
+		if w.scope == ScopeNamespace {
+			sh := memberShard(w.member)
+			keys[sh] = append(keys[sh], valueKey(sh, w.day, w.scope, w.member))
 			slots[sh] = append(slots[sh], i)
 			continue
 		}
 		for sh := 0; sh < Shards; sh++ {
-			keys[sh] = append(keys[sh], valueKey(sh, d, sc, m))
+			if w.month != "" {
+				keys[sh] = append(keys[sh], monthSumKey(sh, w.month, w.scope, w.member))
+			} else {
+				keys[sh] = append(keys[sh], valueKey(sh, w.day, w.scope, w.member))
+			}
 			slots[sh] = append(slots[sh], i)
 		}
 	}
@@ -91,7 +114,7 @@ func (r *Reader) sumValues(ctx context.Context, n int, at func(i int) (Day, Scop
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read %d day rollups: %w", n, err)
+		return nil, fmt.Errorf("read %d rollups: %w", len(wants), err)
 	}
 	for sh, c := range cmds {
 		if c == nil {

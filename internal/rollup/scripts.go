@@ -8,7 +8,8 @@ import "github.com/redis/go-redis/v9"
 // Project, cluster and project-cluster parts come pre-aggregated per
 // batch and are applied first, assuming every piece is new; a piece found
 // to be a duplicate or an overlap subtracts its own values again, exactly,
-// in int64. The shard's usage rankings of the month (rankKey) move with
+// in int64. Sums also have a month part (monthSumKey), moved with their
+// day parts. The shard's usage rankings of the month (rankKey) move with
 // the values: ZINCRBY of the Effective amounts, in the same commit, and a
 // piece whose Effective is below its Usage or Request (which breaks the
 // bound the rankings give those methods; rank.go) marks the shard-month's
@@ -62,9 +63,19 @@ local function rkey(scope, item)
   return t[item]
 end
 
+local expired = {}
+local function expire(key, at)
+  if not expired[key] then
+    expired[key] = true
+    call('EXPIREAT', key, at)
+  end
+end
+
 -- incr adds the values at ARGV[at] (negated when neg) to key and to
--- member's rankings, and returns the index after them.
-local function incr(key, at, negate, scope, member)
+-- member's rankings, and returns the index after them. With monthKey (a
+-- sum's month part), the same values go there too, saturating: a month
+-- part at the int64 limit is read day by day instead (fillValues).
+local function incr(key, at, negate, scope, member, monthKey)
   local k = tonumber(ARGV[at])
   local after = at + 1 + 2 * k
   if k > 0 then
@@ -83,6 +94,12 @@ local function incr(key, at, negate, scope, member)
     for j = 1, k do
       if not res[j] then overflow = overflow + 1 end
     end
+    if monthKey then
+      cmd[2] = monthKey
+      cmd[4] = 'SAT'
+      call(unpack(cmd))
+      expire(monthKey, monthExp)
+    end
   end
   for item = 1, 3 do
     local r = ARGV[after + item - 1]
@@ -94,14 +111,6 @@ local function incr(key, at, negate, scope, member)
     end
   end
   return after + 3
-end
-
-local expired = {}
-local function expire(key, at)
-  if not expired[key] then
-    expired[key] = true
-    call('EXPIREAT', key, at)
-  end
 end
 
 -- cover returns 0 (new, recorded), 1 (duplicate) or 2 (overlap), and
@@ -162,7 +171,7 @@ local clusterCov, clusterOrder = {}, {}
 local i = 6
 for _ = 1, na do
   local dd, scope, keyform = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 3, false, scope, (string.gsub(keyform, '/', ' ')))
+  i = incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 3, false, scope, (string.gsub(keyform, '/', ' ')), pre .. 'm:' .. scope .. ':' .. keyform)
 end
 
 local verdicts, index = {}, {}
@@ -203,9 +212,9 @@ for _ = 1, np do
       expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
     end
   else
-    incr(r .. 'pr:' .. p, at, true, 'pr', p)
-    incr(r .. 'cl:' .. c, at, true, 'cl', c)
-    i = incr(r .. 'pc:' .. p .. '/' .. c, at, true, 'pc', p .. ' ' .. c)
+    incr(r .. 'pr:' .. p, at, true, 'pr', p, pre .. 'm:pr:' .. p)
+    incr(r .. 'cl:' .. c, at, true, 'cl', c, pre .. 'm:cl:' .. c)
+    i = incr(r .. 'pc:' .. p .. '/' .. c, at, true, 'pc', p .. ' ' .. c, pre .. 'm:pc:' .. p .. '/' .. c)
     if v == 1 then
       ix = '1'
       -- A namespace that moved project may meet a sum key of its new

@@ -114,6 +114,20 @@ func (v *Values) Add(o *Values) {
 	}
 }
 
+// addChecked adds o to v field by field and reports whether no sum
+// overflowed int64 (where one did, v holds the wrapped sum).
+func (v *Values) addChecked(o *Values) bool {
+	ok := true
+	for i, x := range o {
+		n := v[i] + x
+		if (x > 0 && n < v[i]) || (x < 0 && n > v[i]) {
+			ok = false
+		}
+		v[i] = n
+	}
+	return ok
+}
+
 // Hours converts a fixed-point sum to unit-hours (core-hours, GiB-hours).
 func Hours(fixed int64) float64 {
 	// Split to keep full precision for sums above 2^53.
