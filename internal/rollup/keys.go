@@ -91,7 +91,8 @@ func ParseMember(sc Scope, m string) Entity {
 //	c:{T}:YYYYMM:r:DD:<scope>:<m>  string, 12 big-endian int64 (BITFIELD i64 #Field): the day rollup
 //	                               (ns: the namespace's; pr, cl, pc: this shard's part of the sum)
 //	c:{T}:YYYYMM:m:<scope>:<m>     as r:, for the sums (pr, cl, pc) only: this shard's part of the month's
-//	                               sum (BITFIELD OVERFLOW SAT), so a whole month is 6 reads, not 6 per day
+//	                               sum (BITFIELD OVERFLOW SAT), then a 32-bit mask of the days that moved it
+//	                               (bit 768+DD-1, in the same write), so a month is 6 reads, not 6 per day
 //	c:{T}:YYYYMM:cov:DD            hash cluster/namespace -> "project;from-to,from-to" seconds of the day counted
 //	c:{T}:YYYYMM:cc:DD             hash cluster -> "from-to,from-to": union of the seconds counted for the
 //	                               cluster's namespaces of this shard (readers unite the shards' parts)

@@ -11,9 +11,9 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-// TestMonthSums: a project's, cluster's and project-cluster's whole month
-// read from its month parts (Selection.Totals) equals the sum of its day
-// rollups, through duplicates and overlaps (which subtract their share of
+// TestMonthSums: a project's, cluster's and project-cluster's month read
+// from its month parts (Selection.Totals), whole or cut by the bucket,
+// equals the sum of its day rollups, through duplicates and overlaps (which subtract their share of
 // the sums again), and a month part that saturated int64 is read day by
 // day instead of being reported saturated.
 func TestMonthSums(t *testing.T) {
@@ -54,29 +54,33 @@ func TestMonthSums(t *testing.T) {
 	}
 	apply(over)
 
-	month := []rollup.Bucket{{First: june, Last: june + 29}}
-	for _, sc := range []rollup.Scope{rollup.ScopeProject, rollup.ScopeCluster, rollup.ScopeProjectCluster} {
-		byDay, err := store.Page(ctx, rollup.Selection{Scope: sc}, month, 0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		byMonth, err := store.Page(ctx, rollup.Selection{Scope: sc, Totals: true}, month, 0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(byDay.Rows) == 0 || len(byDay.Rows) != len(byMonth.Rows) {
-			t.Fatalf("%s: %d rows by day, %d by month", sc, len(byDay.Rows), len(byMonth.Rows))
-		}
-		for i, row := range byMonth.Rows {
-			if row.Days != nil {
-				t.Fatalf("%s %v: read day by day, want the month part", sc, row.Entity)
+	// The whole month, and months cut by the bucket (this month up to
+	// today, with data after it; a range cut at both ends): month parts
+	// minus the days outside the bucket that moved them.
+	for _, month := range [][]rollup.Bucket{{{First: june, Last: june + 29}}, {{First: june, Last: june + 19}}, {{First: june + 3, Last: june + 28}}} {
+		for _, sc := range []rollup.Scope{rollup.ScopeProject, rollup.ScopeCluster, rollup.ScopeProjectCluster} {
+			byDay, err := store.Page(ctx, rollup.Selection{Scope: sc}, month, 0, 100)
+			if err != nil {
+				t.Fatal(err)
 			}
-			var want rollup.Values
-			for _, d := range byDay.Rows[i].Days {
-				want.Add(&d)
+			byMonth, err := store.Page(ctx, rollup.Selection{Scope: sc, Totals: true}, month, 0, 100)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if row.Total != want || byDay.Rows[i].Total != want || want == (rollup.Values{}) {
-				t.Fatalf("%s %v: month part %v, days %v (their Total %v)", sc, row.Entity, row.Total, want, byDay.Rows[i].Total)
+			if len(byDay.Rows) == 0 || len(byDay.Rows) != len(byMonth.Rows) {
+				t.Fatalf("%s: %d rows by day, %d by month", sc, len(byDay.Rows), len(byMonth.Rows))
+			}
+			for i, row := range byMonth.Rows {
+				if row.Days != nil {
+					t.Fatalf("%s %v: read day by day, want the month part", sc, row.Entity)
+				}
+				var want rollup.Values
+				for _, d := range byDay.Rows[i].Days {
+					want.Add(&d)
+				}
+				if row.Total != want || byDay.Rows[i].Total != want || want == (rollup.Values{}) {
+					t.Fatalf("%s %v %v: month part %v, days %v (their Total %v)", sc, row.Entity, month, row.Total, want, byDay.Rows[i].Total)
+				}
 			}
 		}
 	}

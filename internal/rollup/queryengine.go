@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	mathbits "math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -522,14 +523,21 @@ func pageOf(all []Row, offset, limit int) []Row {
 // fillValues reads the rollups of rows and sets their Total and Days:
 // one MGET per shard, a sum's parts added up. When presence is known
 // (month -> mask of an entity), days without a sample are not asked for.
-// With totals, a sum's whole months are read from their month parts
-// (Days stays nil); a row whose month part saturated, or whose total
-// would overflow int64, is read again day by day. With Days, Total wraps
-// past int64: a caller that must be exact there sums Days itself (the
-// API does).
+//
+// With totals, a sum (project, cluster, project-cluster) is read by
+// month where that is cheaper (Days stays nil): a whole month from its
+// month parts; a month cut by the bucket but covering more than half of
+// it (this month up to today) from its month parts minus the days
+// outside the bucket that the parts' own day masks, written in the same
+// commit as their values, say moved them (usually none: the days after
+// today). A row whose month part saturated, or whose total would
+// overflow int64, is read again day by day. With Days, Total wraps past
+// int64: a caller that must be exact there sums Days itself (the API
+// does).
 func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32, totals bool) error {
 	type slot struct {
-		row, day int // day -1: a month part
+		row, day int  // day -1: a month part
+		p        part // the month part's (clipped) days
 	}
 	var slots []slot
 	var wants []valueWant
@@ -542,8 +550,8 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 		member := row.Entity.Member(sc)
 		if byMonth {
 			for _, p := range partsOf(row.Bucket) {
-				if p.first == MonthFirst(p.first) && p.last == MonthLast(p.first) {
-					slots = append(slots, slot{row: i, day: -1})
+				if inMonth := int(MonthLast(p.first)-MonthFirst(p.first)) + 1; 2*(int(p.last-p.first)+1) > inMonth {
+					slots = append(slots, slot{row: i, day: -1, p: p})
 					wants = append(wants, valueWant{month: p.month, scope: sc, member: member})
 					continue
 				}
@@ -575,19 +583,51 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 			wants = append(wants, valueWant{day: d, scope: sc, member: member})
 		}
 	}
-	vals, err := r.readValues(ctx, wants)
+	reads, err := r.readValues(ctx, wants)
 	if err != nil {
 		return err
 	}
 	again := map[int]bool{}
+	// Days outside a clipped month part that moved it: read and taken off.
+	type outside struct {
+		row int
+		day Day
+	}
+	var outs []outside
 	for i, sl := range slots {
 		row := &rows[sl.row]
+		v := &reads[i].v
 		if sl.day >= 0 && row.Days != nil {
-			row.Days[sl.day] = vals[i]
+			row.Days[sl.day] = *v
 		}
-		if !row.Total.addChecked(&vals[i]) || (sl.day < 0 && saturated(&vals[i])) {
-			if byMonth {
+		if sl.day < 0 {
+			if reads[i].inexact {
 				again[sl.row] = true
+				continue
+			}
+			first := MonthFirst(sl.p.first)
+			for extra := reads[i].mask &^ sl.p.mask(); extra != 0; extra &= extra - 1 {
+				outs = append(outs, outside{row: sl.row, day: first + Day(bits32(extra))})
+			}
+		}
+		if !row.Total.addChecked(v) && byMonth {
+			again[sl.row] = true
+		}
+	}
+	if len(outs) > 0 {
+		vals, err := r.sumValues(ctx, len(outs), func(i int) (Day, Scope, string) {
+			return outs[i].day, sc, rows[outs[i].row].Entity.Member(sc)
+		})
+		if err != nil {
+			return err
+		}
+		for i, o := range outs {
+			neg := vals[i]
+			for f := range neg {
+				neg[f] = -neg[f]
+			}
+			if !rows[o.row].Total.addChecked(&neg) {
+				again[o.row] = true
 			}
 		}
 	}
@@ -611,6 +651,9 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 	}
 	return nil
 }
+
+// bits32 is the index of the lowest set bit of a non-zero mask.
+func bits32(m uint32) int { return mathbits.TrailingZeros32(m) }
 
 // saturated reports whether a month part hit the int64 limit (its
 // increments saturate rather than fail).

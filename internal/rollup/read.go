@@ -78,13 +78,49 @@ func (r *Reader) sumValues(ctx context.Context, n int, at func(i int) (Day, Scop
 		d, sc, m := at(i)
 		wants[i] = valueWant{day: d, scope: sc, member: m}
 	}
-	return r.readValues(ctx, wants)
+	reads, err := r.readValues(ctx, wants)
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]Values, len(reads))
+	for i := range reads {
+		vals[i] = reads[i].v
+	}
+	return vals, nil
+}
+
+// monthMaskOffset is where a month part's day mask starts: after its
+// Fields int64 values (bit 768 + day-1, BITFIELD's big-endian order).
+const monthMaskOffset = Fields * 8
+
+// monthPartMask decodes the day mask of a month part (bit day-1).
+func monthPartMask(s string) uint32 {
+	var m uint32
+	for b := 0; b < 4 && monthMaskOffset+b < len(s); b++ {
+		x := s[monthMaskOffset+b]
+		for i := 0; i < 8; i++ {
+			if x&(0x80>>i) != 0 {
+				m |= 1 << uint(8*b+i)
+			}
+		}
+	}
+	return m
+}
+
+// valueRead is what readValues read for one want: the values (every
+// shard's part added up), and for a month want the union of the parts'
+// day masks and whether a part saturated or the parts' sum overflowed
+// (the values are then not the month's).
+type valueRead struct {
+	v       Values
+	mask    uint32
+	inexact bool
 }
 
 // readValues reads wants, every shard's part added up for sums: one MGET
 // per shard (a shard's keys share its slot).
-func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]Values, error) {
-	out := make([]Values, len(wants))
+func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]valueRead, error) {
+	out := make([]valueRead, len(wants))
 	if len(wants) == 0 {
 		return out, nil
 	}
@@ -121,9 +157,19 @@ func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]Values, e
 			continue
 		}
 		for j, v := range c.Val() {
-			if s, ok := v.(string); ok {
-				part := decodeValuesString(s)
-				out[slots[sh][j]].Add(&part)
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			o := &out[slots[sh][j]]
+			part := decodeValuesString(s)
+			if wants[slots[sh][j]].month == "" {
+				o.v.Add(&part)
+				continue
+			}
+			o.mask |= monthPartMask(s)
+			if saturated(&part) || !o.v.addChecked(&part) {
+				o.inexact = true
 			}
 		}
 	}

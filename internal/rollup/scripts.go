@@ -73,9 +73,10 @@ end
 
 -- incr adds the values at ARGV[at] (negated when neg) to key and to
 -- member's rankings, and returns the index after them. With monthKey (a
--- sum's month part), the same values go there too, saturating: a month
--- part at the int64 limit is read day by day instead (fillValues).
-local function incr(key, at, negate, scope, member, monthKey)
+-- sum's month part), the same values go there too, saturating (a month
+-- part at the int64 limit is read day by day instead; fillValues), and
+-- day dd's bit is set in the mask after the values (bit 768+dd-1).
+local function incr(key, at, negate, scope, member, monthKey, dd)
   local k = tonumber(ARGV[at])
   local after = at + 1 + 2 * k
   if k > 0 then
@@ -97,6 +98,10 @@ local function incr(key, at, negate, scope, member, monthKey)
     if monthKey then
       cmd[2] = monthKey
       cmd[4] = 'SAT'
+      cmd[n + 1] = 'SET'
+      cmd[n + 2] = 'u1'
+      cmd[n + 3] = 767 + tonumber(dd)
+      cmd[n + 4] = 1
       call(unpack(cmd))
       expire(monthKey, monthExp)
     end
@@ -171,7 +176,7 @@ local clusterCov, clusterOrder = {}, {}
 local i = 6
 for _ = 1, na do
   local dd, scope, keyform = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 3, false, scope, (string.gsub(keyform, '/', ' ')), pre .. 'm:' .. scope .. ':' .. keyform)
+  i = incr(pre .. 'r:' .. dd .. ':' .. scope .. ':' .. keyform, i + 3, false, scope, (string.gsub(keyform, '/', ' ')), pre .. 'm:' .. scope .. ':' .. keyform, dd)
 end
 
 local verdicts, index = {}, {}
@@ -212,9 +217,9 @@ for _ = 1, np do
       expire(r .. 'pc:' .. p .. '/' .. c, dayExp)
     end
   else
-    incr(r .. 'pr:' .. p, at, true, 'pr', p, pre .. 'm:pr:' .. p)
-    incr(r .. 'cl:' .. c, at, true, 'cl', c, pre .. 'm:cl:' .. c)
-    i = incr(r .. 'pc:' .. p .. '/' .. c, at, true, 'pc', p .. ' ' .. c, pre .. 'm:pc:' .. p .. '/' .. c)
+    incr(r .. 'pr:' .. p, at, true, 'pr', p, pre .. 'm:pr:' .. p, dd)
+    incr(r .. 'cl:' .. c, at, true, 'cl', c, pre .. 'm:cl:' .. c, dd)
+    i = incr(r .. 'pc:' .. p .. '/' .. c, at, true, 'pc', p .. ' ' .. c, pre .. 'm:pc:' .. p .. '/' .. c, dd)
     if v == 1 then
       ix = '1'
       -- A namespace that moved project may meet a sum key of its new
