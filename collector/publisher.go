@@ -156,15 +156,25 @@ func (p *Publisher) Publish(ctx context.Context, samples []sample.Sample) error 
 	return p.PublishMessages(ctx, p.Encode(samples))
 }
 
+// ErrRefused is returned (wrapped, with the reasons) by PublishMessages
+// when JetStream refused messages for good: retrying them as they are
+// would never succeed (see Relay for which refusals are final).
+var ErrRefused = errors.New("refused for good by JetStream")
+
 // PublishMessages publishes encoded messages asynchronously and waits for
 // every acknowledgement, retrying failures until acknowledged or ctx ends.
+// A message refused for good is not retried: the others are published,
+// then PublishMessages returns an error wrapping ErrRefused that names
+// the refused messages.
 func (p *Publisher) PublishMessages(ctx context.Context, msgs []Message) error {
 	pending := msgs
 	b := p.backoff(ctx)
+	var refusedErr []error
 	for len(pending) > 0 {
-		failed, lastErr := p.publishOnce(ctx, pending)
+		failed, refused, lastErr := p.publishOnce(ctx, pending)
+		refusedErr = append(refusedErr, refused...)
 		if len(failed) == 0 {
-			return nil
+			break
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("publish %d messages: %w", len(failed), ctx.Err())
@@ -181,6 +191,9 @@ func (p *Publisher) PublishMessages(ctx context.Context, msgs []Message) error {
 		}
 		pending = failed
 	}
+	if len(refusedErr) > 0 {
+		return fmt.Errorf("publish %d messages: %d %w: %w", len(msgs), len(refusedErr), ErrRefused, errors.Join(refusedErr...))
+	}
 	return nil
 }
 
@@ -196,18 +209,20 @@ func (p *Publisher) backoff(ctx context.Context) backoff.BackOff {
 
 // publishOnce sends every message without waiting in between, then waits
 // for the acknowledgements; it returns the messages that were not
-// acknowledged.
-func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) ([]Message, error) {
-	var (
-		failed  []Message
-		lastErr error
-	)
+// acknowledged and may succeed later, and why each refused one never will.
+func (p *Publisher) publishOnce(ctx context.Context, msgs []Message) (failed []Message, refused []error, lastErr error) {
+	r := newRefusals(p.js)
 	for i, err := range p.Send(ctx, msgs) {
-		if err != nil {
-			failed, lastErr = append(failed, msgs[i]), err
+		if err == nil {
+			continue
 		}
+		if reason := r.reason(ctx, msgs[i].Subject, err); reason != "" {
+			refused = append(refused, fmt.Errorf("message %s to %s (%d samples): %s: %w", msgs[i].ID, msgs[i].Subject, msgs[i].Samples, reason, err))
+			continue
+		}
+		failed, lastErr = append(failed, msgs[i]), err
 	}
-	return failed, lastErr
+	return failed, refused, lastErr
 }
 
 // Send publishes msgs once each, in order and without waiting in between,

@@ -20,11 +20,13 @@ type SpoolWriter interface {
 	Append(ctx context.Context, entries []spool.Entry) error
 }
 
-// SpoolReader hands out the oldest stored batches and forgets the ones
-// JetStream acknowledged; Ready signals that batches were added.
+// SpoolReader hands out the oldest stored batches, forgets the ones
+// JetStream acknowledged and moves aside the ones it refused for good;
+// Ready signals that batches were added.
 type SpoolReader interface {
 	Oldest(ctx context.Context, n int) ([]spool.Entry, error)
 	Remove(seqs ...uint64) error
+	Reject(ctx context.Context, e spool.Entry, reason string, cause error) error
 	Ready() <-chan struct{}
 }
 
@@ -85,6 +87,13 @@ type RelayConfig struct {
 // retried with jittered exponential backoff capped at MaxBackoff, and no
 // message is handed to a disconnected NATS client (it would only fill its
 // reconnect buffer with copies).
+//
+// A batch JetStream refuses for good (see refusals.reason for which
+// answers are final: too large for the server or the stream, no stream
+// for its subject) is not retried: the spool moves it to its rejected/
+// directory with the reason (spool.Spool.Reject, which logs it once and
+// counts it), and the relay goes on with the next batches. Every other
+// failure keeps the batch queued and is retried.
 //
 // Traces start when the relay publishes a batch, not when the source
 // emitted it: the spool stores the message body and id only (format
@@ -194,17 +203,29 @@ func (r *Relay) Run(ctx context.Context) error {
 			msgs[i] = Message{Subject: e.Subject, ID: e.ID, Data: e.Data, Samples: e.Samples}
 		}
 		var (
-			acked   = make([]uint64, 0, len(entries))
-			samples int
-			lastErr error
+			acked    = make([]uint64, 0, len(entries))
+			samples  int
+			rejected int
+			lastErr  error
+			refused  = newRefusals(r.pub.js)
 		)
 		for i, err := range r.pub.Send(ctx, msgs) {
-			if err != nil {
+			if err == nil {
+				acked = append(acked, entries[i].Seq)
+				samples += entries[i].Samples
+				continue
+			}
+			reason := refused.reason(ctx, entries[i].Subject, err)
+			if reason == "" {
 				lastErr = err
 				continue
 			}
-			acked = append(acked, entries[i].Seq)
-			samples += entries[i].Samples
+			if rerr := r.sp.Reject(ctx, entries[i], reason, err); rerr != nil {
+				// Still queued: refused again next round, moved then.
+				lastErr = rerr
+				continue
+			}
+			rejected++
 		}
 		if err := r.sp.Remove(acked...); err != nil {
 			// Acknowledged but still on disk: a later run publishes them
@@ -213,6 +234,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		if len(acked) > 0 {
 			r.log.DebugContext(ctx, "published spooled batches", "batches", len(acked), "samples", samples)
+		}
+		if len(acked) > 0 || rejected > 0 {
 			select {
 			case r.drained <- struct{}{}:
 			default:
@@ -227,7 +250,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue
 		}
 		failing = true
-		if !r.wait(ctx, b, len(entries)-len(acked), lastErr) {
+		if !r.wait(ctx, b, len(entries)-len(acked)-rejected, lastErr) {
 			return nil
 		}
 	}

@@ -12,6 +12,7 @@
 //	00000000000000000001.batch    oldest batch
 //	00000000000000000002.batch
 //	00000000000000000003.batch.tmp  a write that never completed (removed on open)
+//	rejected/                     batches JetStream refused for good (see Rejected batches)
 //
 // A batch file is one header line followed by the message body:
 //
@@ -39,6 +40,32 @@
 // removes the oldest batches first, each with an error log and its samples
 // added to the dropped-samples counter: never a silent loss, never a full
 // disk. A file that fails its checksum is removed and counted the same way.
+//
+// # Rejected batches
+//
+// A batch JetStream will never accept as it is (the publisher decides
+// which refusals are final, see collector.Relay) is moved by Reject into
+// the rejected/ subdirectory, byte for byte under the same file name, next
+// to a sidecar <seq>.reason that says why and when:
+//
+//	rejected/00000000000000000002.batch
+//	rejected/00000000000000000002.reason   reason: max_msg_size
+//	                                       time: 2026-12-02T14:03:11Z
+//	                                       subject: cost.samples.prod-east
+//	                                       id: 3f…9a
+//	                                       samples: 500
+//	                                       bytes: 165070
+//	                                       error: nats: API error: code=400 err_code=10054 …
+//
+// Rejected batches are not part of the queue: Len, Bytes and the queue's
+// bound ignore them, and Oldest never returns them. They have a bound of
+// their own, MaxBytes again, so that a refusal of every batch (a stream
+// deleted for good) cannot fill the disk: past it the oldest rejected
+// batches are deleted, each logged and counted as dropped with reason
+// "rejected". Sequence numbers continue past the highest rejected file
+// too, so a rejected file moved back into the spool directory (with the
+// collector stopped) is replayed first on the next start and never takes
+// the name of a newer batch.
 package spool
 
 import (
@@ -56,6 +83,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -72,6 +100,10 @@ const (
 	TmpExt = ".tmp"
 	// LockFile is the name of the file locked by the owning process.
 	LockFile = "LOCK"
+	// RejectedDir is the subdirectory of batches JetStream refused for good.
+	RejectedDir = "rejected"
+	// ReasonExt is the extension of a rejected batch's sidecar.
+	ReasonExt = ".reason"
 	// maxHeader bounds the header line read from a file.
 	maxHeader = 512
 )
@@ -82,6 +114,7 @@ const (
 	ReasonFull     = "full"      // evicted to make room for newer batches
 	ReasonTooLarge = "too_large" // one batch larger than the whole spool
 	ReasonCorrupt  = "corrupt"   // a file that failed its checksum or header
+	ReasonRejected = "rejected"  // a rejected batch deleted to keep rejected/ within the bound
 )
 
 // Errors callers can branch on.
@@ -136,6 +169,9 @@ func WithLogger(l *slog.Logger) Option { return func(s *Spool) { s.log = l } }
 // WithMeter sets the OTel meter (default: no-op).
 func WithMeter(m metric.Meter) Option { return func(s *Spool) { s.meter = m } }
 
+// WithClock sets the clock that dates rejections (default: time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Spool) { s.now = now } }
+
 // meta is what the spool remembers of a batch without reading its file.
 type meta struct {
 	seq     uint64
@@ -151,16 +187,20 @@ type Spool struct {
 	log      *slog.Logger
 	meter    metric.Meter
 	lock     *os.File
+	now      func() time.Time
 
-	dropped metric.Int64Counter
-	reg     metric.Registration
+	dropped                          metric.Int64Counter
+	rejectedBatches, rejectedSamples metric.Int64Counter
+	reg                              metric.Registration
 
-	mu     sync.Mutex
-	index  []meta // by seq, oldest first
-	bytes  int64
-	next   uint64
-	closed bool
-	ready  chan struct{}
+	mu            sync.Mutex
+	index         []meta // by seq, oldest first
+	bytes         int64
+	rejected      []meta // rejected/, by seq, oldest first
+	rejectedBytes int64
+	next          uint64
+	closed        bool
+	ready         chan struct{}
 }
 
 // Open opens (creating if needed) the spool in cfg.Dir, takes its lock,
@@ -169,12 +209,12 @@ func Open(cfg Config, opts ...Option) (*Spool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Spool{dir: cfg.Dir, maxBytes: cfg.MaxBytes, log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), next: 1, ready: make(chan struct{}, 1)}
+	s := &Spool{dir: cfg.Dir, maxBytes: cfg.MaxBytes, log: slog.Default(), meter: noop.NewMeterProvider().Meter(""), now: time.Now, next: 1, ready: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
 	s.log = s.log.With("component", "spool", "dir", cfg.Dir)
-	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, RejectedDir), 0o750); err != nil {
 		return nil, fmt.Errorf("create spool directory: %w", err)
 	}
 	lock, err := lockDir(filepath.Join(cfg.Dir, LockFile))
@@ -195,26 +235,37 @@ func Open(cfg Config, opts ...Option) (*Spool, error) {
 		s.log.Info("spool holds batches from a previous run; replaying", "batches", len(s.index), "bytes", s.bytes, "samples", s.samples())
 		s.signal()
 	}
+	if len(s.rejected) > 0 {
+		s.log.Warn("spool holds batches JetStream refused; see their .reason files", "batches", len(s.rejected), "bytes", s.rejectedBytes,
+			"dir", filepath.Join(cfg.Dir, RejectedDir))
+	}
 	return s, nil
 }
 
 func (s *Spool) instruments() error {
-	var err1, err2, err3, err4 error
+	var err1, err2, err3, err4, err5, err6, err7 error
 	s.dropped, err1 = s.meter.Int64Counter("cost.collector.spool.dropped", metric.WithUnit("{sample}"),
 		metric.WithDescription("samples removed from the spool before JetStream acknowledged them, by reason"))
 	batches, err2 := s.meter.Int64ObservableGauge("cost.collector.spool.batches", metric.WithUnit("{batch}"),
 		metric.WithDescription("batches waiting in the spool for a JetStream acknowledgement"))
 	bytes, err3 := s.meter.Int64ObservableGauge("cost.collector.spool.size", metric.WithUnit("By"),
 		metric.WithDescription("bytes of the batches waiting in the spool"))
-	if err := errors.Join(err1, err2, err3); err != nil {
+	s.rejectedBatches, err5 = s.meter.Int64Counter("cost.collector.rejected.batches", metric.WithUnit("{batch}"),
+		metric.WithDescription("batches JetStream refused for good, moved to the spool's rejected/ directory, by reason"))
+	s.rejectedSamples, err6 = s.meter.Int64Counter("cost.collector.rejected.samples", metric.WithUnit("{sample}"),
+		metric.WithDescription("samples in the batches JetStream refused for good, by reason"))
+	held, err7 := s.meter.Int64ObservableGauge("cost.collector.spool.rejected.batches", metric.WithUnit("{batch}"),
+		metric.WithDescription("batches in the spool's rejected/ directory, waiting for an operator"))
+	if err := errors.Join(err1, err2, err3, err5, err6, err7); err != nil {
 		return fmt.Errorf("create spool instruments: %w", err)
 	}
 	s.reg, err4 = s.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		n, b := s.Len(), s.Bytes()
 		o.ObserveInt64(batches, int64(n))
 		o.ObserveInt64(bytes, b)
+		o.ObserveInt64(held, int64(s.Rejected()))
 		return nil
-	}, batches, bytes)
+	}, batches, bytes, held)
 	if err4 != nil {
 		return fmt.Errorf("register spool gauges: %w", err4)
 	}
@@ -255,6 +306,45 @@ func (s *Spool) scan() error {
 	sort.Slice(s.index, func(i, j int) bool { return s.index[i].seq < s.index[j].seq })
 	if n := len(s.index); n > 0 {
 		s.next = s.index[n-1].seq + 1
+	}
+	return s.scanRejected()
+}
+
+// scanRejected indexes rejected/ by file size alone: its batches are only
+// kept for an operator, never read back by the spool. Unfinished sidecars
+// and sidecars whose batch is gone (moved back for a replay, or a crash
+// between sidecar and move) are removed.
+func (s *Spool) scanRejected() error {
+	dir := filepath.Join(s.dir, RejectedDir)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read rejected batches: %w", err)
+	}
+	for _, de := range des {
+		name := de.Name()
+		if strings.HasSuffix(name, TmpExt) || strings.HasSuffix(name, ReasonExt) {
+			batch := filepath.Join(dir, strings.TrimSuffix(name, ReasonExt)+Ext)
+			if _, err := os.Stat(batch); strings.HasSuffix(name, TmpExt) || errors.Is(err, os.ErrNotExist) {
+				if err := os.Remove(filepath.Join(dir, name)); err != nil {
+					return fmt.Errorf("remove stale %s: %w", name, err)
+				}
+			}
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(name, Ext), 10, 64)
+		if !strings.HasSuffix(name, Ext) || err != nil || seq == 0 {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			return fmt.Errorf("read rejected batch %s: %w", name, err)
+		}
+		s.rejected = append(s.rejected, meta{seq: seq, size: info.Size()})
+		s.rejectedBytes += info.Size()
+	}
+	sort.Slice(s.rejected, func(i, j int) bool { return s.rejected[i].seq < s.rejected[j].seq })
+	if n := len(s.rejected); n > 0 {
+		s.next = max(s.next, s.rejected[n-1].seq+1)
 	}
 	return nil
 }
@@ -318,7 +408,13 @@ func truncate(s string) string {
 }
 
 func (s *Spool) path(seq uint64) string {
-	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", seq, Ext))
+	return filepath.Join(s.dir, fileName(seq))
+}
+
+func fileName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, Ext) }
+
+func (s *Spool) rejectedPath(seq uint64, ext string) string {
+	return filepath.Join(s.dir, RejectedDir, fmt.Sprintf("%020d%s", seq, ext))
 }
 
 // Append stores entries durably, in order, assigning their sequence
@@ -502,9 +598,9 @@ func (s *Spool) read(seq uint64) (Entry, error) {
 	return Entry{Seq: seq, Subject: h.subject, ID: h.id, Samples: h.samples, Data: body}, nil
 }
 
-// forget removes seq from the index; it reports whether it was there.
-func (s *Spool) forget(seq uint64) bool {
-	i, ok := slices.BinarySearchFunc(s.index, seq, func(m meta, seq uint64) int {
+// find returns the position of seq in the index.
+func (s *Spool) find(seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(s.index, seq, func(m meta, seq uint64) int {
 		switch {
 		case m.seq < seq:
 			return -1
@@ -513,6 +609,11 @@ func (s *Spool) forget(seq uint64) bool {
 		}
 		return 0
 	})
+}
+
+// forget removes seq from the index; it reports whether it was there.
+func (s *Spool) forget(seq uint64) bool {
+	i, ok := s.find(seq)
 	if !ok {
 		return false
 	}
@@ -539,6 +640,98 @@ func (s *Spool) Remove(seqs ...uint64) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Reject moves batch e (as Oldest returned it) out of the queue into
+// rejected/, with a sidecar recording reason, the time and cause; it logs
+// the move once, at error level, and counts the batch and its samples by
+// reason. A batch no longer in the queue (evicted meanwhile) is ignored.
+// When the move fails the batch stays in the queue.
+func (s *Spool) Reject(ctx context.Context, e Entry, reason string, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	i, ok := s.find(e.Seq)
+	if !ok {
+		return nil
+	}
+	m := s.index[i]
+	at := s.now().UTC()
+	var why strings.Builder
+	fmt.Fprintf(&why, "reason: %s\ntime: %s\nsubject: %s\nid: %s\nsamples: %d\nbytes: %d\n", reason, at.Format(time.RFC3339), e.Subject, e.ID, m.samples, m.size)
+	if cause != nil {
+		fmt.Fprintf(&why, "error: %s\n", strings.ReplaceAll(cause.Error(), "\n", " "))
+	}
+	// The sidecar first: a crash before the batch moves leaves it queued
+	// (and the next refusal rewrites the sidecar), never a batch without
+	// its reason.
+	sidecar := s.rejectedPath(e.Seq, ReasonExt)
+	if err := writeFileSync(sidecar, []byte(why.String())); err != nil {
+		return fmt.Errorf("reject batch %d: %w", e.Seq, err)
+	}
+	dest := s.rejectedPath(e.Seq, Ext)
+	if err := os.Rename(s.path(e.Seq), dest); err != nil {
+		os.Remove(sidecar)
+		return fmt.Errorf("reject batch %d: move it to %s: %w", e.Seq, RejectedDir, err)
+	}
+	if err := errors.Join(syncDir(filepath.Join(s.dir, RejectedDir)), syncDir(s.dir)); err != nil {
+		// The batch is in rejected/ now; losing the rename to a power
+		// failure only queues it again.
+		s.log.WarnContext(ctx, "sync spool directories after rejecting a batch", "seq", e.Seq, "err", err)
+	}
+	s.index = slices.Delete(s.index, i, i+1)
+	s.bytes -= m.size
+	s.rejected = append(s.rejected, m)
+	s.rejectedBytes += m.size
+	attrs := metric.WithAttributes(attribute.String("reason", reason))
+	s.rejectedBatches.Add(ctx, 1, attrs)
+	s.rejectedSamples.Add(ctx, int64(m.samples), attrs)
+	s.log.ErrorContext(ctx, "JetStream refused a batch for good; moved it aside", "file", dest, "reason", reason,
+		"subject", e.Subject, "samples", m.samples, "bytes", m.size, "err", cause)
+	// Keep rejected/ within the bound too, oldest first; the batch just
+	// moved is never larger than the bound (the queue held it).
+	for len(s.rejected) > 1 && s.rejectedBytes > s.maxBytes {
+		old := s.rejected[0]
+		s.rejected = s.rejected[1:]
+		s.rejectedBytes -= old.size
+		for _, ext := range []string{Ext, ReasonExt} {
+			if err := os.Remove(s.rejectedPath(old.seq, ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				s.log.WarnContext(ctx, "remove rejected batch", "seq", old.seq, "err", err)
+			}
+		}
+		s.drop(ctx, old, ReasonRejected, fmt.Errorf("rejected batches exceed the spool bound %d", s.maxBytes))
+	}
+	return nil
+}
+
+// writeFileSync writes name through a fsynced temporary file and a rename.
+func writeFileSync(name string, data []byte) error {
+	tmp := name + TmpExt
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	_, err1 := f.Write(data)
+	err2 := f.Sync()
+	err3 := f.Close()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit %s: %w", name, err)
+	}
+	return nil
+}
+
+// Rejected is the number of batches in rejected/.
+func (s *Spool) Rejected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.rejected)
 }
 
 // Len is the number of batches waiting.
