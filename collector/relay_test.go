@@ -176,6 +176,9 @@ func TestRelayNATSOutage(t *testing.T) {
 		return sp.Len() == 0, fmt.Sprintf("spool still holds %d batches", sp.Len())
 	})
 
+	if sp.Rejected() != 0 {
+		t.Fatalf("%d batches moved aside over outages", sp.Rejected())
+	}
 	c := ReadStream(ctx, t, js)
 	if c.Messages != 70*msgsPerWindow || len(c.IDs) != c.Messages {
 		t.Fatalf("stream holds %d messages with %d distinct ids, want %d of each", c.Messages, len(c.IDs), 70*msgsPerWindow)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -141,23 +142,7 @@ func TestFileFormat(t *testing.T) {
 
 func droppedSamples(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "cost.collector.spool.dropped" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				reason, _ := dp.Attributes.Value("reason")
-				out[reason.AsString()] += dp.Value
-			}
-		}
-	}
-	return out
+	return counters(t, r, "cost.collector.spool.dropped")
 }
 
 func TestBound(t *testing.T) {
@@ -351,4 +336,180 @@ func BenchmarkReplay(b *testing.B) {
 		n += len(got)
 	}
 	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// TestReject: a rejected batch leaves the queue for rejected/, byte for
+// byte, with a sidecar; the queue's length and size no longer count it,
+// a reopened spool knows it and numbers new batches after it; a file
+// moved back is queued again (first), and its stale sidecar removed.
+func TestReject(t *testing.T) {
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(ctx)
+	dir := t.TempDir()
+	at := time.Date(2026, 12, 2, 14, 3, 11, 0, time.UTC)
+	clock := spool.WithClock(func() time.Time { return at })
+	s := open(t, dir, 1<<20, spool.WithMeter(mp.Meter("test")), clock)
+	if err := s.Append(ctx, []spool.Entry{entry(0, 100), entry(1, 200), entry(2, 300)}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "00000000000000000003.batch"))
+	got, err := s.Oldest(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bytesBefore := s.Bytes()
+	if err := s.Reject(ctx, got[2], "max_msg_size", errors.New("message size exceeds maximum allowed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reject(ctx, spool.Entry{Seq: 99}, "no_stream", nil); err != nil {
+		t.Fatalf("rejecting a batch not in the queue: %v", err)
+	}
+	if s.Len() != 2 || s.Rejected() != 1 || s.Bytes() != bytesBefore-int64(len(before)) {
+		t.Fatalf("after reject: len %d, rejected %d, bytes %d (was %d, file %d)", s.Len(), s.Rejected(), s.Bytes(), bytesBefore, len(before))
+	}
+	if got, _ := s.Oldest(ctx, 10); ids(got) != "1:id-0 2:id-1" {
+		t.Fatalf("queue after reject = %q", ids(got))
+	}
+	moved, err := os.ReadFile(filepath.Join(dir, spool.RejectedDir, "00000000000000000003.batch"))
+	if err != nil || !bytes.Equal(moved, before) {
+		t.Fatalf("rejected file differs from the spooled one (%v)", err)
+	}
+	sidecar, err := os.ReadFile(filepath.Join(dir, spool.RejectedDir, "00000000000000000003.reason"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("reason: max_msg_size\ntime: 2026-12-02T14:03:11Z\nsubject: cost.samples.c1\nid: id-2\nsamples: 3\nbytes: %d\nerror: message size exceeds maximum allowed\n", len(before))
+	if string(sidecar) != want {
+		t.Fatalf("sidecar =\n%s\nwant\n%s", sidecar, want)
+	}
+	if d := counters(t, reader, "cost.collector.rejected.batches"); len(d) != 1 || d["max_msg_size"] != 1 {
+		t.Fatalf("rejected batches = %v", d)
+	}
+	if d := counters(t, reader, "cost.collector.rejected.samples"); len(d) != 1 || d["max_msg_size"] != 3 {
+		t.Fatalf("rejected samples = %v", d)
+	}
+	if d := gauge(t, reader, "cost.collector.spool.rejected.batches"); d != 1 {
+		t.Fatalf("rejected gauge = %d", d)
+	}
+
+	// Reopen with the queue emptied: new batches are numbered after the
+	// rejected one.
+	if err := s.Remove(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir, 1<<20, clock)
+	if s.Len() != 0 || s.Rejected() != 1 {
+		t.Fatalf("reopened: len %d, rejected %d", s.Len(), s.Rejected())
+	}
+	if err := s.Append(ctx, []spool.Entry{entry(5, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Oldest(ctx, 10); ids(got) != "4:id-5" {
+		t.Fatalf("after reopen = %q, want seq 4", ids(got))
+	}
+	s.Close()
+
+	// The replay: the batch moved back is queued first, the sidecar goes.
+	if err := os.Rename(filepath.Join(dir, spool.RejectedDir, "00000000000000000003.batch"), filepath.Join(dir, "00000000000000000003.batch")); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, 1<<20, clock)
+	defer s.Close()
+	if got, _ := s.Oldest(ctx, 10); ids(got) != "3:id-2 4:id-5" || s.Rejected() != 0 {
+		t.Fatalf("after moving back = %q, rejected %d", ids(got), s.Rejected())
+	}
+	if des, _ := os.ReadDir(filepath.Join(dir, spool.RejectedDir)); len(des) != 0 {
+		t.Fatalf("rejected/ still holds %d files", len(des))
+	}
+}
+
+// TestRejectedBound: rejected/ keeps at most MaxBytes; past it the oldest
+// rejected batches are deleted (with their sidecars) and counted as
+// dropped with reason "rejected".
+func TestRejectedBound(t *testing.T) {
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(ctx)
+	dir := t.TempDir()
+	const max = spool.MinBytes
+	s := open(t, dir, max, spool.WithMeter(mp.Meter("test")))
+	defer s.Close()
+	// Ten batches of ~300 KiB, each rejected as soon as it is spooled:
+	// three fit in rejected/.
+	for i := range 10 {
+		if err := s.Append(ctx, []spool.Entry{entry(i, 300<<10)}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Oldest(ctx, 1)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("oldest: %v, %d", err, len(got))
+		}
+		if err := s.Reject(ctx, got[0], "no_stream", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.Rejected() != 3 || s.Len() != 0 {
+		t.Fatalf("rejected %d, queued %d; want 3 and 0", s.Rejected(), s.Len())
+	}
+	des, _ := os.ReadDir(filepath.Join(dir, spool.RejectedDir))
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	if want := "00000000000000000008.batch 00000000000000000008.reason 00000000000000000009.batch 00000000000000000009.reason 00000000000000000010.batch 00000000000000000010.reason"; strings.Join(names, " ") != want {
+		t.Fatalf("rejected/ = %v", names)
+	}
+	// Batches 0..6 held 1+…+7 samples.
+	if d := droppedSamples(t, reader); len(d) != 1 || d[spool.ReasonRejected] != 28 {
+		t.Fatalf("dropped = %v, want 28 for reason rejected", d)
+	}
+	if d := counters(t, reader, "cost.collector.rejected.samples"); d["no_stream"] != 55 {
+		t.Fatalf("rejected samples = %v, want 55", d)
+	}
+}
+
+func counters(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				reason, _ := dp.Attributes.Value("reason")
+				out[reason.AsString()] += dp.Value
+			}
+		}
+	}
+	return out
+}
+
+func gauge(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				var v int64
+				for _, dp := range m.Data.(metricdata.Gauge[int64]).DataPoints {
+					v += dp.Value
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }
