@@ -7,7 +7,8 @@
 // The long-running sources (simulate, kubernetes) publish through a Relay:
 // every batch goes to the on-disk spool (collector/spool) first and leaves
 // it only once acknowledged, so an outage of NATS or a kill -9 loses
-// nothing already measured. The file import publishes directly: it exits
+// nothing already measured; a batch JetStream refuses for good (see Relay)
+// moves to the spool's rejected/ directory instead of blocking the rest. The file import publishes directly: it exits
 // only after every line was acknowledged, so a failed import is simply run
 // again, and message ids make that idempotent.
 package collector

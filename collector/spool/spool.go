@@ -685,11 +685,14 @@ func (s *Spool) Reject(ctx context.Context, e Entry, reason string, cause error)
 	s.bytes -= m.size
 	s.rejected = append(s.rejected, m)
 	s.rejectedBytes += m.size
-	attrs := metric.WithAttributes(attribute.String("reason", reason))
-	s.rejectedBatches.Add(ctx, 1, attrs)
-	s.rejectedSamples.Add(ctx, int64(m.samples), attrs)
-	s.log.ErrorContext(ctx, "JetStream refused a batch for good; moved it aside", "file", dest, "reason", reason,
-		"subject", e.Subject, "samples", m.samples, "bytes", m.size, "err", cause)
+	byReason := metric.WithAttributes(attribute.String("reason", reason))
+	s.rejectedBatches.Add(ctx, 1, byReason)
+	s.rejectedSamples.Add(ctx, int64(m.samples), byReason)
+	attrs := []any{"file", dest, "reason", reason, "subject", e.Subject, "samples", m.samples, "bytes", m.size}
+	if cause != nil {
+		attrs = append(attrs, "err", cause)
+	}
+	s.log.ErrorContext(ctx, "JetStream refused a batch for good; moved it aside", attrs...)
 	// Keep rejected/ within the bound too, oldest first; the batch just
 	// moved is never larger than the bound (the queue held it).
 	for len(s.rejected) > 1 && s.rejectedBytes > s.maxBytes {
