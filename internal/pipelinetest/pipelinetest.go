@@ -5,8 +5,12 @@
 package pipelinetest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +24,15 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-// Ledger is the exact integer sums per scope, member and day (UTC) that
-// Redis must hold: above them is double counting, below is loss. It is
-// safe for concurrent use.
+// Ledger is the exact integer sums per scope, member and day of its billing
+// zone that Redis must hold: above them is double counting, below is loss.
+// It cuts days and rounds on its own (cut), not through rollup.Split, so a
+// suite that compares it with Redis proves the arithmetic as well as the
+// delivery. It is safe for concurrent use.
 type Ledger struct {
-	mu sync.Mutex
-	m  map[ledgerKey]rollup.Values
+	loc *time.Location
+	mu  sync.Mutex
+	m   map[ledgerKey]rollup.Values
 }
 
 type ledgerKey struct {
@@ -34,8 +41,13 @@ type ledgerKey struct {
 	day    rollup.Day
 }
 
-// NewLedger returns an empty ledger.
-func NewLedger() *Ledger { return &Ledger{m: map[ledgerKey]rollup.Values{}} }
+// NewLedger returns an empty ledger of UTC days.
+func NewLedger() *Ledger { return NewLedgerIn(time.UTC) }
+
+// NewLedgerIn returns an empty ledger of the days of loc.
+func NewLedgerIn(loc *time.Location) *Ledger {
+	return &Ledger{loc: loc, m: map[ledgerKey]rollup.Values{}}
+}
 
 // Add books samples.
 func (l *Ledger) Add(samples ...sample.Sample) {
@@ -44,15 +56,77 @@ func (l *Ledger) Add(samples ...sample.Sample) {
 	for i := range samples {
 		s := &samples[i]
 		e := rollup.Entity{Project: s.Project, Cluster: s.Cluster, Namespace: s.Namespace}
-		for _, p := range rollup.Split(s, time.UTC) {
+		for d, v := range cut(s, l.loc) {
 			for _, sc := range rollup.Scopes() {
-				k := ledgerKey{sc, e.Member(sc), p.Day}
-				v := l.m[k]
-				v.Add(&p.Values)
-				l.m[k] = v
+				k := ledgerKey{sc, e.Member(sc), d}
+				sum := l.m[k]
+				sum.Add(&v)
+				l.m[k] = sum
 			}
 		}
 	}
+}
+
+// bytesPerGiB is the README's unit of memory and storage: GiB = 2^30 bytes.
+const bytesPerGiB = 1 << 30
+
+// cut is the README's rollup rule written out plainly, as a check on
+// rollup.Split: the window is cut where each day of loc begins (found with
+// calendar arithmetic, so 23- and 25-hour DST days come out right),
+// and each day's part adds value × seconds × rollup.Scale (÷ 2^30 for
+// bytes), rounded once to the nearest integer, halves away from zero.
+//
+// The product is computed in float64 with a single rounding: whole seconds
+// × Scale is an exact integer and dividing by a power of two is exact, so
+// the only inexact step is one IEEE multiplication, which is correctly
+// rounded whatever the order of the factors. Any implementation of the rule
+// in float64 therefore gets the same integers, and equality with Split is
+// exact, not approximate.
+func cut(s *sample.Sample, loc *time.Location) map[rollup.Day]rollup.Values {
+	out := map[rollup.Day]rollup.Values{}
+	for from := s.Start; from.Before(s.End); {
+		y, m, d := from.In(loc).Date()
+		to := nextDay(from, loc)
+		if to.After(s.End) {
+			to = s.End
+		}
+		secs := int64(to.Sub(from) / time.Second)
+		day := rollup.Day(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400) // days since 1970-01-01
+		v := out[day]
+		book := func(it rollup.Item, r sample.Resources, divisor float64) {
+			eff := max(r.Usage, r.Request)
+			if r.Effective != nil {
+				eff = *r.Effective
+			}
+			for _, x := range []struct {
+				m rollup.Method
+				v float64
+			}{{rollup.Usage, r.Usage}, {rollup.Request, r.Request}, {rollup.Effective, eff}, {rollup.ProjectQuota, r.Quota}} {
+				v[rollup.Field(it, x.m)] += int64(math.Round(x.v * float64(secs*rollup.Scale) / divisor))
+			}
+		}
+		book(rollup.Cpu, s.CPU, 1)
+		book(rollup.Memory, s.Memory, bytesPerGiB)
+		book(rollup.Storage, s.Storage, bytesPerGiB)
+		out[day] = v
+		from = to
+	}
+	return out
+}
+
+// nextDay is the first instant after t whose date in loc is the next day.
+// That is local midnight, except where a DST change skips midnight
+// (America/Santiago, America/Havana): there time.Date resolves the
+// missing 00:00 to the instant an hour before the change, still on t's
+// day, and the next day begins at the change itself, where the zone in
+// effect at that instant ends.
+func nextDay(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	next := time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+	if ny, nm, nd := next.In(loc).Date(); ny == y && nm == m && nd == d {
+		_, next = next.ZoneBounds()
+	}
+	return next
 }
 
 // Each calls f for every booked scope, member and day.
@@ -64,24 +138,66 @@ func (l *Ledger) Each(f func(sc rollup.Scope, member string, d rollup.Day, v rol
 	}
 }
 
-// DayReader reads one entity's day rollup: *rollup.Store and
+// DayReader reads the rollups: one entity's day rollup, and which
+// entities have one on which days of a month. *rollup.Store and
 // *rollup.Reader provide it.
 type DayReader interface {
 	DayValues(ctx context.Context, d rollup.Day, sc rollup.Scope, member string) (rollup.Values, bool, error)
+	EntityDays(ctx context.Context, d rollup.Day, sc rollup.Scope) (map[string][]rollup.Day, error)
 }
 
-// Diff compares the ledger with the rollups and describes the first
-// mismatch ("" when they agree).
+// Diff compares the ledger with the rollups both ways and describes the
+// first mismatch ("" when they agree): every booked scope, member and day
+// must be in Redis with exactly the booked values, and Redis must list no
+// entity-day that the ledger did not book, in every month the ledger
+// booked a day of. (Months the ledger never touched are not looked at: the
+// suites' samples lie in a few known months.) Scopes are checked in the
+// order of rollup.Scopes, namespaces first, so a stray or missing
+// namespace is named rather than the sums it spoils.
 func (l *Ledger) Diff(ctx context.Context, rdb DayReader) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for k, want := range l.m {
-		got, ok, err := rdb.DayValues(ctx, k.day, k.scope, k.member)
-		if err != nil {
-			return err.Error()
+	byScope := map[rollup.Scope][]ledgerKey{}
+	months := map[string]rollup.Day{}
+	for k := range l.m {
+		byScope[k.scope] = append(byScope[k.scope], k)
+		months[k.day.Month()] = k.day
+	}
+	for _, sc := range rollup.Scopes() {
+		booked := byScope[sc]
+		slices.SortFunc(booked, func(a, b ledgerKey) int {
+			return cmp.Or(cmp.Compare(a.day, b.day), cmp.Compare(a.member, b.member))
+		})
+		for _, k := range booked {
+			want := l.m[k]
+			got, ok, err := rdb.DayValues(ctx, k.day, k.scope, k.member)
+			if err != nil {
+				return err.Error()
+			}
+			if !ok {
+				return fmt.Sprintf("missing rollup: %s %q %s: not in redis, ledger %v", k.scope, k.member, k.day, want)
+			}
+			if got != want {
+				return fmt.Sprintf("%s %q %s: redis %v, ledger %v", k.scope, k.member, k.day, got, want)
+			}
 		}
-		if !ok || got != want {
-			return fmt.Sprintf("%s %q %s: redis %v, ledger %v", k.scope, k.member, k.day, got, want)
+		for _, month := range slices.Sorted(maps.Keys(months)) {
+			listed, err := rdb.EntityDays(ctx, months[month], sc)
+			if err != nil {
+				return err.Error()
+			}
+			for _, member := range slices.Sorted(maps.Keys(listed)) {
+				for _, day := range listed[member] {
+					if _, ok := l.m[ledgerKey{sc, member, day}]; ok {
+						continue
+					}
+					got, _, err := rdb.DayValues(ctx, day, sc, member)
+					if err != nil {
+						return err.Error()
+					}
+					return fmt.Sprintf("extra rollup: %s %q %s: redis %v, ledger booked nothing", sc, member, day, got)
+				}
+			}
 		}
 	}
 	return ""
