@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 
 // runChild is an aggregator process for kill -9 tests. COSTMETER_KILL_AT
 // ("decoded:N" or "committed:N") makes it SIGKILL itself at that stage of
-// its N-th batch.
+// its N-th batch; COSTMETER_WORKERS sets its number of workers.
 func runChild() int {
 	var logw io.Writer = io.Discard
 	if os.Getenv("COSTMETER_CHILD_LOG") != "" {
@@ -89,6 +90,12 @@ func runChild() int {
 	cfg := aggregator.DefaultConfig()
 	cfg.BatchSize = 20
 	cfg.Stream.AckWait = 2 * time.Second
+	if w := os.Getenv("COSTMETER_WORKERS"); w != "" {
+		if cfg.Workers, err = strconv.Atoi(w); err != nil {
+			fmt.Fprintln(os.Stderr, "COSTMETER_WORKERS:", err)
+			return 2
+		}
+	}
 	opts = append(opts, aggregator.WithLogger(log), aggregator.WithClock(func() time.Time { return testNow }))
 	agg, err := aggregator.New(cfg, js, store, opts...)
 	if err != nil {
@@ -268,10 +275,14 @@ func TestTwoAggregatorsAtOnce(t *testing.T) {
 	e.waitExact(l, 60*time.Second)
 }
 
-func (e *env) startChild(killAt string) *exec.Cmd {
+// startChild runs an aggregator child process (runChild) that kills
+// itself at killAt; extra is more of its environment
+// (COSTMETER_WORKERS=n).
+func (e *env) startChild(killAt string, extra ...string) *exec.Cmd {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "COSTMETER_CHILD=aggregator", "NATS_URL="+e.nats.URL(), "REDIS_URL="+e.redis.URL(), "COSTMETER_KILL_AT="+killAt)
+	cmd.Env = append(cmd.Env, extra...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

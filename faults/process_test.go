@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -123,10 +124,27 @@ func TestKill9NATSDuringPublishBurst(t *testing.T) {
 
 // TestKill9Redis kills redis-server -9 while batches are applied and
 // restarts it from its AOF: the aggregator reloads its scripts, retries,
-// and the totals are exact.
+// and the totals are exact. The kill comes from the aggregator's own
+// stage hook, once part of the second set is acknowledged, right after a
+// batch is decoded: that batch's commit meets a dead Redis, so the fault
+// always interrupts work in flight.
 func TestKill9Redis(t *testing.T) {
 	e := newEnv(t, testenv.StartNATS(t).URL(), testenv.WithAOF())
-	e.startAggregator()
+	armed, killed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.startAggregator(aggregator.WithStageHook(func(s aggregator.Stage) {
+		if s != aggregator.StageDecoded {
+			return
+		}
+		select {
+		case <-armed:
+			once.Do(func() {
+				e.redis.Kill()
+				close(killed)
+			})
+		default:
+		}
+	}))
 	l := newLedger()
 	first := gen("east", 10, time.Date(2025, 6, 5, 10, 0, 0, 0, time.UTC), 10, time.Minute)
 	if err := e.pub.Publish(context.Background(), first); err != nil {
@@ -150,7 +168,20 @@ func TestKill9Redis(t *testing.T) {
 		}
 		return info.AckFloor.Stream > base.AckFloor.Stream+10, fmt.Sprint("ack floor ", info.AckFloor.Stream)
 	})
-	e.redis.Kill()
+	close(armed)
+	select {
+	case <-killed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no batch was decoded after part of the second set was applied: the kill interrupted nothing; the test proves nothing")
+	}
+	// Redis is down and the decoded batch cannot commit: work is left.
+	info, err := e.consumerInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending+uint64(info.NumAckPending) == 0 {
+		t.Fatalf("nothing pending after the kill (ack floor %d): the test proves nothing", info.AckFloor.Stream)
+	}
 	e.redis.Restart()
 	e.waitExact(l, 60*time.Second)
 }
