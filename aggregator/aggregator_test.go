@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("COSTMETER_CHILD") == "aggregator" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runChild is an aggregator process for kill -9 tests. COSTMETER_KILL_AT

@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"go.uber.org/goleak"
+
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
@@ -63,7 +65,7 @@ func TestMain(m *testing.M) {
 		os.Exit(runNATSChild())
 	}
 	gin.SetMode(gin.ReleaseMode)
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runAggregatorChild runs an aggregator until killed. COSTMETER_STOP_AT
