@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/rollup"
 )
@@ -318,7 +319,9 @@ func writeSnapshot(w *sseWriter, plan watchPlan, today rollup.Day, page rollup.P
 }
 
 // streamWatch forwards matching events, with heartbeats, until the client
-// leaves or the server stops.
+// leaves, the server stops, or the caller's token is no longer valid: it
+// ends at the token's expiry, and is checked again whenever the
+// authenticator's tokens change (a token file reload).
 func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, plan watchPlan, events <-chan event.Event) error {
 	every := s.watch.heartbeat
 	if every <= 0 {
@@ -328,14 +331,69 @@ func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, 
 	defer tick.Stop()
 	stop := s.watch.stopping()
 	d := deriver{sent: map[string]event.Fixed{}}
+	var (
+		changed <-chan struct{}  // nil: nothing to recheck (--auth none)
+		expired <-chan time.Time // nil: the token has no end of its own
+	)
+	var timer *time.Timer
+	sess, _ := auth.SessionFrom(ctx)
+	arm := func() {
+		changed, expired = sess.Changed(), nil
+		if timer != nil {
+			timer.Stop()
+		}
+		if exp := sess.Expires(); !exp.IsZero() {
+			timer = time.NewTimer(time.Until(exp))
+			expired = timer.C
+		}
+	}
+	if sess != nil {
+		arm()
+		defer func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}()
+	}
+	// recheck checks the token again after a change and, when it still
+	// holds, watches for the next change and the expiry it gave.
+	recheck := func() string {
+		why := s.recheck(ctx, sess, plan)
+		if why == "" {
+			arm()
+		}
+		return why
+	}
+	end := func(why string) error {
+		w.comment(why)
+		_ = w.flush(f)
+		return nil
+	}
 	for {
+		// A due expiry or token change is acted on before anything else
+		// is forwarded: no event reaches a caller whose token just
+		// stopped being valid.
+		select {
+		case <-expired:
+			return end(watchTokenExpired)
+		case <-changed:
+			if why := recheck(); why != "" {
+				return end(why)
+			}
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-stop:
-			w.comment("server shutting down; reconnect")
-			_ = w.flush(f)
-			return nil
+			return end("server shutting down; reconnect")
+		case <-expired:
+			return end(watchTokenExpired)
+		case <-changed:
+			if why := recheck(); why != "" {
+				return end(why)
+			}
+			continue
 		case <-tick.C:
 			w.comment("ping")
 		case ev, ok := <-events:
@@ -363,6 +421,35 @@ func (s *Server) streamWatch(ctx context.Context, f http.Flusher, w *sseWriter, 
 			return nil // the client left
 		}
 	}
+}
+
+// Last comments of a stream whose caller's token is no longer valid.
+const (
+	watchTokenExpired = "token expired"
+	watchTokenRevoked = "token revoked"
+	watchTokenScope   = "token no longer allowed to see this stream"
+)
+
+// recheck authenticates the stream's token again after the authenticator's
+// tokens changed, and returns why the stream must end ("" when it goes
+// on): the token is gone, or its new scope no longer covers the route. A
+// check that cannot be made now (ErrUnavailable) lets the stream go on
+// until the next change or its expiry.
+func (s *Server) recheck(ctx context.Context, sess *auth.Session, plan watchPlan) string {
+	rctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	p, err := sess.Recheck(rctx)
+	cancel()
+	switch {
+	case errors.Is(err, auth.ErrInvalidToken):
+		return watchTokenRevoked
+	case err != nil:
+		s.log.WarnContext(ctx, "cannot recheck a watch stream's token; it goes on", "err", err)
+		return ""
+	}
+	if err := authorize(auth.WithPrincipal(ctx, p), plan.project); err != nil {
+		return watchTokenScope
+	}
+	return ""
 }
 
 // forward writes ev, an event of the plan's selection; a derived

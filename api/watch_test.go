@@ -247,9 +247,15 @@ type sse struct {
 // answers 200 text/event-stream.
 func openWatch(t *testing.T, client *http.Client, u, principal string) *sse {
 	t.Helper()
+	return openWatchWith(t, client, u, http.Header{"X-Test-Principal": {principal}})
+}
+
+// openWatchWith is openWatch with the request headers h.
+func openWatchWith(t *testing.T, client *http.Client, u string, h http.Header) *sse {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	req.Header.Set("X-Test-Principal", principal)
+	req.Header = h
 	resp, err := client.Do(req)
 	if err != nil {
 		cancel()

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -190,94 +189,21 @@ func TestNewTokenFileRejectsBadFile(t *testing.T) {
 	}
 }
 
-// issuer is a real OpenID Connect issuer: discovery document and JWKS over
-// HTTP, RS256 keys from go-jose.
-type issuer struct {
-	srv    *httptest.Server
-	key    *rsa.PrivateKey
-	signer jose.Signer
+// issuer is the shared OIDC issuer fixture (testenv.OIDCIssuer).
+type issuer struct{ *testenv.OIDCIssuer }
 
-	mu   sync.Mutex
-	keys []jose.JSONWebKey // served at /keys
-}
+func newIssuer(t *testing.T) *issuer { return &issuer{testenv.StartOIDCIssuer(t)} }
 
-// publish replaces the served key set.
-func (is *issuer) publish(keys ...jose.JSONWebKey) {
-	is.mu.Lock()
-	is.keys = keys
-	is.mu.Unlock()
-}
-
-func newIssuer(t *testing.T) *issuer {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is := &issuer{key: key}
-	is.signer = mustSigner(t, key, "k1")
-	mux := http.NewServeMux()
-	is.srv = httptest.NewServer(mux)
-	t.Cleanup(is.srv.Close)
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"issuer":                                is.srv.URL,
-			"jwks_uri":                              is.srv.URL + "/keys",
-			"authorization_endpoint":                is.srv.URL + "/auth",
-			"token_endpoint":                        is.srv.URL + "/token",
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
-	})
-	is.publish(jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"})
-	mux.HandleFunc("/keys", func(w http.ResponseWriter, _ *http.Request) {
-		is.mu.Lock()
-		set := jose.JSONWebKeySet{Keys: is.keys}
-		is.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(set)
-	})
-	return is
-}
+type claims = testenv.OIDCClaims
 
 func mustSigner(t *testing.T, key *rsa.PrivateKey, kid string) jose.Signer {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return testenv.OIDCSigner(t, key, kid)
 }
 
-type claims struct {
-	jwt.Claims
-	Projects any      `json:"projects,omitempty"`
-	Groups   []string `json:"groups,omitempty"`
-	Email    string   `json:"email,omitempty"`
-}
-
-func (is *issuer) token(t *testing.T, c claims) string {
-	t.Helper()
-	return is.tokenWith(t, is.signer, c)
-}
+func (is *issuer) token(t *testing.T, c claims) string { return is.Token(t, c) }
 
 func (is *issuer) tokenWith(t *testing.T, s jose.Signer, c claims) string {
-	t.Helper()
-	if c.Issuer == "" {
-		c.Issuer = is.srv.URL
-	}
-	if c.Audience == nil {
-		c.Audience = jwt.Audience{"costmeter"}
-	}
-	if c.Expiry == nil {
-		c.Expiry = jwt.NewNumericDate(time.Now().Add(time.Hour))
-	}
-	if c.IssuedAt == nil {
-		c.IssuedAt = jwt.NewNumericDate(time.Now().Add(-time.Minute))
-	}
-	raw, err := jwt.Signed(s).Claims(c).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return is.TokenWith(t, s, c)
 }
 
 // tamper changes the payload of a signed JWT, keeping its signature.
@@ -293,12 +219,12 @@ func tamper(t *testing.T, token string) string {
 }
 
 func oidcConfig(is *issuer) auth.OIDCConfig {
-	return auth.OIDCConfig{Issuer: is.srv.URL, Audience: "costmeter", PlatformGroup: "cost-admins", NameClaim: "email"}
+	return auth.OIDCConfig{Issuer: is.URL(), Audience: "costmeter", PlatformGroup: "cost-admins", NameClaim: "email"}
 }
 
 func TestOIDCAuthenticate(t *testing.T) {
 	is := newIssuer(t)
-	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.srv.Client()))
+	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +277,7 @@ func TestOIDCIssuerDown(t *testing.T) {
 	is := newIssuer(t)
 	tok := is.token(t, claims{Claims: jwt.Claims{Subject: "u"}})
 	cfg := oidcConfig(is)
-	is.srv.Close()
+	is.Close()
 	o, err := auth.NewOIDC(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +328,7 @@ type status struct {
 
 func TestMiddlewareRoutesScopesTokens(t *testing.T) {
 	is := newIssuer(t)
-	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.srv.Client()))
+	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +436,7 @@ func TestMiddlewareIssuerDownIs503(t *testing.T) {
 	is := newIssuer(t)
 	tok := is.token(t, claims{Claims: jwt.Claims{Subject: "u"}})
 	cfg := oidcConfig(is)
-	is.srv.Close()
+	is.Close()
 	o, err := auth.NewOIDC(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -619,7 +545,7 @@ func TestFlagsAndNew(t *testing.T) {
 // stop working when it is withdrawn.
 func TestOIDCKeyRotation(t *testing.T) {
 	is := newIssuer(t)
-	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.srv.Client()))
+	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,7 +561,7 @@ func TestOIDCKeyRotation(t *testing.T) {
 	if _, err := o.Authenticate(t.Context(), newTok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("unpublished key: err = %v", err)
 	}
-	is.publish(jose.JSONWebKey{Key: &k2.PublicKey, KeyID: "k2", Algorithm: "RS256", Use: "sig"})
+	is.Publish(jose.JSONWebKey{Key: &k2.PublicKey, KeyID: "k2", Algorithm: "RS256", Use: "sig"})
 	// go-oidc refetches the keys when a token names an unknown kid; a
 	// request racing the end of the previous fetch may still see the old
 	// set, hence polling.
@@ -646,5 +572,80 @@ func TestOIDCKeyRotation(t *testing.T) {
 	// k1 is withdrawn: its tokens fail, without a restart.
 	if _, err := o.Authenticate(t.Context(), oldTok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Fatalf("withdrawn key: err = %v", err)
+	}
+}
+
+// TestTokenFileChanged: the channel a reload closes is closed by a reload
+// that changes the tokens in force, and not by one of the same content or
+// of a broken file (the previous tokens stay in force).
+func TestTokenFileChanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeFile(t, path, tokenFile(entry("admin", adminToken, "platform")))
+	tf, err := auth.NewTokenFile(path, 20*time.Millisecond, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- tf.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	first := tf.Changed()
+	writeFile(t, path, "tokens:\n- name: x\n  sha256: plaintext\n  scope: platform\n")
+	testenv.Eventually(t, 5*time.Second, "the broken file is noticed", func() (bool, string) {
+		return tf.Err() != nil, "no reload error yet"
+	})
+	writeFile(t, path, tokenFile(entry("admin", adminToken, "platform")))
+	testenv.Eventually(t, 5*time.Second, "the file is read again", func() (bool, string) {
+		return tf.Err() == nil, "reload error still there"
+	})
+	if closed(first) {
+		t.Fatal("closed though the tokens in force never changed")
+	}
+	writeFile(t, path, tokenFile(entry("payments-team", paymentsToken, "payments")))
+	testenv.Eventually(t, 5*time.Second, "a change closes the channel", func() (bool, string) {
+		return closed(first), "not closed"
+	})
+	if _, err := tf.Authenticate(t.Context(), adminToken); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("closed before the new tokens are in force: admin: %v", err)
+	}
+	if closed(tf.Changed()) {
+		t.Fatal("the next change's channel is already closed")
+	}
+}
+
+// TestOIDCPrincipalExpires: an OIDC principal carries its token's exp; a
+// token file's has none.
+func TestOIDCPrincipalExpires(t *testing.T) {
+	is := newIssuer(t)
+	o, err := auth.NewOIDC(oidcConfig(is), auth.WithHTTPClient(is.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	p, err := o.Authenticate(t.Context(), is.token(t, claims{Claims: jwt.Claims{Subject: "u", Expiry: jwt.NewNumericDate(exp)}}))
+	if err != nil || !p.Expires.Equal(exp) {
+		t.Fatalf("principal %+v, %v; want expiry %s", p, err, exp)
+	}
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeFile(t, path, tokenFile(entry("admin", adminToken, "platform")))
+	tf, err := auth.NewTokenFile(path, 0, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := tf.Authenticate(t.Context(), adminToken); err != nil || !p.Expires.IsZero() {
+		t.Fatalf("token file principal %+v, %v; want no expiry", p, err)
 	}
 }

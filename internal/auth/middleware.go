@@ -37,7 +37,9 @@ func OneAuthorization() gin.HandlerFunc {
 // header 400 (OneAuthorization), with a WWW-Authenticate challenge,
 // an authenticator that cannot check tokens right now 503. It never calls
 // c.Next, so it can also run inside another handler (httpguard.Protect).
-// Scope is not checked here: the routes answer 403 themselves.
+// Scope is not checked here: the routes answer 403 themselves. A
+// Session in the context lets a long request check the token again
+// (SessionFrom).
 func Middleware(a Authenticator, log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if len(c.Request.Header.Values("Authorization")) > 1 {
@@ -51,6 +53,7 @@ func Middleware(a Authenticator, log *slog.Logger) gin.HandlerFunc {
 			return
 		}
 		ctx := c.Request.Context()
+		sess := newSession(a, token)
 		p, err := a.Authenticate(ctx, token)
 		switch {
 		case errors.Is(err, ErrUnavailable):
@@ -65,7 +68,8 @@ func Middleware(a Authenticator, log *slog.Logger) gin.HandlerFunc {
 			kstatus.Abort(c, http.StatusUnauthorized, "the bearer token is invalid or expired")
 			return
 		}
-		c.Request = c.Request.WithContext(WithPrincipal(ctx, p))
+		sess.expires = p.Expires
+		c.Request = c.Request.WithContext(WithSession(WithPrincipal(ctx, p), sess))
 	}
 }
 

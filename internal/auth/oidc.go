@@ -125,7 +125,7 @@ func (o *OIDC) Authenticate(ctx context.Context, token string) (*Principal, erro
 	if err := idt.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("decode jwt claims: %v: %w", err, ErrInvalidToken)
 	}
-	p := &Principal{Name: "oidc:" + idt.Subject}
+	p := &Principal{Name: "oidc:" + idt.Subject, Expires: idt.Expiry}
 	if o.cfg.NameClaim != "" {
 		if s, ok := claims[o.cfg.NameClaim].(string); ok && s != "" {
 			p.Name = "oidc:" + s

@@ -6,6 +6,7 @@ package auth
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Principal is an authenticated caller.
@@ -16,6 +17,10 @@ type Principal struct {
 	Platform bool
 	// Projects the caller may see when not Platform.
 	Projects []string
+	// Expires is when the caller's token stops being valid (an OIDC
+	// token's exp); zero when it has no end of its own (a token file's
+	// tokens last until the file drops them).
+	Expires time.Time
 }
 
 // Anonymous is the principal of --auth none: platform scope, for

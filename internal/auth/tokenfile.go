@@ -121,7 +121,8 @@ type TokenFile struct {
 	mu     sync.RWMutex
 	byHash map[[sha256.Size]byte]*Principal
 	digest [sha256.Size]byte
-	err    error // of the last reload
+	err    error         // of the last reload
+	change chan struct{} // closed when byHash is replaced, then renewed
 }
 
 // NewTokenFile loads path; an unreadable or invalid file is an error.
@@ -130,7 +131,7 @@ func NewTokenFile(path string, poll time.Duration, log *slog.Logger) (*TokenFile
 	if poll <= 0 {
 		poll = DefaultTokenFilePoll
 	}
-	t := &TokenFile{path: path, poll: poll, log: log}
+	t := &TokenFile{path: path, poll: poll, log: log, change: make(chan struct{})}
 	if _, err := t.reload(); err != nil {
 		return nil, err
 	}
@@ -165,8 +166,20 @@ func (t *TokenFile) load() (bool, error) {
 	}
 	t.mu.Lock()
 	t.byHash, t.digest = byHash, digest
+	close(t.change)
+	t.change = make(chan struct{})
 	t.mu.Unlock()
 	return true, nil
+}
+
+// Changed returns a channel that is closed the next time the tokens in
+// force change (a reload of a changed, valid file): a request that
+// outlives its authentication (a watch stream) authenticates again then.
+// Take it before authenticating, so that no change falls in between.
+func (t *TokenFile) Changed() <-chan struct{} {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.change
 }
 
 // Err is the problem of the last reload, nil when the file in force is
