@@ -128,6 +128,14 @@ local function cover(key, field, proj, from, to)
   end
   local semi = string.find(cur, ';', 1, true)
   local oldp = sub(cur, 1, semi - 1)
+  -- The common case (the namespace's next window): the piece starts where
+  -- the last counted span ends. Spans are sorted and disjoint, so it
+  -- overlaps none; extend that span.
+  local tail = '-' .. from
+  if #cur > #tail and sub(cur, -#tail) == tail then
+    call('HSET', key, field, proj .. sub(cur, semi, -#tail - 1) .. '-' .. to)
+    return 0, oldp ~= proj
+  end
   local iv = {}
   for s, e in string.gmatch(sub(cur, semi + 1), '(%d+)-(%d+)') do
     iv[#iv + 1] = {tonumber(s), tonumber(e)}

@@ -135,7 +135,10 @@ func (s *Store) Expired(d Day, now time.Time) bool {
 // one coverage check and one increment instead of one per window. A run
 // that is wholly new is applied whole and wholly a duplicate is dropped
 // whole; only a run that partly overlaps counted time is sent again piece
-// by piece, so every piece still gets its own verdict.
+// by piece, so every piece still gets its own verdict. Pieces of one
+// namespace-day in one batch that overlap each other (contradictory
+// input) are judged in order of their start rather than the batch's:
+// either way every second is counted once, by the first piece judged.
 func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seqs []SeqRange, changes bool) (Result, error) {
 	res, err := s.applyRuns(ctx, cs, changes)
 	if err != nil {
@@ -156,7 +159,7 @@ func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) 
 	if err != nil {
 		return Result{}, err
 	}
-	if len(runs) == len(cs) {
+	if members == nil { // runs is cs
 		return res, nil
 	}
 	out := Result{Verdicts: make([]Verdict, len(cs)), Changes: res.Changes}
@@ -192,9 +195,12 @@ func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) 
 }
 
 // mergeRuns merges each namespace-day's contiguous pieces into runs;
-// members[r] lists the indexes of cs merged into runs[r]. A piece that
-// overlaps its run (the same window twice in one batch) is left out and
-// returned in alone, to be applied after the runs.
+// members[r] lists the indexes of cs merged into runs[r] (runs come in
+// another order than cs even when nothing merges: the verdicts must be
+// mapped back through members). A piece that overlaps its run (the same
+// window twice in one batch) is left out and returned in alone, to be
+// applied after the runs. When no namespace-day has two pieces, runs is
+// cs itself and members is nil.
 func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 	type key struct {
 		day Day
@@ -210,11 +216,7 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 		groups[k] = append(groups[k], i)
 	}
 	if len(order) == len(cs) {
-		members := make([][]int, len(cs))
-		for i := range cs {
-			members[i] = []int{i}
-		}
-		return cs, members, nil
+		return cs, nil, nil
 	}
 	runs := make([]Contribution, 0, len(order))
 	members := make([][]int, 0, len(order))
@@ -372,23 +374,40 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 // project and cluster, so that a script's pieces share few sums (one
 // script of 200 pieces of random namespaces touches about as many
 // project, cluster and project-cluster sums as pieces; sorted, a few
-// dozen), and each sum is incremented once per script. The sort is
-// stable: pieces of one namespace-day keep the batch's order, which
-// their verdicts depend on.
+// dozen), and each sum is incremented once per script. Pieces of one
+// namespace-day keep the batch's order, which their verdicts depend on:
+// they sort together, under the project of the first of them (a
+// namespace-day sent under two projects is judged in batch order), and
+// the sort is stable.
 func sumOrder(cs []Contribution) []int {
+	type nsDay struct {
+		day                Day
+		cluster, namespace string
+	}
+	project := make(map[nsDay]string, len(cs))
 	order := make([]int, len(cs))
 	for i := range order {
 		order[i] = i
+		k := nsDay{cs[i].Day, cs[i].Entity.Cluster, cs[i].Entity.Namespace}
+		if _, ok := project[k]; !ok {
+			project[k] = cs[i].Entity.Project
+		}
+	}
+	projectOf := func(i int) string {
+		return project[nsDay{cs[i].Day, cs[i].Entity.Cluster, cs[i].Entity.Namespace}]
 	}
 	sort.SliceStable(order, func(a, b int) bool {
 		x, y := &cs[order[a]], &cs[order[b]]
 		if x.Day != y.Day {
 			return x.Day < y.Day
 		}
-		if x.Entity.Project != y.Entity.Project {
-			return x.Entity.Project < y.Entity.Project
+		if px, py := projectOf(order[a]), projectOf(order[b]); px != py {
+			return px < py
 		}
-		return x.Entity.Cluster < y.Entity.Cluster
+		if x.Entity.Cluster != y.Entity.Cluster {
+			return x.Entity.Cluster < y.Entity.Cluster
+		}
+		return x.Entity.Namespace < y.Entity.Namespace
 	})
 	return order
 }
