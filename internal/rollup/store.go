@@ -248,7 +248,7 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 // most this many pieces (a few milliseconds each) that queries and other
 // writers slip between. Each piece is exactly-once within its own script,
 // so cutting changes nothing else.
-const maxPiecesPerScript = 200
+const maxPiecesPerScript = 128
 
 // maxIndexEntries bounds one index script likewise.
 const maxIndexEntries = 100
