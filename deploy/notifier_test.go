@@ -97,6 +97,10 @@ func TestNATSNotifier(t *testing.T) {
 	}
 	nt.denied(t, "notifier publishing a rollup event", func() error { return nt.nc.Publish(ev.Subject(), msg.Data) })
 	nt.denied(t, "notifier publishing a sample", func() error { return nt.nc.Publish("cost.samples.sim-east", []byte("{}")) })
+	// It only creates COST_ROLLUPS when missing, never changes it.
+	nt.denied(t, "notifier updating COST_ROLLUPS", func() error {
+		return nt.nc.PublishRequest("$JS.API.STREAM.UPDATE.COST_ROLLUPS", "_INBOX_notifier.update", []byte("{}"))
+	})
 }
 
 // TestNotifierManifestRules: the rules file shipped in the manifests'
