@@ -78,10 +78,10 @@ const bytesPerGiB = 1 << 30
 //
 // The product is computed in float64 with a single rounding: whole seconds
 // × Scale is an exact integer and dividing by a power of two is exact, so
-// the only inexact step is one IEEE multiplication, which is correctly
-// rounded whatever the order of the factors. Any implementation of the rule
-// in float64 therefore gets the same integers, and equality with Split is
-// exact, not approximate.
+// the only inexact step is the one IEEE multiplication of the value by
+// that integer, which is correctly rounded. Every float64 evaluation that
+// keeps seconds × Scale together therefore gets the same integers, and
+// equality with Split is exact, not approximate.
 func cut(s *sample.Sample, loc *time.Location) map[rollup.Day]rollup.Values {
 	out := map[rollup.Day]rollup.Values{}
 	for from := s.Start; from.Before(s.End); {
