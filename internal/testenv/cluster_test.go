@@ -2,6 +2,7 @@ package testenv_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,9 +23,27 @@ func TestRedisCluster(t *testing.T) {
 	if err := rdb.Set(ctx, "k{x}", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Do(ctx, "WAIT", 1, 5000).Err(); err != nil {
+	// The write must reach the replica before its master dies. WAIT covers
+	// the writes of the connection it runs on, and the cluster client sends
+	// a keyless command to a random node, so write again and WAIT on one
+	// connection to the key's master, until its replica acknowledges (a
+	// busy machine may take longer than one WAIT).
+	master, err := rdb.MasterForKey(ctx, "k{x}")
+	if err != nil {
 		t.Fatal(err)
 	}
+	conn := master.Conn()
+	defer conn.Close()
+	testenv.Eventually(t, time.Minute, "the replica acknowledges the write", func() (bool, string) {
+		if err := conn.Set(ctx, "k{x}", "v", 0).Err(); err != nil {
+			return false, err.Error()
+		}
+		n, err := conn.Do(ctx, "WAIT", 1, 5000).Int()
+		if err != nil {
+			return false, err.Error()
+		}
+		return n >= 1, fmt.Sprintf("%d replicas acknowledged", n)
+	})
 	for _, k := range []string{"k{x}", "{user1000}.following", "bar{}x", "a{b}{c}", "c:{s3}:202611:cov:01"} {
 		got, err := rdb.ClusterKeySlot(ctx, k).Result()
 		if err != nil {
