@@ -291,3 +291,30 @@ func testApplyLargeBatch(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatalf("re-applying changed the project sum")
 	}
 }
+
+// TestSplitWhereDSTSkipsMidnight: in America/Santiago the clock jumps from
+// 2024-09-07 23:59:59 to 2024-09-08 01:00 (04:00 UTC), so September 8th
+// begins at 04:00 UTC. A window 02:30-04:30 UTC has 90 minutes on the 7th
+// and 30 on the 8th (time.Date normalises the missing midnight to the hour
+// before, still the 7th, which booked an hour on the wrong day).
+func TestSplitWhereDSTSkipsMidnight(t *testing.T) {
+	loc, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rollup.DayFromDate(2024, time.September, 8)
+	if got, want := d.Start(loc), mustTime(t, "2024-09-08T04:00:00Z"); !got.Equal(want) {
+		t.Fatalf("start of %s = %s, want %s", d, got.UTC(), want)
+	}
+	s := sample.Sample{Cluster: "c", Project: "p", Namespace: "n", Start: mustTime(t, "2024-09-08T02:30:00Z"), End: mustTime(t, "2024-09-08T04:30:00Z"), CPU: sample.Resources{Usage: 1}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ps := rollup.Split(&s, loc)
+	if len(ps) != 2 || ps[0].Day != d-1 || ps[0].From != 81000 || ps[0].To != 86400 || ps[1].Day != d || ps[1].From != 0 || ps[1].To != 1800 {
+		t.Fatalf("pieces %+v", ps)
+	}
+	if got := ps[0].Values[rollup.Field(rollup.Cpu, rollup.Usage)]; got != 5400*rollup.Scale {
+		t.Fatalf("September 7th counts %d, want %d", got, 5400*rollup.Scale)
+	}
+}

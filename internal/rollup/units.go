@@ -201,7 +201,16 @@ func (d Day) Date() (int, time.Month, int) {
 // a DST change skips midnight).
 func (d Day) Start(loc *time.Location) time.Time {
 	y, m, dd := d.Date()
-	return time.Date(y, m, dd, 0, 0, 0, 0, loc)
+	t := time.Date(y, m, dd, 0, 0, 0, 0, loc)
+	if ty, tm, td := t.Date(); ty != y || tm != m || td != dd {
+		// Midnight does not exist here (America/Santiago, America/Havana:
+		// the clock jumps from 23:59:59 to 01:00), and time.Date gave the
+		// hour before the jump, still on the previous date. The day begins
+		// where that zone period ends.
+		_, end := t.ZoneBounds()
+		return end
+	}
+	return t
 }
 
 // String formats d as YYYYMMDD, the API's format.
