@@ -66,8 +66,9 @@ type Selection struct {
 	Namespace string
 	Project   string
 	// Totals asks only for each row's Total, not its Days: a project's,
-	// cluster's or project-cluster's whole month is then read from its
-	// month parts (6 reads instead of 6 per day).
+	// cluster's or project-cluster's month is then read from its month
+	// parts where the bucket covers most of it (6 reads instead of 6 per
+	// day; see fillValues).
 	Totals bool
 }
 
@@ -607,7 +608,7 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 			}
 			first := MonthFirst(sl.p.first)
 			for extra := reads[i].mask &^ sl.p.mask(); extra != 0; extra &= extra - 1 {
-				outs = append(outs, outside{row: sl.row, day: first + Day(bits32(extra))})
+				outs = append(outs, outside{row: sl.row, day: first + Day(mathbits.TrailingZeros32(extra))})
 			}
 		}
 		if !row.Total.addChecked(v) && byMonth {
@@ -651,9 +652,6 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 	}
 	return nil
 }
-
-// bits32 is the index of the lowest set bit of a non-zero mask.
-func bits32(m uint32) int { return mathbits.TrailingZeros32(m) }
 
 // saturated reports whether a month part hit the int64 limit (its
 // increments saturate rather than fail).
