@@ -48,7 +48,7 @@ const (
 	ReasonDecode  = "decode"  // not JSON, or not a sample or array of samples
 	ReasonInvalid = "invalid" // a field breaks a rule of the wire format
 	ReasonSubject = "subject" // the sample's cluster is not the subject's
-	ReasonExpired = "expired" // the window ended before the retention period
+	ReasonExpired = "expired" // the window's month ended more than the retention ago
 	ReasonFuture  = "future"  // the window ends too far in the future
 	ReasonOverlap = "overlap" // partly overlaps an already counted window
 )

@@ -51,7 +51,7 @@ func run(args []string, stderr io.Writer) int {
 	telCfg.RegisterFlags(f)
 	var retention time.Duration
 	var listen string
-	f.Duration(&retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
+	f.Duration(&retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long rollups are kept after their month ends (a month is kept or dropped whole)")
 	f.String(&listen, "listen", "AGGREGATOR_LISTEN", ":9091", "address of /healthz, /readyz and /metrics")
 	var waitReplicas int
 	f.Int(&waitReplicas, "redis-wait-replicas", "REDIS_WAIT_REPLICAS", 0, "acknowledge a batch only once this many replicas of the index node hold its index writes (WAIT); 1 on a Redis Cluster with replicas")

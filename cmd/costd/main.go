@@ -62,7 +62,7 @@ func run(args []string, stderr io.Writer) int {
 	f.String(&o.dataDir, "data-dir", "COSTD_DATA_DIR", "data", "where the embedded NATS and the Redis child keep their data")
 	f.String(&o.natsListen, "nats-listen", "COSTD_NATS_LISTEN", "127.0.0.1:14222", "address of the embedded NATS server")
 	f.Int(&o.redisPort, "redis-port", "COSTD_REDIS_PORT", 16379, "port of the redis-server child")
-	f.Duration(&o.retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long day rollups are kept")
+	f.Duration(&o.retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long rollups are kept after their month ends (a month is kept or dropped whole)")
 	o.collector.RegisterSimFlags(f)
 	o.aggregator = aggregator.DefaultConfig()
 	o.aggregator.RegisterFlags(f)

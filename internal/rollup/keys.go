@@ -115,8 +115,10 @@ func ParseMember(sc Scope, m string) Entity {
 //	c:{YYYYMM}:bxv:<scope>:<mask>  the version the cache was built at
 //	c:{cfg}                        hash: timezone
 //
-// Day keys expire retention after their day ends; month keys retention
-// after the month ends; applied ranges never (a few hundred bytes).
+// Every key of a month, day keys included, expires retention after the
+// month ends (a month is kept or dropped whole, so its month keys never
+// hold days its day keys lost); applied ranges never (a few hundred
+// bytes).
 //
 // Writes. The shard's apply script (applyScript) checks coverage and adds
 // the values of its namespaces and its part of the sums, atomically. The
@@ -153,9 +155,9 @@ func ParseMember(sc Scope, m string) Entity {
 //   - Idempotent data derived from which entities exist (ZADD, SETBIT,
 //     HSET of a bit) goes in the month's index slot: build its key from
 //     monthPrefix and write it in indexScript.
-//   - Every key gets an expiry in the script that creates it: a day key
-//     retention after its day ends (dayExpireAt), a month key retention
-//     after its month ends (monthExpireAt).
+//   - Every key gets an expiry in the script that creates it: retention
+//     after its month ends (dayExpireAt for a day key, monthExpireAt for
+//     a month key: today the same instant).
 //   - Readers get a Reader method returning entities or values, never a
 //     key.
 const keyPrefix = "c:"

@@ -191,10 +191,10 @@ func testApplyExactlyOnce(t *testing.T, rdb redis.UniversalClient) {
 			t.Errorf("day index %s has %d members, want %d", sc, n, want)
 		}
 	}
-	// Everything of the day expires retention after the day ends, the
-	// month's keys retention after the month ends.
-	dayEnd := time.Date(2025, 6, 2, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
+	// A month is kept whole: its days' keys and its month keys all expire
+	// retention after the month ends.
 	monthEnd := time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC).Add(20 * 365 * 24 * time.Hour).Unix()
+	dayEnd := monthEnd
 	east, west := rollup.ShardOf("east", "api"), rollup.ShardOf("west", "api")
 	for key, want := range map[string]int64{
 		rollup.ShardValueKey(east, d, rollup.ScopeNamespace, "pay east api"):  dayEnd,
@@ -316,5 +316,23 @@ func TestSplitWhereDSTSkipsMidnight(t *testing.T) {
 	}
 	if got := ps[0].Values[rollup.Field(rollup.Cpu, rollup.Usage)]; got != 5400*rollup.Scale {
 		t.Fatalf("September 7th counts %d, want %d", got, 5400*rollup.Scale)
+	}
+}
+
+// TestExpiredByMonth: a month is kept or dropped whole, so a day is
+// refused as expired only once its month ended retention ago: the month's
+// keys (sums' month parts, rankings) never outlive days they count.
+func TestExpiredByMonth(t *testing.T) {
+	store, err := rollup.NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), time.UTC, 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	june1 := rollup.DayFromDate(2025, time.June, 1)
+	monthEnd := time.Date(2025, time.July, 1, 0, 0, 0, 0, time.UTC)
+	if store.Expired(june1, monthEnd.Add(47*time.Hour)) {
+		t.Fatal("June 1st expired while June is retained")
+	}
+	if !store.Expired(june1, monthEnd.Add(48*time.Hour)) || !store.Expired(june1+29, monthEnd.Add(48*time.Hour)) {
+		t.Fatal("June's days not expired once June ended retention ago")
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultRetention is how long day rollups are kept after their day ends.
+// DefaultRetention is how long rollups are kept after their month ends.
 const DefaultRetention = 400 * 24 * time.Hour
 
 // ErrTimezoneMismatch is returned when Redis holds rollups made in another
@@ -120,7 +120,7 @@ func (s *Store) CheckTimezone(ctx context.Context) error {
 // Expired reports whether day d is already past retention at now: its
 // rollups would expire at once, so its samples are refused.
 func (s *Store) Expired(d Day, now time.Time) bool {
-	return !(d + 1).Start(s.loc).Add(s.retention).After(now)
+	return s.dayExpireAt(d) <= now.Unix()
 }
 
 // Apply adds the contributions exactly once and records seqs as applied,
@@ -730,8 +730,12 @@ func parseRange(r string) (uint64, uint64, bool) {
 	return first, last, err1 == nil && err2 == nil
 }
 
+// dayExpireAt is when the keys of day d expire: retention after the end
+// of d's month, with the month's keys. A month is kept or dropped whole,
+// so its month keys (the sums' month parts, the rankings, the indexes)
+// never hold days its day keys no longer have.
 func (s *Store) dayExpireAt(d Day) int64 {
-	return (d + 1).Start(s.loc).Add(s.retention).Unix()
+	return s.monthExpireAt(d)
 }
 
 func (s *Store) monthExpireAt(d Day) int64 {
