@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -247,14 +248,7 @@ func TestRelayMovesTooLargeBatchAside(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			n := startServer(t, tc.server)
-			nc, js, err := natsconn.Connect(n.url(), "refusal-test", quiet)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			if _, err := js.CreateStream(ctx, samplesStream(tc.maxMsgSize)); err != nil {
-				t.Fatal(err)
-			}
+			_, js := connectWithStream(ctx, t, n, samplesStream(tc.maxMsgSize))
 			sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1"}, Projects: 2, Namespaces: 40, Interval: time.Minute}, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -347,16 +341,9 @@ func TestRelayMovesBatchesWithoutStreamAside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n := startServer(t, nil)
-	nc, js, err := natsconn.Connect(n.url(), "refusal-test", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	cfg := samplesStream(0)
 	cfg.Subjects = []string{stream.SamplesPrefix + "good"}
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectWithStream(ctx, t, n, cfg)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{stream.SamplesPrefix + "other"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -430,14 +417,7 @@ func TestRelayKeepsBatchesWhileJetStreamIsAway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n := startServer(t, nil)
-	nc, js, err := natsconn.Connect(n.url(), "refusal-test", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if _, err := js.CreateStream(ctx, samplesStream(0)); err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectWithStream(ctx, t, n, samplesStream(0))
 	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1"}, Projects: 2, Namespaces: 5, Interval: time.Minute}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -500,14 +480,7 @@ func TestImportReportsRefusedMessages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n := startServer(t, nil)
-	nc, js, err := natsconn.Connect(n.url(), "refusal-test", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if _, err := js.CreateStream(ctx, samplesStream(4096)); err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectWithStream(ctx, t, n, samplesStream(4096))
 	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 100, AckTimeout: 2 * time.Second}, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -531,4 +504,19 @@ func TestImportReportsRefusedMessages(t *testing.T) {
 // maxMsgSize (0: no limit).
 func samplesStream(maxMsgSize int32) jetstream.StreamConfig {
 	return jetstream.StreamConfig{Name: stream.Samples, Subjects: []string{stream.SamplesPrefix + ">"}, Duplicates: 10 * time.Minute, MaxMsgSize: maxMsgSize}
+}
+
+// connectWithStream connects to n (closed when the test ends) and creates
+// the samples stream cfg.
+func connectWithStream(ctx context.Context, t *testing.T, n *natsServer, cfg jetstream.StreamConfig) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js, err := natsconn.Connect(n.url(), "refusal-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/testenv"
 )
 
 // TestMonthSums: a project's, cluster's and project-cluster's month read
@@ -17,12 +16,7 @@ import (
 // the sums again), and a month part that saturated int64 is read day by
 // day instead of being reported saturated.
 func TestMonthSums(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
-	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, _ := newTestStore(t)
 	ctx := context.Background()
 	june := rollup.DayFromDate(2025, time.June, 1)
 	var cs []rollup.Contribution

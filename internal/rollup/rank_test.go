@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/testenv"
 )
 
 // TestTopByUsage checks the rankings the apply script keeps against totals
@@ -19,12 +18,7 @@ import (
 // project sums), for a whole month (one ZRANGE) and for ranges across two
 // months (the threshold algorithm).
 func TestTopByUsage(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
-	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, rdb := newTestStore(t)
 	ctx := context.Background()
 	usage, eff := rollup.Field(rollup.Cpu, rollup.Usage), rollup.Field(rollup.Cpu, rollup.Effective)
 	first, last := rollup.DayFromDate(2025, time.June, 20), rollup.DayFromDate(2025, time.July, 31)
@@ -139,12 +133,7 @@ func TestTopByUsage(t *testing.T) {
 // misordered; Effective stays ranked, exactly, and a month without such a
 // sample is unaffected.
 func TestTopByUsageLooseBound(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client()
-	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, rdb := newTestStore(t)
 	ctx := context.Background()
 	usage, eff := rollup.Field(rollup.Cpu, rollup.Usage), rollup.Field(rollup.Cpu, rollup.Effective)
 	piece := func(ns string, d rollup.Day, u, e int64) rollup.Contribution {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
+	"github.com/alauda/costmeter/internal/testenv"
 )
 
 func mustTime(t *testing.T, s string) time.Time {
@@ -100,6 +101,18 @@ func TestHours(t *testing.T) {
 			t.Errorf("Hours(%d) = %v, want %v", v, got, want)
 		}
 	}
+}
+
+// newTestStore starts a Redis child of the test's own and returns a
+// Store over it (UTC, a retention that keeps any test date) and its client.
+func newTestStore(t *testing.T) (*rollup.Store, *redis.Client) {
+	t.Helper()
+	rdb := testenv.StartRedis(t).Client()
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, rdb
 }
 
 func contribution(t *testing.T, loc *time.Location, p, c, n, start, end string, cpu float64) []rollup.Contribution {

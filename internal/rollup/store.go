@@ -384,25 +384,27 @@ func sumOrder(cs []Contribution) []int {
 		day                Day
 		cluster, namespace string
 	}
-	project := make(map[nsDay]string, len(cs))
+	first := make(map[nsDay]string, len(cs))
+	project := make([]string, len(cs)) // the project piece i sorts under
 	order := make([]int, len(cs))
-	for i := range order {
+	for i := range cs {
 		order[i] = i
 		k := nsDay{cs[i].Day, cs[i].Entity.Cluster, cs[i].Entity.Namespace}
-		if _, ok := project[k]; !ok {
-			project[k] = cs[i].Entity.Project
+		p, ok := first[k]
+		if !ok {
+			p = cs[i].Entity.Project
+			first[k] = p
 		}
-	}
-	projectOf := func(i int) string {
-		return project[nsDay{cs[i].Day, cs[i].Entity.Cluster, cs[i].Entity.Namespace}]
+		project[i] = p
 	}
 	sort.SliceStable(order, func(a, b int) bool {
-		x, y := &cs[order[a]], &cs[order[b]]
+		i, j := order[a], order[b]
+		x, y := &cs[i], &cs[j]
 		if x.Day != y.Day {
 			return x.Day < y.Day
 		}
-		if px, py := projectOf(order[a]), projectOf(order[b]); px != py {
-			return px < py
+		if project[i] != project[j] {
+			return project[i] < project[j]
 		}
 		if x.Entity.Cluster != y.Entity.Cluster {
 			return x.Entity.Cluster < y.Entity.Cluster

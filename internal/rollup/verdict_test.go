@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/testenv"
 )
 
 // TestVerdictsAgainstModel applies random windows of a few namespaces
@@ -20,11 +19,7 @@ import (
 // window that continues the last span, and the general merge) decides
 // exactly as the model does.
 func TestVerdictsAgainstModel(t *testing.T) {
-	r := testenv.StartRedis(t)
-	store, err := rollup.NewStore(r.Client(), time.UTC, 20*365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, _ := newTestStore(t)
 	ctx := context.Background()
 	day := rollup.DayFromDate(2025, time.June, 3)
 	rng := rand.New(rand.NewPCG(7, 11))
