@@ -82,15 +82,11 @@ func benchBatches(b *testing.B, traced bool) {
 	go func() { done <- agg.Run(actx) }()
 	defer func() { cancel(); <-done }()
 	cons := func() (bool, string) {
-		c, err := js.Consumer(ctx, stream.Samples, stream.Consumer)
+		done, detail, err := stream.Drained(ctx, js, stream.Samples, stream.Consumer)
 		if err != nil {
 			return false, err.Error()
 		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("%d pending", info.NumPending+uint64(info.NumAckPending))
+		return done, detail
 	}
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; b.Loop(); i++ {

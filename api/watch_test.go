@@ -30,6 +30,7 @@ import (
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/kstatus"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/pipelinetest"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -142,17 +143,7 @@ func (p *pipeline) publishAt(start time.Time, es ...rollup.Entity) {
 		p.t.Fatal(err)
 	}
 	testenv.Eventually(p.t, 20*time.Second, "the aggregator applied every sample", func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := p.js.Consumer(ctx, stream.Samples, stream.Consumer)
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		return pipelinetest.Drained(p.js)
 	})
 }
 

@@ -171,22 +171,5 @@ func waitDrained(ctx context.Context, js jetstream.JetStream, within time.Durati
 }
 
 func drained(ctx context.Context, js jetstream.JetStream) (bool, string, error) {
-	st, err := js.Stream(ctx, stream.Samples)
-	if err != nil {
-		return false, "", err
-	}
-	si, err := st.Info(ctx)
-	if err != nil {
-		return false, "", err
-	}
-	c, err := st.Consumer(ctx, stream.Consumer)
-	if err != nil {
-		return false, "", err
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return false, "", err
-	}
-	detail := fmt.Sprintf("ack floor %d of %d, ack pending %d", ci.AckFloor.Stream, si.State.LastSeq, ci.NumAckPending)
-	return ci.AckFloor.Stream >= si.State.LastSeq && ci.NumAckPending == 0, detail, nil
+	return stream.Drained(ctx, js, stream.Samples, stream.Consumer)
 }

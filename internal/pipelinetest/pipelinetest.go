@@ -235,13 +235,16 @@ func ConsumerInfo(js jetstream.JetStream) (*jetstream.ConsumerInfo, error) {
 	return c.Info(ctx)
 }
 
-// Drained reports whether the consumer has nothing pending or unacked.
+// Drained reports whether the aggregators' consumer has acknowledged
+// every sample message (stream.Drained).
 func Drained(js jetstream.JetStream) (bool, string) {
-	info, err := ConsumerInfo(js)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	done, detail, err := stream.Drained(ctx, js, stream.Samples, stream.Consumer)
 	if err != nil {
 		return false, err.Error()
 	}
-	return info.NumPending == 0 && info.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+	return done, detail
 }
 
 // DeadLetters counts the dead-letter stream's messages by reason.

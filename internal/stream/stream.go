@@ -271,3 +271,29 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 	}
 	return c, nil
 }
+
+// Drained reports whether consumer has acknowledged every message in
+// streamName up to the stream's last sequence, with none awaiting an
+// acknowledgement; detail says how far it is. It reads the ack floor
+// rather than the consumer's pending count, which can lag behind messages
+// stored while the consumer was being created.
+func Drained(ctx context.Context, js jetstream.JetStream, streamName, consumer string) (done bool, detail string, err error) {
+	st, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return false, "", fmt.Errorf("read stream %s: %w", streamName, err)
+	}
+	si, err := st.Info(ctx)
+	if err != nil {
+		return false, "", fmt.Errorf("read stream %s: %w", streamName, err)
+	}
+	c, err := st.Consumer(ctx, consumer)
+	if err != nil {
+		return false, "", fmt.Errorf("read consumer %s: %w", consumer, err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return false, "", fmt.Errorf("read consumer %s: %w", consumer, err)
+	}
+	detail = fmt.Sprintf("ack floor %d of %d, ack pending %d", ci.AckFloor.Stream, si.State.LastSeq, ci.NumAckPending)
+	return ci.AckFloor.Stream >= si.State.LastSeq && ci.NumAckPending == 0, detail, nil
+}
