@@ -26,6 +26,8 @@ func run() int {
 	out := fs.String("out", "", "JSON report file (default bench/results/latest.json, or quick.json in quick mode)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up drain to this file")
 	batch := fs.Int("aggregator-batch", benchrun.DefaultAggregatorBatch, "the aggregator's --batch-size (messages per fetch) in the ingest phases")
+	workers := fs.Int("aggregator-workers", 0, "the aggregator's --workers (batches in flight) in the ingest phases (default: its default)")
+	redisNice := fs.Int("redis-nice", 0, "nice value of the redis-servers the bench starts (-10: Redis first on contended cores, as on a host of its own; needs root)")
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
 	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
 	loadNS := fs.Int("load-namespaces", 0, "namespaces of the under-load phase (default: the mode's size, 100,000 in full mode)")
@@ -33,7 +35,7 @@ func run() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch}
+	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch, AggregatorWorkers: *workers, RedisNice: *redisNice}
 	if *quick {
 		cfg.Sizes = benchrun.QuickSizes()
 	}

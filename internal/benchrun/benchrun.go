@@ -110,6 +110,9 @@ type Config struct {
 	// AggregatorBatch is the aggregator's --batch-size (messages per
 	// fetch) in the ingest phases, and the raw consumer's fetch.
 	AggregatorBatch int
+	// AggregatorWorkers is the aggregator's --workers (batches in flight)
+	// in the ingest phases; 0 is its default.
+	AggregatorWorkers int
 	// CPUProfile, when set, receives a CPU profile of the process during
 	// the catch-up drain (the aggregator applying the backlog).
 	CPUProfile string
@@ -119,6 +122,10 @@ type Config struct {
 	// Skip names phases left out: raw, steady, catch-up, queries,
 	// freshness, load.
 	Skip []string
+	// RedisNice, when not 0, is the nice value of every redis-server the
+	// bench starts (negative: Redis first when the cores are contended,
+	// as on a host of its own; needs root).
+	RedisNice int
 }
 
 // Validate reports every problem at once.
@@ -133,6 +140,12 @@ func (c Config) Validate() error {
 	}
 	if s.CatchupClusters < 1 || s.CatchupNamespaces < 1 || s.CatchupBackfill < time.Minute {
 		errs = append(errs, errors.New("catch-up sizes must be positive (backfill at least a minute)"))
+	}
+	if c.RedisNice < -20 || c.RedisNice > 19 {
+		errs = append(errs, fmt.Errorf("redis nice: %d is not within -20..19", c.RedisNice))
+	}
+	if c.AggregatorWorkers < 0 || c.AggregatorWorkers > 64 {
+		errs = append(errs, fmt.Errorf("aggregator workers: %d is not within 0..64", c.AggregatorWorkers))
 	}
 	if c.AggregatorBatch < 1 || c.AggregatorBatch > 10_000 {
 		errs = append(errs, fmt.Errorf("aggregator batch: %d is not within 1..10000", c.AggregatorBatch))
@@ -166,10 +179,14 @@ type Report struct {
 	Quick   bool      `json:"quick"`
 	Sizes   Sizes     `json:"sizes"`
 	// AggregatorBatch is the aggregator's --batch-size in the ingest phases.
-	AggregatorBatch int    `json:"aggregatorBatch"`
-	Machine         string `json:"machine"`
-	Versions        string `json:"versions"`
-	Rows            []Row  `json:"rows"`
+	AggregatorBatch int `json:"aggregatorBatch"`
+	// AggregatorWorkers is the aggregator's --workers in the ingest phases.
+	AggregatorWorkers int `json:"aggregatorWorkers"`
+	// RedisNice is the redis-servers' nice value (0: as started).
+	RedisNice int    `json:"redisNice"`
+	Machine   string `json:"machine"`
+	Versions  string `json:"versions"`
+	Rows      []Row  `json:"rows"`
 }
 
 func (r *Report) add(row Row) { r.Rows = append(r.Rows, row) }
@@ -191,9 +208,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes, AggregatorBatch: cfg.AggregatorBatch,
+	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes, AggregatorBatch: cfg.AggregatorBatch, AggregatorWorkers: cfg.workers(), RedisNice: cfg.RedisNice,
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))}
-	srv, err := startServers(ctx, log)
+	srv, err := startServers(ctx, log, cfg.RedisNice)
 	if err != nil {
 		return rep, err
 	}
@@ -240,7 +257,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Quick {
 		mode = "quick (BENCH_QUICK=1)"
 	}
-	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s; aggregator --batch-size %d (messages of %d samples)\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions, r.AggregatorBatch, defaultBatch)
+	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s; aggregator --batch-size %d (messages of %d samples), --workers %d; redis-server nice %d\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions, r.AggregatorBatch, defaultBatch, r.AggregatorWorkers, r.RedisNice)
 	fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", "SECTION", "MEASURE", "VALUE", "UNIT", "TARGET", "MET")
 	rows := slices.Clone(r.Rows)
 	order := []string{secRaw, secIngest, secQuery, secLoad, secMemory}

@@ -24,7 +24,7 @@ type redisCluster struct {
 
 // startCluster starts the six nodes under dir and creates the cluster
 // with redis-cli --cluster create --cluster-replicas 1.
-func startCluster(ctx context.Context, dir string) (*redisCluster, error) {
+func startCluster(ctx context.Context, dir string, nice int) (*redisCluster, error) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return nil, fmt.Errorf("redis-cli not found in PATH (install it: apt-get install redis-tools)")
 	}
@@ -49,6 +49,12 @@ func startCluster(ctx context.Context, dir string) (*redisCluster, error) {
 			return nil, fmt.Errorf("start cluster node: %w", err)
 		}
 		c.nodes = append(c.nodes, n)
+		if nice != 0 {
+			if err := n.Renice(nice); err != nil {
+				c.close()
+				return nil, err
+			}
+		}
 		args = append(args, n.Addr())
 	}
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")

@@ -69,7 +69,7 @@ func runFreshness(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 	if err := stream.Ensure(ctx, srv.js, stream.DefaultConfig()); err != nil {
 		return err
 	}
-	stop, err := startAggregator(ctx, srv, store, log, sdkmetric.NewManualReader(), cfg.AggregatorBatch)
+	stop, err := startAggregator(ctx, srv, store, log, sdkmetric.NewManualReader(), cfg)
 	if err != nil {
 		return err
 	}

@@ -85,11 +85,21 @@ func newStore(ctx context.Context, srv *servers, retention time.Duration) (*roll
 // of a subscription with two workers.
 var DefaultAggregatorBatch = aggregator.DefaultConfig().BatchSize
 
+// workers is the aggregator's --workers in the ingest phases.
+func (c Config) workers() int {
+	if c.AggregatorWorkers > 0 {
+		return c.AggregatorWorkers
+	}
+	return aggregator.DefaultConfig().Workers
+}
+
 // startAggregator runs an in-process aggregator with the default
-// configuration but a batch of batch messages until the returned stop is called.
-func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader, batch int) (stop func() error, err error) {
+// configuration but bc's batch size and workers until the returned stop
+// is called.
+func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader, bc Config) (stop func() error, err error) {
 	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize = batch
+	cfg.BatchSize = bc.AggregatorBatch
+	cfg.Workers = bc.workers()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("bench")
 	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log), aggregator.WithMeter(meter))
 	if err != nil {
@@ -171,7 +181,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		return err
 	}
 	reader := sdkmetric.NewManualReader()
-	stop, err := startAggregator(ctx, srv, store, log, reader, cfg.AggregatorBatch)
+	stop, err := startAggregator(ctx, srv, store, log, reader, cfg)
 	if err != nil {
 		return err
 	}
@@ -255,7 +265,7 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 	rcpu := redisCPU(ctx, srv.rdb)
 	t0 = time.Now()
 	reader := sdkmetric.NewManualReader()
-	stop, err := startAggregator(ctx, srv, store, log, reader, cfg.AggregatorBatch)
+	stop, err := startAggregator(ctx, srv, store, log, reader, cfg)
 	if err != nil {
 		return err
 	}
@@ -314,7 +324,7 @@ func aggregatorRows(ctx context.Context, rep *Report, shape string, reader *sdkm
 	if batches == 0 {
 		return
 	}
-	workers := float64(aggregator.DefaultConfig().Workers)
+	workers := float64(rep.AggregatorWorkers)
 	rep.add(Row{Section: secIngest, Name: shape + ": aggregator workers' time in the redis commit", Value: 100 * applySecs / (workers * wall), Unit: "%",
 		Note: fmt.Sprintf("%d batches, %.0f ms mean commit (Lua), %.1f s of %.0f worker-seconds; events published %d (%.2f per sample), duplicates %d, dead letters %d",
 			batches, 1000*applySecs/float64(batches), applySecs, workers*wall, counters["cost.aggregator.events.published"],

@@ -60,7 +60,7 @@ func runUnderLoad(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 	if err := srv.reset(ctx); err != nil {
 		return err
 	}
-	cl, err := startCluster(ctx, filepath.Join(srv.dir, "cluster"))
+	cl, err := startCluster(ctx, filepath.Join(srv.dir, "cluster"), cfg.RedisNice)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func underLoad(ctx context.Context, srv *servers, name string, rdb redis.Univers
 	}
 	report := slowest(ctx, masters)
 	reader := sdkmetric.NewManualReader()
-	stop, err := startAggregator(ctx, srv, store, log, reader, cfg.AggregatorBatch)
+	stop, err := startAggregator(ctx, srv, store, log, reader, cfg)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ type servers struct {
 // startServers starts an embedded nats-server with JetStream (file store)
 // and a redis-server child with AOF (appendfsync everysec), as costd runs
 // them.
-func startServers(ctx context.Context, log *slog.Logger) (*servers, error) {
+func startServers(ctx context.Context, log *slog.Logger, redisNice int) (*servers, error) {
 	dir, err := os.MkdirTemp("", "costmeter-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("create bench dir: %w", err)
@@ -52,6 +52,12 @@ func startServers(ctx context.Context, log *slog.Logger) (*servers, error) {
 	if s.redis, err = redischild.Start(ctx, filepath.Join(dir, "redis"), port); err != nil {
 		s.close()
 		return nil, fmt.Errorf("start redis: %w", err)
+	}
+	if redisNice != 0 {
+		if err := s.redis.Renice(redisNice); err != nil {
+			s.close()
+			return nil, err
+		}
 	}
 	rdb, err := rollup.Dial(s.redis.URL())
 	if err != nil {

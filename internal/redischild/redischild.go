@@ -88,6 +88,16 @@ func Start(ctx context.Context, dir string, port int, args ...string) (*Child, e
 	}
 }
 
+// Renice sets the nice value of the child's main thread (the one that runs
+// every command): negative values need CAP_SYS_NICE (root). Benchmarks use
+// it to stand for a Redis with a core of its own, as in production.
+func (c *Child) Renice(n int) error {
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, c.cmd.Process.Pid, n); err != nil {
+		return fmt.Errorf("renice redis-server %d to %d: %w", c.cmd.Process.Pid, n, err)
+	}
+	return nil
+}
+
 // Addr is the child's host:port.
 func (c *Child) Addr() string { return c.addr }
 
