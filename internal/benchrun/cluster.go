@@ -173,42 +173,78 @@ func writeCalls(ctx context.Context, node *redis.Client) (int64, error) {
 	return sum, nil
 }
 
-// slowest arms SLOWLOG (every command of 1 ms or more) and the latency
-// monitor on nodes; the returned function reports the longest command
-// since, with its name, and the longest latency event.
-func slowest(ctx context.Context, nodes []*redis.Client) func() (time.Duration, string, time.Duration) {
+// slowCommands is what slowest reports: the longest command with its
+// name, the longest latency event, how many commands took 10 ms or more
+// and 5 ms or more, and the worst node's evalsha percentiles (INFO
+// latencystats, since the reset).
+type slowCommands struct {
+	worst, latency    time.Duration
+	what              string
+	over10, over5     int
+	scriptPercentiles string
+}
+
+// slowest arms SLOWLOG (every command of 1 ms or more), the latency
+// monitor and the latency statistics on nodes; the returned function
+// reports on the commands since.
+func slowest(ctx context.Context, nodes []*redis.Client) func() slowCommands {
 	for _, n := range nodes {
 		n.ConfigSet(ctx, "slowlog-log-slower-than", "1000")
-		n.ConfigSet(ctx, "slowlog-max-len", "4096")
+		n.ConfigSet(ctx, "slowlog-max-len", "100000")
 		n.ConfigSet(ctx, "latency-monitor-threshold", "1")
 		n.SlowLogReset(ctx)
 		n.Do(ctx, "LATENCY", "RESET")
+		n.ConfigResetStat(ctx)
 	}
-	return func() (time.Duration, string, time.Duration) {
-		var worst time.Duration
-		var what string
-		var lat time.Duration
+	return func() slowCommands {
+		var out slowCommands
+		var worstP99 float64
 		for _, n := range nodes {
-			logs, err := n.SlowLogGet(ctx, 4096).Result()
+			logs, err := n.SlowLogGet(ctx, 100000).Result()
 			if err == nil {
 				for _, l := range logs {
-					if l.Duration > worst {
-						worst = l.Duration
-						what = strings.Join(trimArgs(l.Args), " ")
+					if l.Duration >= 10*time.Millisecond {
+						out.over10++
+					}
+					if l.Duration >= 5*time.Millisecond {
+						out.over5++
+					}
+					if l.Duration > out.worst {
+						out.worst = l.Duration
+						out.what = strings.Join(trimArgs(l.Args), " ")
 					}
 				}
 			}
 			if res, err := n.Do(ctx, "LATENCY", "LATEST").Slice(); err == nil {
 				for _, ev := range res {
 					if e, ok := ev.([]any); ok && len(e) >= 4 {
-						if ms, ok := e[3].(int64); ok && time.Duration(ms)*time.Millisecond > lat {
-							lat = time.Duration(ms) * time.Millisecond
+						if ms, ok := e[3].(int64); ok && time.Duration(ms)*time.Millisecond > out.latency {
+							out.latency = time.Duration(ms) * time.Millisecond
+						}
+					}
+				}
+			}
+			info, err := n.Info(ctx, "latencystats").Result()
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(info, "\n") {
+				v, ok := strings.CutPrefix(strings.TrimSpace(line), "latency_percentiles_usec_evalsha:")
+				if !ok {
+					continue
+				}
+				// p50=1.003,p99=5.023,p99.9=12.031
+				for _, kv := range strings.Split(v, ",") {
+					if q, ok := strings.CutPrefix(kv, "p99="); ok {
+						if f, err := strconv.ParseFloat(q, 64); err == nil && f >= worstP99 {
+							worstP99 = f
+							out.scriptPercentiles = strings.ReplaceAll(v, ",", " ")
 						}
 					}
 				}
 			}
 		}
-		return worst, what, lat
+		return out
 	}
 }
 

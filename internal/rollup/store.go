@@ -247,8 +247,10 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 // end before it serves anyone else, so a batch is cut into scripts of at
 // most this many pieces (a few milliseconds each) that queries and other
 // writers slip between. Each piece is exactly-once within its own script,
-// so cutting changes nothing else.
-const maxPiecesPerScript = 128
+// so cutting changes nothing else. 32 pieces run in about 1.4 ms (p50;
+// p99 5 ms) on the bench's contended 2 cores, against 4.6 ms (p99 13 ms)
+// for 128, at a cost within the runs' noise (3-5% of ingest).
+const maxPiecesPerScript = 32
 
 // maxIndexEntries bounds one index script likewise.
 const maxIndexEntries = 100
@@ -417,8 +419,8 @@ func sumOrder(cs []Contribution) []int {
 // scriptsPerRoundTrip bounds how many apply scripts go in one pipeline:
 // a round trip of at most a few thousand pieces, so that a burst's batch
 // is never one buffer of tens of megabytes that Redis reads while it runs
-// the scripts before it (and the client's write times out).
-const scriptsPerRoundTrip = 16
+// the scripts before it (and the client's write times out): 2,048 pieces.
+const scriptsPerRoundTrip = 64
 
 // runApply runs the apply scripts of batches, pipelined
 // scriptsPerRoundTrip at a time, and returns their replies.
