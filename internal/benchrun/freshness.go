@@ -33,6 +33,12 @@ const (
 	// apiPoll is how often the API is asked whether a probe shows yet:
 	// the API figures are accurate to this.
 	apiPoll = 25 * time.Millisecond
+	// probeWait is how long a probe waits for its event and its API
+	// answer. One that sees neither in time counts as probeWait (the
+	// figures become lower bounds, and the notes say how many did): when
+	// the offered load outruns ingest, the wait is the backlog's and
+	// would otherwise grow without end.
+	probeWait = 2 * time.Minute
 	// probeProject holds the probe namespaces, one per probe.
 	probeProject = "probe"
 )
@@ -50,6 +56,20 @@ func freshnessSize(quick bool) (rate int, d time.Duration) {
 // when its rollup event arrived, when the API first answered with it.
 type probe struct {
 	acked, evented, answered time.Time
+	// late: no event (or no API answer) within probeWait.
+	lateEvent, lateAPI bool
+}
+
+// delays are the probe's times to its event and to its API answer, in ms,
+// probeWait where it was late.
+func (p probe) delays() (toEvent, toAPI float64) {
+	ms := func(late bool, at time.Time) float64 {
+		if late {
+			return float64(probeWait.Milliseconds())
+		}
+		return float64(at.Sub(p.acked).Microseconds()) / 1000
+	}
+	return ms(p.lateEvent, p.evented), ms(p.lateAPI, p.answered)
 }
 
 // runFreshness runs an aggregator (rollup events on) and the API, loads
@@ -161,17 +181,24 @@ func runFreshness(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 		return errors.New("no probe finished")
 	}
 	var toEvent, toAPI []float64
+	lateEvent, lateAPI := 0, 0
 	for _, p := range probes {
-		toEvent = append(toEvent, float64(p.evented.Sub(p.acked).Microseconds())/1000)
-		toAPI = append(toAPI, float64(p.answered.Sub(p.acked).Microseconds())/1000)
+		e, a := p.delays()
+		toEvent, toAPI = append(toEvent, e), append(toAPI, a)
+		if p.lateEvent {
+			lateEvent++
+		}
+		if p.lateAPI {
+			lateAPI++
+		}
 	}
 	load := float64(sent) / el
-	note := fmt.Sprintf("%d probes, one every %s, while %d samples/s were published (target %d; %d samples in %.1f s)",
-		len(probes), probeEvery, int(load), rate, sent, el)
+	note := fmt.Sprintf("%d probes, one every %s, while %d samples/s were published (target %d; %d samples in %.1f s); %d saw no event within %s (counted as %s: a lower bound)",
+		len(probes), probeEvery, int(load), rate, sent, el, lateEvent, probeWait, probeWait)
 	rep.add(Row{Section: secIngest, Name: "freshness: publish ack to rollup event, p50", Value: percentile(toEvent, 0.50), Unit: "ms", Note: note})
 	rep.add(Row{Section: secIngest, Name: "freshness: publish ack to rollup event, p99", Value: percentile(toEvent, 0.99), Unit: "ms"})
 	rep.add(Row{Section: secIngest, Name: "freshness: publish ack to API answer, p50", Value: percentile(toAPI, 0.50), Unit: "ms",
-		Note: fmt.Sprintf("the API polled every %s from the acknowledgement: accurate to that", apiPoll)})
+		Note: fmt.Sprintf("the API polled every %s from the acknowledgement: accurate to that; %d probes not shown within %s", apiPoll, lateAPI, probeWait)})
 	rep.add(Row{Section: secIngest, Name: "freshness: publish ack to API answer, p99", Value: percentile(toAPI, 0.99), Unit: "ms"})
 	return stop()
 }
@@ -236,11 +263,21 @@ func sendProbe(ctx context.Context, srv *servers, pub *collector.Publisher, clie
 	p.acked = time.Now()
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- pollAPI(ctx, client, base, s.Namespace, day, &p.answered) }()
-	if _, err := sub.NextMsgWithContext(withTimeout(ctx, time.Minute)); err != nil {
+	_, err = sub.NextMsgWithContext(withTimeout(ctx, probeWait))
+	switch {
+	case err == nil:
+		p.evented = time.Now()
+	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		p.lateEvent = true
+	default:
 		return p, fmt.Errorf("probe %d: no rollup event on %s: %w", k, subject, err)
 	}
-	p.evented = time.Now()
-	if err := <-apiDone; err != nil {
+	err = <-apiDone
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotShown):
+		p.lateAPI = true
+	default:
 		return p, fmt.Errorf("probe %d: %w", k, err)
 	}
 	return p, nil
@@ -251,7 +288,7 @@ func sendProbe(ctx context.Context, srv *servers, pub *collector.Publisher, clie
 func pollAPI(ctx context.Context, client *http.Client, base, namespace string, day rollup.Day, at *time.Time) error {
 	d := day.Start(time.UTC).Format(time.DateOnly)
 	q := url.Values{"kind": {"namespace"}, "name": {namespace}, "step": {"day"}, "start": {d}, "end": {d}}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(probeWait)
 	for time.Now().Before(deadline) {
 		var resp api.Response
 		if _, err := get(ctx, client, base+"?"+q.Encode(), &resp); err != nil {
@@ -265,8 +302,11 @@ func pollAPI(ctx context.Context, client *http.Client, base, namespace string, d
 			return err
 		}
 	}
-	return fmt.Errorf("api: namespace %s did not show within a minute", namespace)
+	return fmt.Errorf("api: namespace %s: %w", namespace, errNotShown)
 }
+
+// errNotShown: the API did not show a probe within probeWait.
+var errNotShown = fmt.Errorf("not shown within %s", probeWait)
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {
