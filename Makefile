@@ -38,7 +38,7 @@ fmt:
 
 ## bench: one run against fresh servers (embedded NATS, redis-server child): raw limits of JetStream and
 ## Redis, ingest end to end (steady and catch-up), API queries at 10k and 100k namespaces, memory; prints
-## one table, writes bench/results/latest.json and a CPU profile of the catch-up drain. Under 10 minutes.
+## one table, writes bench/results/latest.json and a CPU profile of the catch-up drain. About 13 minutes.
 bench:
 	$(GO) run ./bench -out bench/results/latest.json -cpuprofile bench/results/catchup-cpu.pprof
 
