@@ -57,6 +57,9 @@ func decodeCanonical(data []byte, s *Sample) bool {
 type parser struct {
 	b []byte
 	i int
+	// names holds the cluster and project names read so far: the
+	// samples of one message share them, so each is allocated once.
+	names map[string]string
 }
 
 func (p *parser) lit(s string) bool {
@@ -72,10 +75,10 @@ func (p *parser) sample(s *Sample) bool {
 	if !p.lit(`{"cluster":`) {
 		return false
 	}
-	if s.Cluster, ok = p.str(); !ok || !p.lit(`,"project":`) {
+	if s.Cluster, ok = p.name(); !ok || !p.lit(`,"project":`) {
 		return false
 	}
-	if s.Project, ok = p.str(); !ok || !p.lit(`,"namespace":`) {
+	if s.Project, ok = p.name(); !ok || !p.lit(`,"namespace":`) {
 		return false
 	}
 	if s.Namespace, ok = p.str(); !ok || !p.lit(`,"start":`) {
@@ -118,32 +121,81 @@ func (p *parser) resources(r *Resources) bool {
 // str reads a string of printable ASCII without escapes, the only strings
 // whose bytes encoding/json would return unchanged.
 func (p *parser) str() (string, bool) {
+	b, ok := p.raw()
+	return string(b), ok
+}
+
+// raw reads a string without escapes and returns its bytes, in p.b.
+func (p *parser) raw() ([]byte, bool) {
 	if !p.lit(`"`) {
-		return "", false
+		return nil, false
 	}
 	start := p.i
 	for ; p.i < len(p.b); p.i++ {
 		c := p.b[p.i]
 		if c == '"' {
-			s := string(p.b[start:p.i])
+			b := p.b[start:p.i]
 			p.i++
-			return s, true
+			return b, true
 		}
 		if c < 0x20 || c > 0x7e || c == '\\' {
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
 }
 
-// time reads a UTC time of exactly the form AppendJSON writes.
+// name is str for names that repeat across a message's samples.
+func (p *parser) name() (string, bool) {
+	b, ok := p.raw()
+	if !ok {
+		return "", false
+	}
+	if s, ok := p.names[string(b)]; ok {
+		return s, true
+	}
+	if p.names == nil {
+		p.names = map[string]string{}
+	}
+	s := string(b)
+	p.names[s] = s
+	return s, true
+}
+
+// time reads a UTC time of exactly the form AppendJSON writes,
+// YYYY-MM-DDTHH:MM:SSZ, without allocating. What time.Parse would refuse
+// (a month 13, February 30, second 60) is not canonical: the general path
+// decides.
 func (p *parser) time() (time.Time, bool) {
-	s, ok := p.str()
-	if !ok || len(s) != len("2006-01-02T15:04:05Z") || s[len(s)-1] != 'Z' {
+	b, ok := p.raw()
+	if !ok || len(b) != len("2006-01-02T15:04:05Z") || b[4] != '-' || b[7] != '-' || b[10] != 'T' ||
+		b[13] != ':' || b[16] != ':' || b[19] != 'Z' {
 		return time.Time{}, false
 	}
-	t, err := time.Parse(time.RFC3339, s)
-	return t, err == nil
+	num := func(at, n int) (int, bool) {
+		v := 0
+		for _, c := range b[at : at+n] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 2)
+	d, ok3 := num(8, 2)
+	h, ok4 := num(11, 2)
+	mi, ok5 := num(14, 2)
+	sec, ok6 := num(17, 2)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, 0, time.UTC)
+	if t.Day() != d { // past the month's end: Date normalised it
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // num reads a number of the JSON grammar and converts it as encoding/json

@@ -110,24 +110,26 @@ func (r Resources) check(item string, max float64) error {
 		v    float64
 	}{{"usage", r.Usage}, {"request", r.Request}, {"quota", r.Quota}}
 	for _, f := range fields {
-		if err := checkValue(item+"."+f.name, f.v, max); err != nil {
+		if err := checkValue(item, f.name, f.v, max); err != nil {
 			return err
 		}
 	}
 	if r.Effective != nil {
-		return checkValue(item+".effective", *r.Effective, max)
+		return checkValue(item, "effective", *r.Effective, max)
 	}
 	return nil
 }
 
-func checkValue(field string, v, max float64) error {
+// checkValue checks item.field's value v; the field's name is built only
+// for the error (this runs four times per item of every sample).
+func checkValue(item, field string, v, max float64) error {
 	switch {
 	case math.IsNaN(v) || math.IsInf(v, 0):
-		return invalid("%s: must be finite", field)
+		return invalid("%s.%s: must be finite", item, field)
 	case v < 0:
-		return invalid("%s: must be >= 0, got %g", field, v)
+		return invalid("%s.%s: must be >= 0, got %g", item, field, v)
 	case v > max:
-		return invalid("%s: %g is above the bound %g", field, v, max)
+		return invalid("%s.%s: %g is above the bound %g", item, field, v, max)
 	}
 	return nil
 }
