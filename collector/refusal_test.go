@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/collector/spool"
@@ -145,25 +144,9 @@ func startRelay(ctx context.Context, t *testing.T, js jetstream.JetStream, dir s
 
 // counter sums the data points of the int64 counter name per value of its
 // reason attribute ("" for points without one).
-func (r *relayRig) counter(ctx context.Context, t *testing.T, name string) map[string]int64 {
+func (r *relayRig) counter(t *testing.T, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				reason, _ := dp.Attributes.Value("reason")
-				out[reason.AsString()] += dp.Value
-			}
-		}
-	}
-	return out
+	return testenv.CounterBy(t, r.reader, name, "reason")
 }
 
 // rejectedFiles reads the spool's rejected/ directory: sidecar text by
@@ -280,13 +263,13 @@ func TestRelayMovesTooLargeBatchAside(t *testing.T) {
 					t.Errorf("sample %s is in the stream %d times", k, copies)
 				}
 			}
-			if got := rig.counter(ctx, t, "cost.collector.rejected.batches"); !maps.Equal(got, map[string]int64{tc.reason: 1}) {
+			if got := rig.counter(t, "cost.collector.rejected.batches"); !maps.Equal(got, map[string]int64{tc.reason: 1}) {
 				t.Errorf("rejected batches = %v, want %s: 1", got, tc.reason)
 			}
-			if got := rig.counter(ctx, t, "cost.collector.rejected.samples"); !maps.Equal(got, map[string]int64{tc.reason: 30}) {
+			if got := rig.counter(t, "cost.collector.rejected.samples"); !maps.Equal(got, map[string]int64{tc.reason: 30}) {
 				t.Errorf("rejected samples = %v, want %s: 30", got, tc.reason)
 			}
-			if got := rig.counter(ctx, t, "cost.collector.samples.published"); got[""] != 27 {
+			if got := rig.counter(t, "cost.collector.samples.published"); got[""] != 27 {
 				t.Errorf("published samples = %v, want 27", got)
 			}
 			reasons, names := rejectedFiles(t, dir)
@@ -384,7 +367,7 @@ func TestRelayMovesBatchesWithoutStreamAside(t *testing.T) {
 		t.Fatalf("stream OTHER: %+v, %v; want no message (the publisher expects COST_SAMPLES)", info.State, err)
 	}
 	want := map[string]int64{collector.RefusedNoStream: windows, collector.RefusedWrongStream: windows}
-	if got := rig.counter(ctx, t, "cost.collector.rejected.batches"); !maps.Equal(got, want) {
+	if got := rig.counter(t, "cost.collector.rejected.batches"); !maps.Equal(got, want) {
 		t.Errorf("rejected batches = %v, want %v", got, want)
 	}
 	reasons, names := rejectedFiles(t, dir)
@@ -465,7 +448,7 @@ func TestRelayKeepsBatchesWhileJetStreamIsAway(t *testing.T) {
 			t.Errorf("sample %s is in the stream %d times", k, copies)
 		}
 	}
-	if got := rig.counter(ctx, t, "cost.collector.rejected.batches"); len(got) != 0 {
+	if got := rig.counter(t, "cost.collector.rejected.batches"); len(got) != 0 {
 		t.Errorf("rejected batches = %v, want none", got)
 	}
 	if _, names := rejectedFiles(t, dir); len(names) != 0 || rig.sp.Rejected() != 0 {

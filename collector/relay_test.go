@@ -279,19 +279,9 @@ func TestRelayBoundedSpool(t *testing.T) {
 	if kept == 0 || kept >= windows {
 		t.Fatalf("spool kept %d of %d batches", kept, windows)
 	}
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
 	var dropped int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "cost.collector.spool.dropped" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					dropped += dp.Value
-				}
-			}
-		}
+	for _, n := range testenv.CounterBy(t, reader, "cost.collector.spool.dropped", "reason") {
+		dropped += n
 	}
 	if want := int64((windows - kept) * 100); dropped != want {
 		t.Fatalf("dropped counter = %d, want %d", dropped, want)

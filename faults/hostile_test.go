@@ -9,7 +9,6 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/internal/sample"
@@ -156,25 +155,9 @@ func TestDeadLetterCountedOnceAcrossRetry(t *testing.T) {
 // deadLetterCounts reads the aggregator's dead-letter counter by reason.
 func deadLetterCounts(t *testing.T, r *sdkmetric.ManualReader) map[string]int {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "cost.aggregator.samples.deadlettered" {
-				continue
-			}
-			sum, ok := m.Data.(metricdata.Sum[int64])
-			if !ok {
-				t.Fatalf("%s is %T", m.Name, m.Data)
-			}
-			for _, dp := range sum.DataPoints {
-				reason, _ := dp.Attributes.Value("reason")
-				out[reason.AsString()] += int(dp.Value)
-			}
-		}
+	for reason, n := range testenv.CounterBy(t, r, "cost.aggregator.samples.deadlettered", "reason") {
+		out[reason] = int(n)
 	}
 	return out
 }

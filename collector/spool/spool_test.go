@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/alauda/costmeter/collector/spool"
+	"github.com/alauda/costmeter/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -474,23 +475,7 @@ func TestRejectedBound(t *testing.T) {
 
 func counters(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				reason, _ := dp.Attributes.Value("reason")
-				out[reason.AsString()] += dp.Value
-			}
-		}
-	}
-	return out
+	return testenv.CounterBy(t, r, name, "reason")
 }
 
 func gauge(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
