@@ -258,6 +258,10 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 	type countCmds struct {
 		in, before *redis.IntCmd
 		parts      []*redis.StringSliceCmd
+		// page is the first source's members from offset on, read with
+		// its count: a page within the first bucket (the usual case:
+		// one bucket, or the first page) costs no round trip of its own.
+		page *redis.StringSliceCmd
 	}
 	cmds := make([]countCmds, len(srcs))
 	for i := range srcs {
@@ -277,6 +281,13 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 		} else {
 			cmds[i].in = pipe.ZLexCount(ctx, s.keys[0], lexMin, lexMax)
 			cmds[i].before = pipe.ZLexCount(ctx, s.keys[0], "-", "("+sel.Prefix)
+		}
+		if i == 0 && limit > 0 {
+			if sel.Prefix == "" {
+				cmds[i].page = pipe.ZRange(ctx, s.keys[0], int64(offset), int64(offset+limit-1))
+			} else {
+				cmds[i].page = pipe.ZRangeByLex(ctx, s.keys[0], &redis.ZRangeBy{Min: lexMin, Max: lexMax, Offset: int64(offset), Count: int64(limit)})
+			}
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -324,6 +335,13 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 		}
 		if s.merged != nil || len(s.parts) > 1 {
 			wants = append(wants, want{src: i, mems: s.merged[lo:hi]})
+			continue
+		}
+		if p := cmds[i].page; p != nil {
+			// Read in the same pipeline as the count, so consistent with
+			// it: exactly hi-lo members.
+			mems := p.Val()
+			wants = append(wants, want{src: i, mems: mems[:min(len(mems), hi-lo)]})
 			continue
 		}
 		wants = append(wants, want{src: i, list: pipe.ZRange(ctx, s.keys[0], int64(s.before+lo), int64(s.before+hi-1))})
