@@ -80,18 +80,16 @@ type rangeReq struct {
 	mask  uint32
 }
 
-// rangeIndexes returns the index key to read for each clipped part.
-func (r *Reader) rangeIndexes(ctx context.Context, reqs []rangeReq) (map[rangeReq]string, error) {
-	out := make(map[rangeReq]string, len(reqs))
-	if len(reqs) == 0 {
-		return out, nil
-	}
-	type check struct {
-		outside  *redis.IntCmd
-		ver, ptr *redis.StringCmd
-	}
-	checks := make([]check, len(reqs))
-	pipe := r.rdb.Pipeline()
+// rangeChecks are the reads that tell which index answers each clipped
+// part (rangeIndexes).
+type rangeChecks []struct {
+	outside  *redis.IntCmd
+	ver, ptr *redis.StringCmd
+}
+
+// queueRangeChecks queues the reads of rangeIndexes in pipe.
+func queueRangeChecks(ctx context.Context, pipe redis.Pipeliner, reqs []rangeReq) rangeChecks {
+	checks := make(rangeChecks, len(reqs))
 	for i, rq := range reqs {
 		var outside []string
 		for d := rq.first; d <= MonthLast(rq.first); d++ {
@@ -105,9 +103,26 @@ func (r *Reader) rangeIndexes(ctx context.Context, reqs []rangeReq) (map[rangeRe
 		checks[i].ver = pipe.Get(ctx, versionKey(rq.month, rq.scope))
 		checks[i].ptr = pipe.Get(ctx, rangePointerKey(rq.month, rq.scope, rq.mask))
 	}
+	return checks
+}
+
+// rangeIndexes returns the index key to read for each clipped part.
+func (r *Reader) rangeIndexes(ctx context.Context, reqs []rangeReq) (map[rangeReq]string, error) {
+	if len(reqs) == 0 {
+		return map[rangeReq]string{}, nil
+	}
+	pipe := r.rdb.Pipeline()
+	checks := queueRangeChecks(ctx, pipe, reqs)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("check clipped bucket indexes: %w", err)
 	}
+	return r.resolveRanges(ctx, reqs, checks)
+}
+
+// resolveRanges returns the index key of each clipped part from the
+// executed checks, building a cache where one is needed.
+func (r *Reader) resolveRanges(ctx context.Context, reqs []rangeReq, checks rangeChecks) (map[rangeReq]string, error) {
+	out := make(map[rangeReq]string, len(reqs))
 	for i, rq := range reqs {
 		c := checks[i]
 		if c.outside != nil && c.outside.Val() == 0 {

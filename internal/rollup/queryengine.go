@@ -185,6 +185,32 @@ type source struct {
 	ver    string    // the parts' index versions, joined
 }
 
+// countCmds are the reads that count a source's members.
+type countCmds struct {
+	in, before *redis.IntCmd
+	parts      []*redis.StringSliceCmd
+	// page is the first source's members from offset on, read with its
+	// count: a page within the first bucket (the usual case: one bucket,
+	// or the first page) costs no round trip of its own.
+	page *redis.StringSliceCmd
+}
+
+// err is the first error of c's single-index reads.
+func (c *countCmds) err() error {
+	if err := c.in.Err(); err != nil {
+		return err
+	}
+	if c.before != nil {
+		if err := c.before.Err(); err != nil {
+			return err
+		}
+	}
+	if c.page != nil {
+		return c.page.Err()
+	}
+	return nil
+}
+
 func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, offset, limit int) (Page, error) {
 	srcs := make([]source, len(buckets))
 	var reqs []rangeReq
@@ -240,9 +266,52 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			s.ver = strings.Join(vs, ",")
 		}
 	}
-	rkeys, err := r.rangeIndexes(ctx, reqs)
-	if err != nil {
-		return Page{}, err
+	cmds := make([]countCmds, len(srcs))
+	queueCount := func(pipe redis.Pipeliner, i int, key string) {
+		c := &cmds[i]
+		if sel.Prefix == "" {
+			c.in = pipe.ZCard(ctx, key)
+		} else {
+			c.in = pipe.ZLexCount(ctx, key, lexMin, lexMax)
+			c.before = pipe.ZLexCount(ctx, key, "-", "("+sel.Prefix)
+		}
+		if i == 0 && limit > 0 {
+			if sel.Prefix == "" {
+				c.page = pipe.ZRange(ctx, key, int64(offset), int64(offset+limit-1))
+			} else {
+				c.page = pipe.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: lexMin, Max: lexMax, Offset: int64(offset), Count: int64(limit)})
+			}
+		}
+	}
+
+	// One clipped bucket (a week, this month up to today): its month
+	// index usually answers (nothing counted outside the bucket), so it is
+	// counted and paged with the checks that tell, in one round trip; if
+	// another index answers, those reads are dropped.
+	counted := false
+	var rkeys map[rangeReq]string
+	if len(srcs) == 1 && len(srcs[0].parts) == 1 && len(srcs[0].ranges) == 1 {
+		month := monthIndexKey(reqs[0].month, sel.Scope)
+		pipe := r.rdb.Pipeline()
+		checks := queueRangeChecks(ctx, pipe, reqs)
+		queueCount(pipe, 0, month)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return Page{}, fmt.Errorf("check clipped bucket index: %w", err)
+		}
+		var err error
+		if rkeys, err = r.resolveRanges(ctx, reqs, checks); err != nil {
+			return Page{}, err
+		}
+		if counted = rkeys[reqs[0]] == month; !counted {
+			cmds[0] = countCmds{}
+		} else if err := cmds[0].err(); err != nil {
+			return Page{}, fmt.Errorf("count index members: %w", err)
+		}
+	} else {
+		var err error
+		if rkeys, err = r.rangeIndexes(ctx, reqs); err != nil {
+			return Page{}, err
+		}
 	}
 	for i := range srcs {
 		s := &srcs[i]
@@ -255,15 +324,6 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 	}
 
 	pipe := r.rdb.Pipeline()
-	type countCmds struct {
-		in, before *redis.IntCmd
-		parts      []*redis.StringSliceCmd
-		// page is the first source's members from offset on, read with
-		// its count: a page within the first bucket (the usual case:
-		// one bucket, or the first page) costs no round trip of its own.
-		page *redis.StringSliceCmd
-	}
-	cmds := make([]countCmds, len(srcs))
 	for i := range srcs {
 		s := &srcs[i]
 		if len(s.parts) > 1 {
@@ -276,22 +336,14 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			}
 			continue
 		}
-		if sel.Prefix == "" {
-			cmds[i].in = pipe.ZCard(ctx, s.keys[0])
-		} else {
-			cmds[i].in = pipe.ZLexCount(ctx, s.keys[0], lexMin, lexMax)
-			cmds[i].before = pipe.ZLexCount(ctx, s.keys[0], "-", "("+sel.Prefix)
-		}
-		if i == 0 && limit > 0 {
-			if sel.Prefix == "" {
-				cmds[i].page = pipe.ZRange(ctx, s.keys[0], int64(offset), int64(offset+limit-1))
-			} else {
-				cmds[i].page = pipe.ZRangeByLex(ctx, s.keys[0], &redis.ZRangeBy{Min: lexMin, Max: lexMax, Offset: int64(offset), Count: int64(limit)})
-			}
+		if !counted {
+			queueCount(pipe, i, s.keys[0])
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return Page{}, fmt.Errorf("count index members: %w", err)
+	if !counted {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return Page{}, fmt.Errorf("count index members: %w", err)
+		}
 	}
 	total := 0
 	for i := range srcs {
