@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/testenv"
 )
@@ -74,7 +72,7 @@ func BenchmarkApplySteady(b *testing.B) {
 	}
 	b.StopTimer()
 	pieces := float64(b.N * batch)
-	stats := commandStats(b, ctx, rdb)
+	stats := commandStats(b, ctx, r)
 	var total float64
 	var parts []string
 	for name, usec := range stats {
@@ -90,19 +88,15 @@ func BenchmarkApplySteady(b *testing.B) {
 }
 
 // commandStats returns each command's total µs from INFO commandstats.
-func commandStats(b *testing.B, ctx context.Context, rdb *redis.Client) map[string]float64 {
+func commandStats(b *testing.B, ctx context.Context, r *testenv.Redis) map[string]float64 {
 	b.Helper()
-	info, err := rdb.Info(ctx, "commandstats").Result()
+	info, err := r.Info(ctx, "commandstats")
 	if err != nil {
 		b.Fatal(err)
 	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		for _, kv := range strings.Split(rest, ",") {
+	for name, stats := range info {
+		for _, kv := range strings.Split(stats, ",") {
 			if v, ok := strings.CutPrefix(kv, "usec="); ok {
 				f, _ := strconv.ParseFloat(v, 64)
 				out[strings.TrimPrefix(name, "cmdstat_")] = f
