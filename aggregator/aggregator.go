@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,6 +64,23 @@ type Config struct {
 	// short scripts), under the client's 64 MB pending limit for two
 	// workers.
 	BatchSize int
+	// MaxBatch is how many messages one batch may gather from consecutive
+	// fetches while a backlog waits: a fetch that came back full is
+	// followed by another until MaxBatch messages are in hand, so that a
+	// backlog's consecutive windows of a namespace-day merge into one Redis
+	// write (the Redis work of a namespace-day is about the same for 6
+	// windows or 25). Fetches are not held in the client at once, so the
+	// 64 MB pending limit still bounds only BatchSize. A worker gathers its
+	// fetches while it holds the gathering turn, so that its batch is a run
+	// of consecutive messages, not interleaved with another worker's.
+	// A batch stops gathering, too, once it holds MaxBatchPieces distinct
+	// namespace-days (its Redis work): a burst of distinct namespaces (the
+	// first windows of a new day) merges nothing, and a larger batch would
+	// only commit longer. BatchSize when 0.
+	MaxBatch int
+	// MaxBatchPieces is the namespace-days at which a batch stops
+	// gathering more fetches (see MaxBatch).
+	MaxBatchPieces int
 	// MaxWait is how long a fetch waits to fill its batch.
 	MaxWait time.Duration
 	// Workers is how many batches are in flight at once in this process.
@@ -82,13 +101,15 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 128, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
+	return Config{BatchSize: 128, MaxBatch: 512, MaxBatchPieces: 16_384, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
 }
 
 // RegisterFlags registers the aggregator's flags.
 func (c *Config) RegisterFlags(f *config.Flags) {
 	d := DefaultConfig()
 	f.Int(&c.BatchSize, "batch-size", "AGGREGATOR_BATCH_SIZE", d.BatchSize, "messages fetched per batch")
+	f.Int(&c.MaxBatch, "batch-max", "AGGREGATOR_BATCH_MAX", d.MaxBatch, "messages one batch may gather from consecutive full fetches while a backlog waits")
+	f.Int(&c.MaxBatchPieces, "batch-max-pieces", "AGGREGATOR_BATCH_MAX_PIECES", d.MaxBatchPieces, "namespace-days at which a batch stops gathering more fetches")
 	f.Duration(&c.MaxWait, "batch-wait", "AGGREGATOR_BATCH_WAIT", d.MaxWait, "how long a fetch waits to fill a batch")
 	f.Int(&c.Workers, "workers", "AGGREGATOR_WORKERS", d.Workers, "batches in flight at once")
 	f.Duration(&c.HealInterval, "heal-interval", "AGGREGATOR_HEAL_INTERVAL", d.HealInterval, "how often lost Redis writes are looked for and replayed")
@@ -106,6 +127,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.BatchSize < 1 || c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("--batch-size: %d is not within 1..10000", c.BatchSize))
+	}
+	if c.MaxBatch != 0 && (c.MaxBatch < c.BatchSize || c.MaxBatch > 10_000) {
+		errs = append(errs, fmt.Errorf("--batch-max: %d is not within --batch-size (%d)..10000", c.MaxBatch, c.BatchSize))
+	}
+	if c.MaxBatchPieces < 0 {
+		errs = append(errs, fmt.Errorf("--batch-max-pieces: must not be negative, got %d", c.MaxBatchPieces))
 	}
 	if c.MaxWait <= 0 {
 		errs = append(errs, fmt.Errorf("--batch-wait: must be positive, got %s", c.MaxWait))
@@ -187,6 +214,10 @@ type Aggregator struct {
 	mu      sync.Mutex
 	running bool
 	lag     lag
+
+	// gathering is the gathering turn: held by the worker whose fetches
+	// make up its next batch.
+	gathering sync.Mutex
 }
 
 // New returns an Aggregator reading from js and writing to store.
@@ -283,37 +314,69 @@ func (a *Aggregator) Run(ctx context.Context) error {
 
 func (a *Aggregator) consume(ctx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(a.cfg.BatchSize, jetstream.FetchMaxWait(a.cfg.MaxWait))
+		b, err := a.gather(ctx, cons)
 		if err != nil {
 			a.log.WarnContext(ctx, "fetch samples", "err", err)
 			a.pause(ctx, time.Second)
 			continue
 		}
-		msgs := make([]jetstream.Msg, 0, a.cfg.BatchSize)
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			a.log.DebugContext(ctx, "fetch ended", "err", err)
-		}
-		if len(msgs) == 0 {
+		if b == nil {
 			continue
 		}
 		// The batch in hand is finished even when shutdown began: it was
 		// delivered to us and acknowledging it now saves a redelivery.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = a.process(fctx, msgs, true)
+		err = a.apply(fctx, b, true)
 		cancel()
 		if err != nil {
 			// Not acknowledged: JetStream redelivers after AckWait; applying
 			// again is idempotent.
-			a.log.ErrorContext(ctx, "apply batch", "messages", len(msgs), "err", err)
-			for _, m := range msgs {
+			a.log.ErrorContext(ctx, "apply batch", "messages", len(b.msgs), "err", err)
+			for _, m := range b.msgs {
 				_ = m.Nak()
 			}
 			a.pause(ctx, time.Second)
 		}
 	}
+}
+
+// gather fetches and decodes the next batch (nil when no message came):
+// one fetch, and while fetches come back full (a backlog waits) more, up
+// to MaxBatch messages or MaxBatchPieces namespace-days, under the
+// gathering turn. It fails only when the first fetch does; a later failure
+// ends the batch with what it has.
+func (a *Aggregator) gather(ctx context.Context, cons jetstream.Consumer) (*batch, error) {
+	a.gathering.Lock()
+	defer a.gathering.Unlock()
+	limit := max(a.cfg.MaxBatch, a.cfg.BatchSize)
+	b := newBatch()
+	for ctx.Err() == nil && len(b.msgs)+a.cfg.BatchSize <= limit {
+		fetched, err := cons.Fetch(a.cfg.BatchSize, jetstream.FetchMaxWait(a.cfg.MaxWait))
+		if err != nil {
+			if len(b.msgs) > 0 {
+				break
+			}
+			return nil, err
+		}
+		var msgs []jetstream.Msg
+		for m := range fetched.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := fetched.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+			a.log.DebugContext(ctx, "fetch ended", "err", err)
+		}
+		if err := a.decodeInto(b, msgs); err != nil {
+			return nil, err
+		}
+		if len(msgs) < a.cfg.BatchSize || (a.cfg.MaxBatchPieces > 0 && len(b.days) >= a.cfg.MaxBatchPieces) {
+			break
+		}
+	}
+	if len(b.msgs) == 0 {
+		return nil, nil
+	}
+	a.decoded(ctx, b)
+	return b, nil
 }
 
 func (a *Aggregator) pause(ctx context.Context, d time.Duration) {
@@ -346,23 +409,40 @@ type accepted struct {
 type batch struct {
 	msgs     []jetstream.Msg
 	received int // samples decoded, valid or not
+	seqList  []uint64
 	seqs     []rollup.SeqRange
 	cs       []rollup.Contribution
 	accepted []accepted
 	letters  []deadLetter
+	days     map[nsDay]struct{} // the distinct namespace-days of cs
+	parts    []*decodedMsg      // while gathering: the messages' cs and accepted
 }
 
-// process applies one batch of messages under one span (see startApply):
-// decode, commit, settle. Messages from a replay (ack false) are not
-// acknowledged.
+// nsDay is a namespace-day, the unit of Redis work.
+type nsDay struct {
+	cluster, namespace string
+	day                rollup.Day
+}
+
+func newBatch() *batch { return &batch{days: map[nsDay]struct{}{}} }
+
+// process decodes and applies one batch of messages (a replay's; ack
+// false: not acknowledged).
 func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
-	ctx, span := a.startApply(ctx, msgs, ack)
+	b := newBatch()
+	if err := a.decodeInto(b, msgs); err != nil {
+		return err
+	}
+	a.decoded(ctx, b)
+	return a.apply(ctx, b, ack)
+}
+
+// apply commits and settles a decoded batch under one span (see
+// startApply). Messages are acknowledged only when ack is set.
+func (a *Aggregator) apply(ctx context.Context, b *batch, ack bool) error {
+	ctx, span := a.startApply(ctx, b.msgs, ack)
 	defer span.End()
 	err := func() error {
-		b, err := a.decode(ctx, msgs)
-		if err != nil {
-			return err
-		}
 		res, err := a.commit(ctx, b)
 		if err != nil {
 			return err
@@ -376,49 +456,107 @@ func (a *Aggregator) process(ctx context.Context, msgs []jetstream.Msg, ack bool
 	return err
 }
 
-// decode decodes and validates every message, cuts the valid samples into
-// day-pieces (rollup.Split) and collects the dead letters of what cannot be
-// counted.
-func (a *Aggregator) decode(ctx context.Context, msgs []jetstream.Msg) (*batch, error) {
+// decodeInto decodes and validates msgs into b: it cuts the valid samples
+// into day-pieces (rollup.Split) and collects the dead letters of what
+// cannot be counted. Messages are decoded in parallel (decoding is most of
+// a backlog's CPU), their results gathered in order.
+func (a *Aggregator) decodeInto(b *batch, msgs []jetstream.Msg) error {
+	now, loc := a.now(), a.store.Location()
+	parts := make([]decodedMsg, len(msgs))
 	var (
-		b    = &batch{msgs: msgs}
-		seqs = make([]uint64, 0, len(msgs))
-		now  = a.now()
-		loc  = a.store.Location()
+		next atomic.Int64
+		wg   sync.WaitGroup
 	)
-	for _, m := range msgs {
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("read message metadata: %w", err)
+	for range min(runtime.GOMAXPROCS(0), len(msgs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < len(msgs); i = int(next.Add(1)) - 1 {
+				parts[i] = a.decodeMsg(msgs[i], now, loc)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range parts {
+		p := &parts[i]
+		if p.err != nil {
+			return p.err
 		}
-		seq := meta.Sequence.Stream
-		seqs = append(seqs, seq)
-		results, err := sample.Decode(m.Data())
-		if err != nil {
-			b.letters = append(b.letters, deadLetter{from: origin{msg: m, seq: seq, index: -1}, reason: ReasonDecode, detail: err.Error(), data: m.Data()})
+		b.msgs = append(b.msgs, msgs[i])
+		b.seqList = append(b.seqList, p.seq)
+		b.received += p.received
+		b.letters = append(b.letters, p.letters...)
+		for j := range p.cs {
+			c := &p.cs[j]
+			b.days[nsDay{c.Entity.Cluster, c.Entity.Namespace, c.Day}] = struct{}{}
+		}
+		b.parts = append(b.parts, p)
+	}
+	return nil
+}
+
+// decodedMsg is one message of a batch, decoded.
+type decodedMsg struct {
+	err      error // its metadata could not be read
+	seq      uint64
+	received int
+	cs       []rollup.Contribution
+	accepted []accepted
+	letters  []deadLetter
+}
+
+// decodeMsg decodes and checks one message.
+func (a *Aggregator) decodeMsg(m jetstream.Msg, now time.Time, loc *time.Location) decodedMsg {
+	meta, err := m.Metadata()
+	if err != nil {
+		return decodedMsg{err: fmt.Errorf("read message metadata: %w", err)}
+	}
+	d := decodedMsg{seq: meta.Sequence.Stream}
+	results, err := sample.Decode(m.Data())
+	if err != nil {
+		d.letters = append(d.letters, deadLetter{from: origin{msg: m, seq: d.seq, index: -1}, reason: ReasonDecode, detail: err.Error(), data: m.Data()})
+		return d
+	}
+	cluster := strings.TrimPrefix(m.Subject(), stream.SamplesPrefix)
+	d.cs = make([]rollup.Contribution, 0, len(results))
+	d.accepted = make([]accepted, 0, len(results))
+	for i := range results {
+		r := &results[i]
+		from := origin{msg: m, seq: d.seq, index: i}
+		d.received++
+		if reason, detail := a.check(r, cluster, now, loc); reason != "" {
+			d.letters = append(d.letters, deadLetter{from: from, reason: reason, detail: detail, data: r.Raw})
 			continue
 		}
-		cluster := strings.TrimPrefix(m.Subject(), stream.SamplesPrefix)
-		for i := range results {
-			r := &results[i]
-			from := origin{msg: m, seq: seq, index: i}
-			b.received++
-			if reason, detail := a.check(r, cluster, now, loc); reason != "" {
-				b.letters = append(b.letters, deadLetter{from: from, reason: reason, detail: detail, data: r.Raw})
-				continue
-			}
-			pieces := rollup.Split(&r.Sample, loc)
-			e := rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}
-			for _, p := range pieces {
-				b.cs = append(b.cs, rollup.Contribution{Entity: e, Piece: p})
-			}
-			b.accepted = append(b.accepted, accepted{from: from, sample: r, pieces: len(pieces)})
+		pieces := rollup.Split(&r.Sample, loc)
+		e := rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}
+		for _, p := range pieces {
+			d.cs = append(d.cs, rollup.Contribution{Entity: e, Piece: p})
 		}
+		d.accepted = append(d.accepted, accepted{from: from, sample: r, pieces: len(pieces)})
 	}
-	b.seqs = compress(seqs)
+	return d
+}
+
+// decoded ends the decoding of b: its messages' pieces are laid out in
+// one slice (in message order), its sequences become ranges, and the
+// received counter and the stage hook learn of it.
+func (a *Aggregator) decoded(ctx context.Context, b *batch) {
+	nc, na := 0, 0
+	for _, p := range b.parts {
+		nc += len(p.cs)
+		na += len(p.accepted)
+	}
+	b.cs = make([]rollup.Contribution, 0, nc)
+	b.accepted = make([]accepted, 0, na)
+	for _, p := range b.parts {
+		b.cs = append(b.cs, p.cs...)
+		b.accepted = append(b.accepted, p.accepted...)
+	}
+	b.parts = nil
+	b.seqs = compress(b.seqList)
 	a.received.Add(ctx, int64(b.received))
 	a.stage(StageDecoded)
-	return b, nil
 }
 
 // commit applies the batch's contributions and marks its sequences applied,

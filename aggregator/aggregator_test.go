@@ -89,7 +89,9 @@ func runChild() int {
 		}))
 	}
 	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize = 20
+	// Batches of one fetch each, so that the kill's stage count (the N-th
+	// batch) falls mid-stream.
+	cfg.BatchSize, cfg.MaxBatch = 20, 20
 	cfg.Stream.AckWait = 2 * time.Second
 	if w := os.Getenv("COSTMETER_WORKERS"); w != "" {
 		if cfg.Workers, err = strconv.Atoi(w); err != nil {
@@ -164,6 +166,69 @@ func (e *env) startAggregator(batch int) (stop func()) {
 		e.t.Fatal(err)
 	}
 	return pipelinetest.Start(e.t, agg)
+}
+
+// TestGatherBacklog: while a backlog waits, a batch gathers consecutive
+// full fetches up to --batch-max messages, and stops early at
+// --batch-max-pieces namespace-days; totals stay exact either way.
+func TestGatherBacklog(t *testing.T) {
+	cases := []struct {
+		name                  string
+		namespaces, windows   int
+		maxBatch, pieces      int
+		wantBatches, batchMsg int
+	}{
+		// 6 namespaces × 50 windows = 300 samples in 60 messages of 5;
+		// fetches of 10: the first batch gathers 50 messages, the second
+		// the last 10.
+		{"up to --batch-max", 6, 50, 50, 0, 2, 50},
+		// 100 namespaces × 3 windows = 300 samples: a fetch of 10 messages
+		// holds 50 namespaces, so a budget of 80 namespace-days stops the
+		// gathering after the second fetch: three batches of 20 messages.
+		{"up to --batch-max-pieces", 100, 3, 50, 80, 3, 20},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			samples := gen("east", tc.namespaces, time.Date(2025, 6, 5, 8, 0, 0, 0, time.UTC), tc.windows, time.Minute)
+			l := pipelinetest.NewLedger()
+			l.Add(samples...)
+			pub, _ := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 5}, e.log)
+			if err := pub.Publish(ctx, samples); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			batches := 0
+			cfg := aggregator.DefaultConfig()
+			cfg.BatchSize, cfg.MaxBatch, cfg.MaxBatchPieces, cfg.Workers = 10, tc.maxBatch, tc.pieces, 1
+			hook := aggregator.WithStageHook(func(s aggregator.Stage) {
+				if s == aggregator.StageDecoded {
+					mu.Lock()
+					batches++
+					mu.Unlock()
+				}
+			})
+			agg, err := aggregator.New(cfg, e.js, e.store, aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return testNow }), hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pipelinetest.Start(t, agg)
+			e.waitExact(l, 30*time.Second)
+			testenv.Eventually(t, 10*time.Second, "every message acknowledged", func() (bool, string) {
+				info, err := e.consumerInfo()
+				if err != nil {
+					return false, err.Error()
+				}
+				return info.AckFloor.Stream == 60, fmt.Sprint("ack floor ", info.AckFloor.Stream)
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if batches != tc.wantBatches {
+				t.Errorf("%d batches, want %d (60 messages: batches of %d)", batches, tc.wantBatches, tc.batchMsg)
+			}
+		})
+	}
 }
 
 // ledger is the test's own account of what must be in Redis.

@@ -25,7 +25,9 @@ func run() int {
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "small sizes, under a minute (BENCH_QUICK=1)")
 	out := fs.String("out", "", "JSON report file (default bench/results/latest.json, or quick.json in quick mode)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up drain to this file")
+	steadyProfile := fs.String("steady-cpuprofile", "", "write a CPU profile of the steady phase (first publish to last visible) to this file")
 	batch := fs.Int("aggregator-batch", benchrun.DefaultAggregatorBatch, "the aggregator's --batch-size (messages per fetch) in the ingest phases")
+	maxBatch := fs.Int("aggregator-batch-max", 0, "the aggregator's --batch-max (messages one batch may gather while a backlog waits) in the ingest phases (default: its default)")
 	workers := fs.Int("aggregator-workers", 0, "the aggregator's --workers (batches in flight) in the ingest phases (default: its default)")
 	redisNice := fs.Int("redis-nice", 0, "nice value of the redis-servers the bench starts (-10: Redis first on contended cores, as on a host of its own; needs root)")
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
@@ -35,7 +37,7 @@ func run() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch, AggregatorWorkers: *workers, RedisNice: *redisNice}
+	cfg := benchrun.Config{Sizes: benchrun.FullSizes(), Quick: *quick, CPUProfile: *cpuProfile, SteadyCPUProfile: *steadyProfile, HeapProfile: *heapProfile, AggregatorBatch: *batch, AggregatorMaxBatch: *maxBatch, AggregatorWorkers: *workers, RedisNice: *redisNice}
 	if *quick {
 		cfg.Sizes = benchrun.QuickSizes()
 	}

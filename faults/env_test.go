@@ -109,7 +109,9 @@ func runAggregatorChild() int {
 		}))
 	}
 	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize = 10
+	// Batches of one fetch each, so that the stop's stage count (the N-th
+	// batch) falls mid-stream.
+	cfg.BatchSize, cfg.MaxBatch = 10, 10
 	cfg.Workers = 1
 	cfg.HealInterval = 200 * time.Millisecond
 	cfg.Stream.AckWait = ackWait
@@ -262,7 +264,9 @@ func (e *env) publisher(cfg collector.PublisherConfig) *collector.Publisher {
 func (e *env) startAggregator(opts ...aggregator.Option) (stop func()) {
 	e.t.Helper()
 	cfg := aggregator.DefaultConfig()
-	cfg.BatchSize = 10
+	// Batches of one fetch each: many small batches, so that a fault
+	// always meets one in flight.
+	cfg.BatchSize, cfg.MaxBatch = 10, 10
 	cfg.HealInterval = 200 * time.Millisecond
 	cfg.Stream.AckWait = ackWait
 	opts = append([]aggregator.Option{aggregator.WithLogger(e.log), aggregator.WithClock(func() time.Time { return testNow })}, opts...)

@@ -110,12 +110,19 @@ type Config struct {
 	// AggregatorBatch is the aggregator's --batch-size (messages per
 	// fetch) in the ingest phases, and the raw consumer's fetch.
 	AggregatorBatch int
+	// AggregatorMaxBatch is the aggregator's --batch-max (messages one
+	// batch may gather while a backlog waits); 0: its default.
+	AggregatorMaxBatch int
 	// AggregatorWorkers is the aggregator's --workers (batches in flight)
 	// in the ingest phases; 0 is its default.
 	AggregatorWorkers int
 	// CPUProfile, when set, receives a CPU profile of the process during
 	// the catch-up drain (the aggregator applying the backlog).
 	CPUProfile string
+	// SteadyCPUProfile, when set, receives a CPU profile of the process
+	// during the steady phase, from the first publish to the last sample
+	// visible.
+	SteadyCPUProfile string
 	// HeapProfile, when set, receives the live heap at the end of the
 	// catch-up drain.
 	HeapProfile string
@@ -146,6 +153,9 @@ func (c Config) Validate() error {
 	}
 	if c.AggregatorWorkers < 0 || c.AggregatorWorkers > 64 {
 		errs = append(errs, fmt.Errorf("aggregator workers: %d is not within 0..64", c.AggregatorWorkers))
+	}
+	if c.AggregatorMaxBatch != 0 && (c.AggregatorMaxBatch < c.AggregatorBatch || c.AggregatorMaxBatch > 10_000) {
+		errs = append(errs, fmt.Errorf("aggregator batch max: %d is not within the batch (%d)..10000", c.AggregatorMaxBatch, c.AggregatorBatch))
 	}
 	if c.AggregatorBatch < 1 || c.AggregatorBatch > 10_000 {
 		errs = append(errs, fmt.Errorf("aggregator batch: %d is not within 1..10000", c.AggregatorBatch))
@@ -180,6 +190,8 @@ type Report struct {
 	Sizes   Sizes     `json:"sizes"`
 	// AggregatorBatch is the aggregator's --batch-size in the ingest phases.
 	AggregatorBatch int `json:"aggregatorBatch"`
+	// AggregatorMaxBatch is the aggregator's --batch-max in the ingest phases.
+	AggregatorMaxBatch int `json:"aggregatorMaxBatch"`
 	// AggregatorWorkers is the aggregator's --workers in the ingest phases.
 	AggregatorWorkers int `json:"aggregatorWorkers"`
 	// RedisNice is the redis-servers' nice value (0: as started).
@@ -208,7 +220,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes, AggregatorBatch: cfg.AggregatorBatch, AggregatorWorkers: cfg.workers(), RedisNice: cfg.RedisNice,
+	rep := &Report{Started: time.Now().UTC(), Quick: cfg.Quick, Sizes: cfg.Sizes, AggregatorBatch: cfg.AggregatorBatch, AggregatorMaxBatch: cfg.maxBatch(), AggregatorWorkers: cfg.workers(), RedisNice: cfg.RedisNice,
 		Machine: fmt.Sprintf("%s/%s, %d CPUs, GOMAXPROCS %d", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))}
 	srv, err := startServers(ctx, log, cfg.RedisNice)
 	if err != nil {

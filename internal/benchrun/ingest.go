@@ -3,7 +3,6 @@ package benchrun
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"runtime/pprof"
@@ -93,12 +92,21 @@ func (c Config) workers() int {
 	return aggregator.DefaultConfig().Workers
 }
 
+// maxBatch is the aggregator's --batch-max in the ingest phases.
+func (c Config) maxBatch() int {
+	if c.AggregatorMaxBatch > 0 {
+		return c.AggregatorMaxBatch
+	}
+	return max(aggregator.DefaultConfig().MaxBatch, c.AggregatorBatch)
+}
+
 // startAggregator runs an in-process aggregator with the default
 // configuration but bc's batch size and workers until the returned stop
 // is called.
 func startAggregator(ctx context.Context, srv *servers, store *rollup.Store, log *slog.Logger, reader *sdkmetric.ManualReader, bc Config) (stop func() error, err error) {
 	cfg := aggregator.DefaultConfig()
 	cfg.BatchSize = bc.AggregatorBatch
+	cfg.MaxBatch = bc.maxBatch()
 	cfg.Workers = bc.workers()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("bench")
 	agg, err := aggregator.New(cfg, srv.js, store, aggregator.WithLogger(log), aggregator.WithMeter(meter))
@@ -193,6 +201,11 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	stopProfile, err := startCPUProfile(cfg.SteadyCPUProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	w := watchMemory()
 	rcpu := redisCPU(ctx, srv.rdb)
 	t0 := time.Now()
@@ -206,6 +219,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		return err
 	}
 	el := time.Since(t0).Seconds()
+	stopProfile()
 	aggregatorRows(ctx, rep, "steady", reader, total, el)
 	ingestRows(rep, "steady", total, el, TargetSteady, w, redisCPU(ctx, srv.rdb)-rcpu,
 		fmt.Sprintf("%d namespaces × %d new one-minute windows = %d samples; publishing took %.1f s of %.1f s", perWindow, sz.SteadyWindows, total, published, el))
@@ -249,17 +263,9 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 		Note: fmt.Sprintf("%d samples in %.1f s, simulation and encoding included; not part of the drain time", total, pubSecs)})
 	log.Info("backlog published", "samples", total, "seconds", pubSecs)
 
-	var prof io.Closer
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return fmt.Errorf("create cpu profile: %w", err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return fmt.Errorf("start cpu profile: %w", err)
-		}
-		prof = f
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		return err
 	}
 	w := watchMemory()
 	rcpu := redisCPU(ctx, srv.rdb)
@@ -277,10 +283,7 @@ func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log 
 			return herr
 		}
 	}
-	if prof != nil {
-		pprof.StopCPUProfile()
-		prof.Close()
-	}
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -329,6 +332,29 @@ func aggregatorRows(ctx context.Context, rep *Report, shape string, reader *sdkm
 		Note: fmt.Sprintf("%d batches, %.0f ms mean commit (Lua), %.1f s of %.0f worker-seconds; events published %d (%.2f per sample), duplicates %d, dead letters %d",
 			batches, 1000*applySecs/float64(batches), applySecs, workers*wall, counters["cost.aggregator.events.published"],
 			float64(counters["cost.aggregator.events.published"])/float64(samples), counters["cost.aggregator.samples.duplicates"], counters["cost.aggregator.samples.deadlettered"])})
+}
+
+// startCPUProfile starts a CPU profile of the process into path, when path
+// is set; stop ends it and may be called more than once.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start cpu profile: %w", err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
 }
 
 // writeHeapProfile writes the live heap (after a collection) to path.
