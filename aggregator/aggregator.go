@@ -400,9 +400,17 @@ type origin struct {
 // the accepted samples.
 type accepted struct {
 	from   origin
-	sample *sample.Result
+	raw    []byte // the sample's bytes, for a dead letter
+	start  time.Time
+	end    time.Time
+	key    sampleKey
 	pieces int
 }
+
+// sampleKey names a sample's namespace in a dead letter's reason.
+type sampleKey struct{ cluster, namespace string }
+
+func (k sampleKey) String() string { return k.cluster + "/" + k.namespace }
 
 // batch is a decoded batch: what to commit and what is already known to be
 // dead letters.
@@ -533,7 +541,8 @@ func (a *Aggregator) decodeMsg(m jetstream.Msg, now time.Time, loc *time.Locatio
 		for _, p := range pieces {
 			d.cs = append(d.cs, rollup.Contribution{Entity: e, Piece: p})
 		}
-		d.accepted = append(d.accepted, accepted{from: from, sample: r, pieces: len(pieces)})
+		d.accepted = append(d.accepted, accepted{from: from, raw: r.Raw, start: r.Sample.Start, end: r.Sample.End,
+			key: sampleKey{r.Sample.Cluster, r.Sample.Namespace}, pieces: len(pieces)})
 	}
 	return d
 }
@@ -599,9 +608,8 @@ func (a *Aggregator) settle(ctx context.Context, b *batch, res rollup.Result, ac
 		}
 		verdicts = verdicts[s.pieces:]
 		if overlap {
-			w := &s.sample.Sample
-			letters = append(letters, deadLetter{from: s.from, reason: ReasonOverlap, data: s.sample.Raw,
-				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339), w.Key())})
+			letters = append(letters, deadLetter{from: s.from, reason: ReasonOverlap, data: s.raw,
+				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", s.start.Format(time.RFC3339), s.end.Format(time.RFC3339), s.key)})
 		}
 	}
 	a.applied.Add(ctx, nApplied)

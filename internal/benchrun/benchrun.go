@@ -61,8 +61,10 @@ type Sizes struct {
 	// sends.
 	RawIncrements int
 	// SteadyClusters × SteadyNamespaces namespaces each send
-	// SteadyWindows one-minute windows.
-	SteadyClusters, SteadyNamespaces, SteadyWindows int
+	// SteadyWindows one-minute windows, SteadyRuns times in a row (the
+	// rate is the runs' median: one run takes a few seconds, and whether
+	// its backlog is applied in one batch or two moves it by a third).
+	SteadyClusters, SteadyNamespaces, SteadyWindows, SteadyRuns int
 	// CatchupClusters × CatchupNamespaces namespaces have a backlog of
 	// CatchupBackfill in one-minute windows.
 	CatchupClusters, CatchupNamespaces int
@@ -84,7 +86,7 @@ type Sizes struct {
 func FullSizes() Sizes {
 	return Sizes{
 		RawMessages: 1_000, RawIncrements: 1_000_000,
-		SteadyClusters: 2, SteadyNamespaces: 5_000, SteadyWindows: 20,
+		SteadyClusters: 2, SteadyNamespaces: 5_000, SteadyWindows: 20, SteadyRuns: 5,
 		CatchupClusters: 2, CatchupNamespaces: 1_000, CatchupBackfill: 24 * time.Hour,
 		QueryNamespaces: []int{10_000, 100_000}, QueryRequests: 100, QueryClients: 10,
 		LoadNamespaces: 100_000, LoadWindows: 3,
@@ -95,7 +97,7 @@ func FullSizes() Sizes {
 func QuickSizes() Sizes {
 	return Sizes{
 		RawMessages: 100, RawIncrements: 20_000,
-		SteadyClusters: 2, SteadyNamespaces: 500, SteadyWindows: 3,
+		SteadyClusters: 2, SteadyNamespaces: 500, SteadyWindows: 3, SteadyRuns: 1,
 		CatchupClusters: 2, CatchupNamespaces: 100, CatchupBackfill: time.Hour,
 		QueryNamespaces: []int{300, 3_000}, QueryRequests: 5, QueryClients: 10,
 		LoadNamespaces: 1_000, LoadWindows: 2,
@@ -142,7 +144,7 @@ func (c Config) Validate() error {
 	if s.RawMessages < 1 || s.RawIncrements < 1 {
 		errs = append(errs, errors.New("raw sizes must be positive"))
 	}
-	if s.SteadyClusters < 1 || s.SteadyNamespaces < 1 || s.SteadyWindows < 1 {
+	if s.SteadyClusters < 1 || s.SteadyNamespaces < 1 || s.SteadyWindows < 1 || s.SteadyRuns < 1 {
 		errs = append(errs, errors.New("steady sizes must be positive"))
 	}
 	if s.CatchupClusters < 1 || s.CatchupNamespaces < 1 || s.CatchupBackfill < time.Minute {

@@ -16,6 +16,8 @@ import (
 // the start of the phase through /proc/self/clear_refs) and peak Go heap
 // (sampled every 20 ms), and the CPU time it used.
 type memWatch struct {
+	// also says what else the process holds in this phase.
+	also     string
 	reset    bool
 	cpu0     time.Duration
 	stop     chan struct{}
@@ -62,9 +64,9 @@ func (w *memWatch) done() (rss, heap uint64, cpu float64) {
 
 func (w *memWatch) note() string {
 	if w.reset {
-		return "this process (in-process: also the embedded nats-server); peak RSS reset at the phase start"
+		return "this process (in-process: also the embedded nats-server" + w.also + "); peak RSS reset at the phase start"
 	}
-	return "this process (in-process: also the embedded nats-server); peak RSS since process start (clear_refs not writable)"
+	return "this process (in-process: also the embedded nats-server" + w.also + "); peak RSS since process start (clear_refs not writable)"
 }
 
 // procStatus reads a kB field of /proc/self/status, in bytes.

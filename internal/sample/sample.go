@@ -206,6 +206,8 @@ type Result struct {
 // does not take the good ones down with it; an error is returned only when
 // the body as a whole is unusable (empty, or an array that is not JSON).
 // Unknown fields are rejected: a misspelt field would otherwise bill zero.
+// A Result's Raw may alias data, so data must not change while the results
+// are in use.
 func Decode(data []byte) ([]Result, error) {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {
