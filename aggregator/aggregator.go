@@ -81,6 +81,13 @@ type Config struct {
 	// MaxBatchPieces is the namespace-days at which a batch stops
 	// gathering more fetches (see MaxBatch).
 	MaxBatchPieces int
+	// Linger is how long a batch keeps gathering after its first messages
+	// while fetches still bring some (a burst arriving over a fraction of
+	// a second, such as a collector's window of many namespaces), so that
+	// the burst is one batch rather than several that each write every
+	// namespace-day. An empty fetch ends it at once: a quiet stream waits
+	// for nothing. 0: only full fetches gather.
+	Linger time.Duration
 	// MaxWait is how long a fetch waits to fill its batch.
 	MaxWait time.Duration
 	// Workers is how many batches are in flight at once in this process.
@@ -101,7 +108,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{BatchSize: 128, MaxBatch: 512, MaxBatchPieces: 16_384, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
+	return Config{BatchSize: 128, MaxBatch: 512, MaxBatchPieces: 16_384, Linger: 250 * time.Millisecond, MaxWait: 100 * time.Millisecond, Workers: 2, HealInterval: 15 * time.Second, MaxFuture: 10 * time.Minute, Stream: stream.DefaultConfig(), Events: true, LagInterval: 5 * time.Second}
 }
 
 // RegisterFlags registers the aggregator's flags.
@@ -110,6 +117,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Int(&c.BatchSize, "batch-size", "AGGREGATOR_BATCH_SIZE", d.BatchSize, "messages fetched per batch")
 	f.Int(&c.MaxBatch, "batch-max", "AGGREGATOR_BATCH_MAX", d.MaxBatch, "messages one batch may gather from consecutive full fetches while a backlog waits")
 	f.Int(&c.MaxBatchPieces, "batch-max-pieces", "AGGREGATOR_BATCH_MAX_PIECES", d.MaxBatchPieces, "namespace-days at which a batch stops gathering more fetches")
+	f.Duration(&c.Linger, "batch-linger", "AGGREGATOR_BATCH_LINGER", d.Linger, "how long a batch keeps gathering while fetches still bring messages (0: only full fetches gather)")
 	f.Duration(&c.MaxWait, "batch-wait", "AGGREGATOR_BATCH_WAIT", d.MaxWait, "how long a fetch waits to fill a batch")
 	f.Int(&c.Workers, "workers", "AGGREGATOR_WORKERS", d.Workers, "batches in flight at once")
 	f.Duration(&c.HealInterval, "heal-interval", "AGGREGATOR_HEAL_INTERVAL", d.HealInterval, "how often lost Redis writes are looked for and replayed")
@@ -130,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBatch != 0 && (c.MaxBatch < c.BatchSize || c.MaxBatch > 10_000) {
 		errs = append(errs, fmt.Errorf("--batch-max: %d is not within --batch-size (%d)..10000", c.MaxBatch, c.BatchSize))
+	}
+	if c.Linger < 0 || c.Linger > 10*time.Second {
+		errs = append(errs, fmt.Errorf("--batch-linger: %s is not within 0..10s", c.Linger))
 	}
 	if c.MaxBatchPieces < 0 {
 		errs = append(errs, fmt.Errorf("--batch-max-pieces: must not be negative, got %d", c.MaxBatchPieces))
@@ -341,15 +352,15 @@ func (a *Aggregator) consume(ctx context.Context, cons jetstream.Consumer) {
 }
 
 // gather fetches and decodes the next batch (nil when no message came):
-// one fetch, and while fetches come back full (a backlog waits) more, up
-// to MaxBatch messages or MaxBatchPieces namespace-days, under the
-// gathering turn. It fails only when the first fetch does; a later failure
-// ends the batch with what it has.
+// one fetch, and more while Config.more says so, up to MaxBatch messages,
+// under the gathering turn. It fails only when the first fetch does; a
+// later failure ends the batch with what it has.
 func (a *Aggregator) gather(ctx context.Context, cons jetstream.Consumer) (*batch, error) {
 	a.gathering.Lock()
 	defer a.gathering.Unlock()
 	limit := max(a.cfg.MaxBatch, a.cfg.BatchSize)
 	b := newBatch()
+	var first time.Time // when the batch got its first messages
 	for ctx.Err() == nil && len(b.msgs)+a.cfg.BatchSize <= limit {
 		fetched, err := cons.Fetch(a.cfg.BatchSize, jetstream.FetchMaxWait(a.cfg.MaxWait))
 		if err != nil {
@@ -368,7 +379,10 @@ func (a *Aggregator) gather(ctx context.Context, cons jetstream.Consumer) (*batc
 		if err := a.decodeInto(b, msgs); err != nil {
 			return nil, err
 		}
-		if len(msgs) < a.cfg.BatchSize || (a.cfg.MaxBatchPieces > 0 && len(b.days) >= a.cfg.MaxBatchPieces) {
+		if len(msgs) > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		if !a.cfg.more(len(msgs), len(b.days), time.Since(first)) {
 			break
 		}
 	}
@@ -377,6 +391,23 @@ func (a *Aggregator) gather(ctx context.Context, cons jetstream.Consumer) (*batc
 	}
 	a.decoded(ctx, b)
 	return b, nil
+}
+
+// more tells whether a batch gathers another fetch after one that brought
+// n messages, holding days namespace-days, lingered after its first
+// messages: not once it holds MaxBatchPieces namespace-days; yes after a
+// full fetch (a backlog waits); after a partial one, while it lingers
+// less than Linger; never after an empty one.
+func (c Config) more(n, days int, lingered time.Duration) bool {
+	switch {
+	case c.MaxBatchPieces > 0 && days >= c.MaxBatchPieces:
+		return false
+	case n >= c.BatchSize:
+		return true
+	case n > 0:
+		return lingered < c.Linger
+	}
+	return false
 }
 
 func (a *Aggregator) pause(ctx context.Context, d time.Duration) {

@@ -114,3 +114,78 @@ func TestVerdictsAgainstModel(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyManyRoundTrips: a batch of more pieces than one round trip
+// holds (its round trips run two at once) with two disjoint runs per
+// namespace-day and exact repeats in the batch (applied after the runs, in
+// order): every verdict, the namespace and cluster totals and the changes
+// are exact, and applying it again counts nothing.
+func TestApplyManyRoundTrips(t *testing.T) {
+	store, _ := newTestStore(t)
+	ctx := context.Background()
+	day := rollup.DayFromDate(2025, time.June, 3)
+	field := rollup.Field(rollup.Cpu, rollup.Usage)
+	const namespaces = 4000
+	var cs []rollup.Contribution
+	var want []rollup.Verdict
+	piece := func(ns, from, to int) rollup.Contribution {
+		var v rollup.Values
+		v[field] = int64(to-from) * int64(ns%7+1) * rollup.Scale
+		return rollup.Contribution{Entity: rollup.Entity{Project: fmt.Sprintf("p%d", ns%5), Cluster: "c", Namespace: fmt.Sprintf("ns-%d", ns)},
+			Piece: rollup.Piece{Day: day, From: int32(from), To: int32(to), Values: v}}
+	}
+	var total int64
+	for ns := range namespaces {
+		for _, w := range [][2]int{{0, 60}, {60, 120}, {180, 240}} { // two runs: [0,120) and [180,240)
+			c := piece(ns, w[0], w[1])
+			cs = append(cs, c)
+			want = append(want, rollup.Applied)
+			total += c.Values[field]
+		}
+		if ns%10 == 0 { // the same window twice in one batch
+			cs = append(cs, piece(ns, 60, 120))
+			want = append(want, rollup.Duplicate)
+		}
+	}
+	for round, wantAll := range []rollup.Verdict{0, rollup.Duplicate} {
+		res, err := store.Apply(ctx, cs, "S", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range res.Verdicts {
+			w := want[i]
+			if wantAll != 0 {
+				w = wantAll
+			}
+			if v != w {
+				t.Fatalf("apply %d, piece %d (%s [%d,%d)): verdict %c, want %c", round+1, i, cs[i].Entity.Namespace, cs[i].From, cs[i].To, v, w)
+			}
+		}
+		changed := map[string]bool{} // an entity may be listed by several scripts
+		for _, ch := range res.Changes {
+			if ch.Scope == rollup.ScopeNamespace {
+				changed[ch.Member] = true
+			}
+		}
+		if len(changed) != namespaces {
+			t.Errorf("apply %d: %d namespaces changed, want %d", round+1, len(changed), namespaces)
+		}
+		got, _, err := store.DayValues(ctx, day, rollup.ScopeCluster, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[field] != total {
+			t.Fatalf("apply %d: cluster total %d, want %d", round+1, got[field], total)
+		}
+	}
+	for _, ns := range []int{0, 1, 1999, 3999} {
+		e := piece(ns, 0, 1).Entity
+		got, _, err := store.DayValues(ctx, day, rollup.ScopeNamespace, e.Member(rollup.ScopeNamespace))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := int64(180) * int64(ns%7+1) * rollup.Scale; got[field] != w {
+			t.Errorf("%s: %d, want %d", e.Namespace, got[field], w)
+		}
+	}
+}
