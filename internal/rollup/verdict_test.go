@@ -116,7 +116,7 @@ func TestVerdictsAgainstModel(t *testing.T) {
 }
 
 // TestApplyManyRoundTrips: a batch of more pieces than one round trip
-// holds (its round trips run two at once) with two disjoint runs per
+// holds, with two disjoint runs per
 // namespace-day and exact repeats in the batch (applied after the runs, in
 // order): every verdict, the namespace and cluster totals and the changes
 // are exact, and applying it again counts nothing.
