@@ -376,8 +376,12 @@ func (a *Aggregator) gather(ctx context.Context, cons jetstream.Consumer) (*batc
 		if err := fetched.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			a.log.DebugContext(ctx, "fetch ended", "err", err)
 		}
+		from := len(b.parts)
 		if err := a.decodeInto(b, msgs); err != nil {
 			return nil, err
+		}
+		if a.cfg.MaxBatchPieces > 0 {
+			b.countDays(b.parts[from:])
 		}
 		if len(msgs) > 0 && first.IsZero() {
 			first = time.Now()
@@ -434,14 +438,8 @@ type accepted struct {
 	raw    []byte // the sample's bytes, for a dead letter
 	start  time.Time
 	end    time.Time
-	key    sampleKey
 	pieces int
 }
-
-// sampleKey names a sample's namespace in a dead letter's reason.
-type sampleKey struct{ cluster, namespace string }
-
-func (k sampleKey) String() string { return k.cluster + "/" + k.namespace }
 
 // batch is a decoded batch: what to commit and what is already known to be
 // dead letters.
@@ -453,8 +451,18 @@ type batch struct {
 	cs       []rollup.Contribution
 	accepted []accepted
 	letters  []deadLetter
-	days     map[nsDay]struct{} // the distinct namespace-days of cs
+	days     map[nsDay]struct{} // while gathering: the distinct namespace-days so far
 	parts    []*decodedMsg      // while gathering: the messages' cs and accepted
+}
+
+// countDays adds the namespace-days of parts to b.days.
+func (b *batch) countDays(parts []*decodedMsg) {
+	for _, p := range parts {
+		for j := range p.cs {
+			c := &p.cs[j]
+			b.days[nsDay{c.Entity.Cluster, c.Entity.Namespace, c.Day}] = struct{}{}
+		}
+	}
 }
 
 // nsDay is a namespace-day, the unit of Redis work.
@@ -525,10 +533,6 @@ func (a *Aggregator) decodeInto(b *batch, msgs []jetstream.Msg) error {
 		b.seqList = append(b.seqList, p.seq)
 		b.received += p.received
 		b.letters = append(b.letters, p.letters...)
-		for j := range p.cs {
-			c := &p.cs[j]
-			b.days[nsDay{c.Entity.Cluster, c.Entity.Namespace, c.Day}] = struct{}{}
-		}
 		b.parts = append(b.parts, p)
 	}
 	return nil
@@ -572,8 +576,7 @@ func (a *Aggregator) decodeMsg(m jetstream.Msg, now time.Time, loc *time.Locatio
 		for _, p := range pieces {
 			d.cs = append(d.cs, rollup.Contribution{Entity: e, Piece: p})
 		}
-		d.accepted = append(d.accepted, accepted{from: from, raw: r.Raw, start: r.Sample.Start, end: r.Sample.End,
-			key: sampleKey{r.Sample.Cluster, r.Sample.Namespace}, pieces: len(pieces)})
+		d.accepted = append(d.accepted, accepted{from: from, raw: r.Raw, start: r.Sample.Start, end: r.Sample.End, pieces: len(pieces)})
 	}
 	return d
 }
@@ -593,7 +596,7 @@ func (a *Aggregator) decoded(ctx context.Context, b *batch) {
 		b.cs = append(b.cs, p.cs...)
 		b.accepted = append(b.accepted, p.accepted...)
 	}
-	b.parts = nil
+	b.parts, b.days = nil, nil
 	b.seqs = compress(b.seqList)
 	a.received.Add(ctx, int64(b.received))
 	a.stage(StageDecoded)
@@ -624,7 +627,7 @@ func (a *Aggregator) commit(ctx context.Context, b *batch) (rollup.Result, error
 func (a *Aggregator) settle(ctx context.Context, b *batch, res rollup.Result, ack bool) error {
 	var nApplied, nDup int64
 	letters := b.letters
-	verdicts := res.Verdicts
+	verdicts, cs := res.Verdicts, b.cs
 	for _, s := range b.accepted {
 		overlap := false
 		for _, v := range verdicts[:s.pieces] {
@@ -637,11 +640,13 @@ func (a *Aggregator) settle(ctx context.Context, b *batch, res rollup.Result, ac
 				overlap = true
 			}
 		}
-		verdicts = verdicts[s.pieces:]
 		if overlap {
+			e := cs[0].Entity // the sample's own, as each of its pieces'
+			w := sample.Sample{Cluster: e.Cluster, Namespace: e.Namespace, Start: s.start, End: s.end}
 			letters = append(letters, deadLetter{from: s.from, reason: ReasonOverlap, data: s.raw,
-				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", s.start.Format(time.RFC3339), s.end.Format(time.RFC3339), s.key)})
+				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339), w.Key())})
 		}
+		verdicts, cs = verdicts[s.pieces:], cs[s.pieces:]
 	}
 	a.applied.Add(ctx, nApplied)
 	a.duplicates.Add(ctx, nDup)
