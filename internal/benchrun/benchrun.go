@@ -62,7 +62,7 @@ type Sizes struct {
 	RawIncrements int
 	// SteadyClusters × SteadyNamespaces namespaces each send
 	// SteadyWindows one-minute windows, SteadyRuns times in a row (the
-	// rate is the runs' median: one run takes a few seconds, and whether
+	// rate is the runs' nearest-rank median: one run takes a few seconds, and whether
 	// its backlog is applied in one batch or two moves it by a third).
 	SteadyClusters, SteadyNamespaces, SteadyWindows, SteadyRuns int
 	// CatchupClusters × CatchupNamespaces namespaces have a backlog of

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,7 +177,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 	now := time.Now().Truncate(time.Minute)
 	l := ledger{}
 	runs := make([][][]collector.Message, sz.SteadyRuns)
-	perRun := 0
+	perRun, runBytes := 0, 0 // samples and encoded bytes of one run
 	for r := range runs {
 		end := now.Add(-time.Duration(sz.SteadyRuns-1-r) * span)
 		sim, err := collector.NewSimulator(collector.SimConfig{Clusters: clusters(sz.SteadyClusters), Projects: 100, Namespaces: sz.SteadyNamespaces,
@@ -185,10 +185,14 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		if err != nil {
 			return err
 		}
-		perRun = 0
+		perRun, runBytes = 0, 0
 		if err := sim.Run(ctx, func(_ context.Context, s []sample.Sample) error {
 			l.add(s)
-			runs[r] = append(runs[r], pub.Encode(s))
+			msgs := pub.Encode(s)
+			for _, m := range msgs {
+				runBytes += len(m.Data)
+			}
+			runs[r] = append(runs[r], msgs)
 			perRun += len(s)
 			return nil
 		}); err != nil {
@@ -214,7 +218,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 	}
 	defer stopProfile()
 	w := watchMemory()
-	w.also = fmt.Sprintf(" and the runs' encoded messages, held until published: about %d MiB a run", perRun*330/(1<<20))
+	w.also = fmt.Sprintf(" and the runs' encoded messages, held until published: %d MiB a run", runBytes>>20)
 	rcpu := redisCPU(ctx, srv.rdb)
 	phase := time.Now()
 	rates := make([]float64, len(runs))
@@ -239,7 +243,7 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 	stopProfile()
 	total := perRun * len(runs)
 	aggregatorRows(ctx, rep, "steady", reader, total, el)
-	med := median(rates)
+	med := percentile(slices.Clone(rates), 0.5)
 	var each []string
 	for r := range rates {
 		each = append(each, fmt.Sprintf("%s (%.1f s, publishing %.1f s)", commas(int64(rates[r])), wall[r], published[r]))
@@ -250,16 +254,6 @@ func runSteady(ctx context.Context, srv *servers, cfg Config, rep *Report, log *
 		return err
 	}
 	return l.verify(ctx, store)
-}
-
-// median returns the median of v (the mean of the middle two when even).
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 func runCatchup(ctx context.Context, srv *servers, cfg Config, rep *Report, log *slog.Logger) error {
