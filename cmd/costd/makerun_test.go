@@ -57,7 +57,9 @@ func TestMakeRunCtrlCExitsZero(t *testing.T) {
 		mu  sync.Mutex
 		out bytes.Buffer
 	)
+	drained := make(chan struct{}) // the terminal's last output is read
 	go func() {
+		defer close(drained)
 		buf := make([]byte, 4096)
 		for {
 			n, err := ptmx.Read(buf)
@@ -105,6 +107,12 @@ func TestMakeRunCtrlCExitsZero(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("make run did not stop within 60 s of Ctrl-C:\n%s", output())
+	}
+	// What make and costd wrote last may still be in the terminal when
+	// make exits: read until the terminal closes (every writer is gone).
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
 	}
 	got := output()
 	if !strings.Contains(got, "costd stopped") || strings.Contains(got, "make: ***") {
