@@ -22,6 +22,7 @@ import (
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/pipelinetest"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -51,7 +52,7 @@ func runChild() int {
 		logw = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rdb, err := rollup.Dial(os.Getenv("REDIS_URL"))
+	rdb, err := redisconn.Dial(os.Getenv("REDIS_URL"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

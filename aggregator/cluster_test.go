@@ -12,6 +12,7 @@ import (
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/pipelinetest"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -32,7 +33,7 @@ func TestRedisClusterMasterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	rdb, err := rollup.Dial(c.URL())
+	rdb, err := redisconn.Dial(c.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

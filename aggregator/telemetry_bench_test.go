@@ -13,6 +13,7 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -55,7 +56,7 @@ func benchBatches(b *testing.B, traced bool) {
 			b.Fatal(err)
 		}
 		defer tel.Shutdown(ctx)
-		if err := rollup.Trace(rdb, tel.TracerProvider()); err != nil {
+		if err := redisconn.Trace(rdb, tel.TracerProvider()); err != nil {
 			b.Fatal(err)
 		}
 		aggOpts = append(aggOpts, aggregator.WithMeter(tel.Meter("agg")), aggregator.WithTracer(tel.Tracer("agg")))

@@ -17,6 +17,7 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/pipelinetest"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -107,7 +108,7 @@ func TestTelemetryEndToEnd(t *testing.T) {
 	letters := subscribe(t, e.nc, stream.DeadLetterSubjects)
 
 	rdb := e.redis.Client()
-	if err := rollup.Trace(rdb, agg.tel.TracerProvider()); err != nil {
+	if err := redisconn.Trace(rdb, agg.tel.TracerProvider()); err != nil {
 		t.Fatal(err)
 	}
 	store, err := rollup.NewStore(rdb, time.UTC, testRetention)

@@ -34,6 +34,7 @@ import (
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/pipelinetest"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -73,7 +74,7 @@ func TestMain(m *testing.M) {
 // its N-th batch; after SIGCONT it carries on with that batch.
 func runAggregatorChild() int {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	rdb, err := rollup.Dial(os.Getenv("REDIS_URL"))
+	rdb, err := redisconn.Dial(os.Getenv("REDIS_URL"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

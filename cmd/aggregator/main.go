@@ -21,6 +21,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -88,7 +89,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	rdb, err := rollup.Open(common.RedisURL, tel.RecordingTracerProvider(), rollup.WithSecurity(redisSec))
+	rdb, err := redisconn.Open(common.RedisURL, tel.RecordingTracerProvider(), redisconn.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
 		return 2
@@ -99,7 +100,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "aggregator: %v\n", err)
 		return 2
 	}
-	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return rollup.Ping(ctx, rdb) }); err != nil {
+	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) }); err != nil {
 		return 1
 	}
 	if err := store.CheckTimezone(ctx); err != nil {
@@ -130,7 +131,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	probes := health.NewServer(listen, map[string]health.Check{
-		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, rdb) },
+		"redis": func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) },
 		"nats": func(context.Context) error {
 			if nc.Status() != nats.CONNECTED {
 				return fmt.Errorf("nats is %s", nc.Status())

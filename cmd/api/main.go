@@ -22,6 +22,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/httpguard"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -84,7 +85,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	rdb, err := rollup.Open(common.RedisURL, tel.RecordingTracerProvider(), rollup.WithSecurity(redisSec))
+	rdb, err := redisconn.Open(common.RedisURL, tel.RecordingTracerProvider(), redisconn.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "api: %v\n", err)
 		return 2
@@ -95,7 +96,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "api: %v\n", err)
 		return 2
 	}
-	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return rollup.Ping(ctx, rdb) }); err != nil {
+	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) }); err != nil {
 		return 1
 	}
 	// Days cut in another zone would be reported as this zone's days.

@@ -29,6 +29,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
@@ -131,7 +132,7 @@ func promSource(ctx context.Context, pcfg prom.Config, common config.Common, red
 	}
 	opts := []prom.Option{prom.WithLogger(log)}
 	if pcfg.FillGaps {
-		rdb, err := rollup.Open(common.RedisURL, tel.RecordingTracerProvider(), rollup.WithSecurity(redisSec))
+		rdb, err := redisconn.Open(common.RedisURL, tel.RecordingTracerProvider(), redisconn.WithSecurity(redisSec))
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/natsembed"
 	"github.com/alauda/costmeter/internal/redischild"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
@@ -130,12 +131,12 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 		redisURL = child.URL()
 		log.Info("started redis-server", "url", redisURL, "dir", filepath.Join(o.dataDir, "redis"))
 	}
-	rdb, err := rollup.Open(redisURL, tel.RecordingTracerProvider())
+	rdb, err := redisconn.Open(redisURL, tel.RecordingTracerProvider())
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if err := rollup.Ping(ctx, rdb); err != nil {
+	if err := redisconn.Ping(ctx, rdb); err != nil {
 		return err
 	}
 	store, err := rollup.NewStore(rdb, o.common.Location(), o.retention)

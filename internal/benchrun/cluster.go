@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/redischild"
-	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/redisconn"
 )
 
 // redisCluster is a Redis Cluster of 3 masters and 3 replicas as
@@ -70,7 +70,7 @@ func startCluster(ctx context.Context, dir string, nice int) (*redisCluster, err
 		}
 		url += sep + "addr=" + n.Addr()
 	}
-	rdb, err := rollup.Dial(url)
+	rdb, err := redisconn.Dial(url)
 	if err != nil {
 		c.close()
 		return nil, err

@@ -20,7 +20,7 @@ import (
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/natsembed"
 	"github.com/alauda/costmeter/internal/redischild"
-	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/stream"
 )
 
@@ -59,7 +59,7 @@ func startServers(ctx context.Context, log *slog.Logger, redisNice int) (*server
 			return nil, err
 		}
 	}
-	rdb, err := rollup.Dial(s.redis.URL())
+	rdb, err := redisconn.Dial(s.redis.URL())
 	if err != nil {
 		s.close()
 		return nil, err

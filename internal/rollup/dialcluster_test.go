@@ -11,9 +11,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/testenv"
 )
+
+// redisSecret is the ACL user's password in testDialCluster.
+const redisSecret = "r3dis-Secret-pw"
 
 // testDialCluster: a URL with addr= parameters gives a cluster client that
 // finds every node from them, with the ACL user of the URL and the
@@ -35,7 +39,7 @@ func testDialCluster(t *testing.T, c *testenv.RedisCluster) {
 		t.Fatal(err)
 	}
 	url := strings.Replace(c.URL(), "redis://", "redis://costmeter@", 1)
-	rdb, err := rollup.Dial(url, rollup.WithSecurity(config.RedisSecurity{PasswordFile: pw}))
+	rdb, err := redisconn.Dial(url, redisconn.WithSecurity(config.RedisSecurity{PasswordFile: pw}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,18 +66,18 @@ func testDialCluster(t *testing.T, c *testenv.RedisCluster) {
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong")
 	os.WriteFile(wrong, []byte("guess\n"), 0o600)
-	bad, err := rollup.Dial(url, rollup.WithPasswordFile(wrong))
+	bad, err := redisconn.Dial(url, redisconn.WithPasswordFile(wrong))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bad.Close()
-	if err := rollup.Ping(ctx, bad); err == nil || strings.Contains(err.Error(), redisSecret) {
+	if err := redisconn.Ping(ctx, bad); err == nil || strings.Contains(err.Error(), redisSecret) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, err := rollup.Dial(c.URL()[:strings.Index(c.URL(), "?")] + "/1" + c.URL()[strings.Index(c.URL(), "?"):]); err == nil || !strings.Contains(err.Error(), "database 0") {
+	if _, err := redisconn.Dial(c.URL()[:strings.Index(c.URL(), "?")] + "/1" + c.URL()[strings.Index(c.URL(), "?"):]); err == nil || !strings.Contains(err.Error(), "database 0") {
 		t.Fatalf("cluster url with /1: %v", err)
 	}
-	single, err := rollup.Dial("redis://" + c.Nodes[0].Addr() + "/0")
+	single, err := redisconn.Dial("redis://" + c.Nodes[0].Addr() + "/0")
 	if err != nil {
 		t.Fatal(err)
 	}

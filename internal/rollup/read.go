@@ -177,4 +177,9 @@ func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]valueRead
 }
 
 // Ping checks that Redis answers.
-func (r *Reader) Ping(ctx context.Context) error { return Ping(ctx, r.rdb) }
+func (r *Reader) Ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	return nil
+}

@@ -1,4 +1,4 @@
-package rollup
+package redisconn
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package rollup_test
+package redisconn_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/alauda/costmeter/internal/config"
-	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
@@ -65,14 +65,14 @@ func TestDialTLSAndACL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rdb, err := rollup.Dial(tt.url, rollup.WithSecurity(tt.sec))
+			rdb, err := redisconn.Dial(tt.url, redisconn.WithSecurity(tt.sec))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer rdb.Close()
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			err = rollup.Ping(ctx, rdb)
+			err = redisconn.Ping(ctx, rdb)
 			if tt.wantErr {
 				if err == nil {
 					t.Fatal("connected")
@@ -101,17 +101,17 @@ func TestDialErrorsHideSecrets(t *testing.T) {
 	tests := []struct {
 		name string
 		url  string
-		opts []rollup.DialOption
+		opts []redisconn.DialOption
 	}{
 		{name: "bad port", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:notaport/0"},
 		{name: "bad db", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:6379/x"},
 		{name: "bad scheme", url: "http://costmeter:" + redisSecret + "@127.0.0.1:6379/0"},
-		{name: "tls files on redis://", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:6379/0", opts: []rollup.DialOption{rollup.WithTLSFiles(pki.CA, "", "")}},
-		{name: "missing password file", url: "redis://127.0.0.1:6379/0", opts: []rollup.DialOption{rollup.WithPasswordFile(filepath.Join(t.TempDir(), "none"))}},
+		{name: "tls files on redis://", url: "redis://costmeter:" + redisSecret + "@127.0.0.1:6379/0", opts: []redisconn.DialOption{redisconn.WithTLSFiles(pki.CA, "", "")}},
+		{name: "missing password file", url: "redis://127.0.0.1:6379/0", opts: []redisconn.DialOption{redisconn.WithPasswordFile(filepath.Join(t.TempDir(), "none"))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rdb, err := rollup.Dial(tt.url, tt.opts...)
+			rdb, err := redisconn.Dial(tt.url, tt.opts...)
 			if err == nil {
 				rdb.Close()
 				t.Fatal("accepted")
@@ -131,14 +131,14 @@ func TestPasswordFileRotation(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte(redisSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := rollup.Dial("redis://costmeter@"+r.Addr()+"/0", rollup.WithPasswordFile(pwFile))
+	rdb, err := redisconn.Dial("redis://costmeter@"+r.Addr()+"/0", redisconn.WithPasswordFile(pwFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if err := rollup.Ping(ctx, rdb); err != nil {
+	if err := redisconn.Ping(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
 	const rotated = "r0tated-Secret-pw"
@@ -165,7 +165,7 @@ func TestPasswordFileRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "reconnects with the last good password", func() (bool, string) {
-		err := rollup.Ping(ctx, rdb)
+		err := redisconn.Ping(ctx, rdb)
 		return err == nil, fmt.Sprint(err)
 	})
 }

@@ -1,4 +1,10 @@
-package rollup
+// Package redisconn opens Redis clients the same way in every binary: one
+// URL gives a plain or a Redis Cluster client with deadlines on every
+// call, the password may come from a file that is re-read on rotation,
+// TLS files verify the server and present a client certificate, and
+// commands can be traced. The key layout is internal/rollup's business;
+// this package knows nothing of it.
+package redisconn
 
 import (
 	"context"
