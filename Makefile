@@ -2,33 +2,56 @@
 GO ?= go
 # bash: `make run` needs its job control (set -m).
 SHELL := /bin/bash
-# BIN is where `make build` and `make run` put the binaries; COSTD_FLAGS are passed to costd by `make run`.
+# BIN is where `make build` and `make run` put the binaries; COSTD_FLAGS are passed to costd by `make run`,
+# after --pricing PRICING (the demo's sample price list; `make run PRICING=` runs without one).
 BIN ?= bin
 COSTD_FLAGS ?=
+PRICING ?= deploy/demo/prices.yaml
 # staticcheck at a pinned version, run through the module proxy: nothing to install by hand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test build vet fmt bench bench-quick fuzz console-vendor screenshots k8s-testbin
+.PHONY: run test test-deps test-debs test-node build vet fmt bench bench-quick fuzz console-vendor screenshots k8s-testbin
 
-## run: everything in one process (costd): embedded NATS, Redis child, simulated clusters, aggregator, API.
-## costd is built, then run as a job of its own (set -m): the terminal's Ctrl-C reaches costd only, which
-## stops cleanly, and make exits with costd's status (0), not "Error 1" or "Interrupt".
+## run: everything in one process (costd): embedded NATS, Redis child, simulated clusters, aggregator, API,
+## with the sample price list. deploy/demo/run.sh runs costd so that it stops with make: on a terminal
+## Ctrl-C reaches costd only, which stops cleanly, and make exits 0; a signal to make's process group
+## (timeout, a supervisor) or a TERM to make stops costd too, instead of leaving it running.
 run:
 	$(GO) build -o $(BIN)/costd ./cmd/costd
-	@set -m; $(BIN)/costd $(COSTD_FLAGS); exit $$?
+	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(COSTD_FLAGS)
 
-## test: go.mod tidy (go mod tidy -diff), vet, staticcheck, then every test with the race detector, against real NATS and Redis.
-test:
+## test: first what a fresh machine lacks (test-deps), then go.mod tidy (go mod tidy -diff), vet, gofmt,
+## staticcheck, and every test with the race detector, against real NATS, Redis, Kubernetes, Chromium, Prometheus.
+test: test-deps
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt: not formatted (run make fmt):" $$out >&2; exit 1; fi
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-## k8s-testbin: builds kube-apiserver, kube-controller-manager and etcd (module test/k8s) once per machine
-## into ${XDG_CACHE_HOME:-$HOME/.cache}/costmeter/k8s-testbin/<version> for the tests of the Kubernetes
-## source (internal/kubetest). Cold: about 9 minutes and 3.6 GB of Go build cache on 2 cores; then seconds.
+## test-deps: everything the tests drive that a fresh machine lacks, each step a no-op once done:
+## the Debian packages (test-debs), the Kubernetes control plane (k8s-testbin), the Node tools (test-node).
+test-deps: test-debs k8s-testbin test-node
+
+## test-debs: installs the missing ones of redis-server, redis-tools, chromium and prometheus (apt-get update
+## first) when run as root with apt-get; elsewhere stops at once, printing the one command to run.
+test-debs:
+	@./test/debs.sh
+
+## k8s-testbin: builds the Kubernetes control plane (module test/k8s) once per machine into
+## ${XDG_CACHE_HOME:-$HOME/.cache}/costmeter/k8s-testbin/<version> for the tests of the Kubernetes
+## source (internal/kubetest); then seconds.
 k8s-testbin:
 	nice -n 10 ./test/k8s/build.sh
+
+## test-node: the Node tools in test/node (Redocly CLI, DuckDB), installed exactly as package-lock.json pins
+## them, again whenever the lockfile or package.json is newer than the last install.
+test-node: test/node/node_modules/.package-lock.json
+
+test/node/node_modules/.package-lock.json: test/node/package-lock.json test/node/package.json
+	@command -v npm >/dev/null 2>&1 || { echo "test-node: npm is missing: install Node.js 20.19 or later with npm (Debian: apt-get install nodejs npm), then run make test again" >&2; exit 1; }
+	npm ci --prefix test/node --no-audit --no-fund
+	@touch $@
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
