@@ -183,6 +183,7 @@ type source struct {
 	ranges []rangeAt // clipped parts, their keys resolved by rangeIndexes
 	cache  string    // merge cache key
 	ver    string    // the parts' index versions, joined
+	reads  countCmds // the reads that count it
 }
 
 // countCmds are the reads that count a source's members.
@@ -211,11 +212,47 @@ func (c *countCmds) err() error {
 	return nil
 }
 
+// listPlan is what the steps of listPage hand on: the query, one source
+// per bucket, and the clipped parts whose index is still to be found.
+type listPlan struct {
+	sel            Selection
+	lexMin, lexMax string
+	offset, limit  int
+	srcs           []source
+	reqs           []rangeReq // the clipped parts, each once
+	multi          bool       // a bucket spans two months
+}
+
+// listPage pages every member of a scope (or those under a prefix) in
+// five steps: plan each bucket's indexes, read the index versions of
+// buckets that span two months, count each bucket's members, read the
+// page's members by rank, and fill their values.
 func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, offset, limit int) (Page, error) {
-	srcs := make([]source, len(buckets))
-	var reqs []rangeReq
+	pl := planList(sel, buckets, offset, limit)
+	if err := r.readVersions(ctx, &pl); err != nil {
+		return Page{}, err
+	}
+	total, err := r.countSources(ctx, &pl)
+	if err != nil {
+		return Page{}, err
+	}
+	rows, err := r.pageMembers(ctx, &pl)
+	if err != nil {
+		return Page{}, err
+	}
+	if err := r.fillValues(ctx, sel.Scope, rows, nil, sel.Totals); err != nil {
+		return Page{}, err
+	}
+	return Page{Total: total, Rows: rows}, nil
+}
+
+// planList cuts each bucket into its months' parts and names the index
+// of each part: a day index, a month index, or a clipped part whose index
+// is found later (rangeIndexes).
+func planList(sel Selection, buckets []Bucket, offset, limit int) listPlan {
+	pl := listPlan{sel: sel, offset: offset, limit: limit, srcs: make([]source, len(buckets))}
+	pl.lexMin, pl.lexMax = lexRange(sel.Prefix)
 	seen := map[rangeReq]bool{}
-	multi := false
 	for i, b := range buckets {
 		s := source{bucket: b, parts: partsOf(b)}
 		for _, p := range s.parts {
@@ -228,135 +265,156 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 				rq := rangeReq{month: p.month, first: MonthFirst(p.first), scope: sel.Scope, mask: p.mask()}
 				if !seen[rq] {
 					seen[rq] = true
-					reqs = append(reqs, rq)
+					pl.reqs = append(pl.reqs, rq)
 				}
 				s.keys = append(s.keys, "")
 				s.ranges = append(s.ranges, rangeAt{part: len(s.keys) - 1, req: rq})
 			}
 		}
-		multi = multi || len(s.parts) > 1
-		srcs[i] = s
+		pl.multi = pl.multi || len(s.parts) > 1
+		pl.srcs[i] = s
 	}
-	lexMin, lexMax := lexRange(sel.Prefix)
+	return pl
+}
 
-	// Versions first, then indexes: a merge cached under a version is
-	// never older than that version.
-	if multi {
-		pipe := r.rdb.Pipeline()
-		vers := map[string]*redis.StringCmd{}
-		for _, s := range srcs {
-			for _, p := range s.parts {
-				if len(s.parts) > 1 && vers[p.month] == nil {
-					vers[p.month] = pipe.Get(ctx, versionKey(p.month, sel.Scope))
-				}
+// readVersions reads the index versions of the months of every source
+// that spans two months. They are read before the indexes: a merge
+// cached under a version is never older than that version.
+func (r *Reader) readVersions(ctx context.Context, pl *listPlan) error {
+	if !pl.multi {
+		return nil
+	}
+	pipe := r.rdb.Pipeline()
+	vers := map[string]*redis.StringCmd{}
+	for _, s := range pl.srcs {
+		for _, p := range s.parts {
+			if len(s.parts) > 1 && vers[p.month] == nil {
+				vers[p.month] = pipe.Get(ctx, versionKey(p.month, pl.sel.Scope))
 			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return Page{}, fmt.Errorf("read index versions: %w", err)
-		}
-		for i := range srcs {
-			s := &srcs[i]
-			if len(s.parts) < 2 {
-				continue
-			}
-			vs := make([]string, len(s.parts))
-			for j, p := range s.parts {
-				vs[j] = vers[p.month].Val()
-			}
-			s.ver = strings.Join(vs, ",")
 		}
 	}
-	cmds := make([]countCmds, len(srcs))
-	queueCount := func(pipe redis.Pipeliner, i int, key string) {
-		c := &cmds[i]
-		if sel.Prefix == "" {
-			c.in = pipe.ZCard(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read index versions: %w", err)
+	}
+	for i := range pl.srcs {
+		s := &pl.srcs[i]
+		if len(s.parts) < 2 {
+			continue
+		}
+		vs := make([]string, len(s.parts))
+		for j, p := range s.parts {
+			vs[j] = vers[p.month].Val()
+		}
+		s.ver = strings.Join(vs, ",")
+	}
+	return nil
+}
+
+// queueCount queues the reads that count source i's members in index
+// key (and, for the first source, its page).
+func (pl *listPlan) queueCount(ctx context.Context, pipe redis.Pipeliner, i int, key string) {
+	c := &pl.srcs[i].reads
+	if pl.sel.Prefix == "" {
+		c.in = pipe.ZCard(ctx, key)
+	} else {
+		c.in = pipe.ZLexCount(ctx, key, pl.lexMin, pl.lexMax)
+		c.before = pipe.ZLexCount(ctx, key, "-", "("+pl.sel.Prefix)
+	}
+	if i == 0 && pl.limit > 0 {
+		if pl.sel.Prefix == "" {
+			c.page = pipe.ZRange(ctx, key, int64(pl.offset), int64(pl.offset+pl.limit-1))
 		} else {
-			c.in = pipe.ZLexCount(ctx, key, lexMin, lexMax)
-			c.before = pipe.ZLexCount(ctx, key, "-", "("+sel.Prefix)
-		}
-		if i == 0 && limit > 0 {
-			if sel.Prefix == "" {
-				c.page = pipe.ZRange(ctx, key, int64(offset), int64(offset+limit-1))
-			} else {
-				c.page = pipe.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: lexMin, Max: lexMax, Offset: int64(offset), Count: int64(limit)})
-			}
+			c.page = pipe.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: pl.lexMin, Max: pl.lexMax, Offset: int64(pl.offset), Count: int64(pl.limit)})
 		}
 	}
+}
 
-	// One clipped bucket (a week, this month up to today): its month
-	// index usually answers (nothing counted outside the bucket), so it is
-	// counted and paged with the checks that tell, in one round trip; if
-	// another index answers, those reads are dropped.
+// findIndexes resolves the index of every clipped part and reports
+// whether the sources were counted on the way. One clipped bucket (a
+// week, this month up to today): its month index usually answers
+// (nothing counted outside the bucket), so it is counted and paged with
+// the checks that tell, in one round trip; if another index answers,
+// those reads are dropped.
+func (r *Reader) findIndexes(ctx context.Context, pl *listPlan) (bool, error) {
 	counted := false
 	var rkeys map[rangeReq]string
-	if len(srcs) == 1 && len(srcs[0].parts) == 1 && len(srcs[0].ranges) == 1 {
-		month := monthIndexKey(reqs[0].month, sel.Scope)
+	if len(pl.srcs) == 1 && len(pl.srcs[0].parts) == 1 && len(pl.srcs[0].ranges) == 1 {
+		month := monthIndexKey(pl.reqs[0].month, pl.sel.Scope)
 		pipe := r.rdb.Pipeline()
-		checks := queueRangeChecks(ctx, pipe, reqs)
-		queueCount(pipe, 0, month)
+		checks := queueRangeChecks(ctx, pipe, pl.reqs)
+		pl.queueCount(ctx, pipe, 0, month)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return Page{}, fmt.Errorf("check clipped bucket index: %w", err)
+			return false, fmt.Errorf("check clipped bucket index: %w", err)
 		}
 		var err error
-		if rkeys, err = r.resolveRanges(ctx, reqs, checks); err != nil {
-			return Page{}, err
+		if rkeys, err = r.resolveRanges(ctx, pl.reqs, checks); err != nil {
+			return false, err
 		}
-		if counted = rkeys[reqs[0]] == month; !counted {
-			cmds[0] = countCmds{}
-		} else if err := cmds[0].err(); err != nil {
-			return Page{}, fmt.Errorf("count index members: %w", err)
+		if counted = rkeys[pl.reqs[0]] == month; !counted {
+			pl.srcs[0].reads = countCmds{}
+		} else if err := pl.srcs[0].reads.err(); err != nil {
+			return false, fmt.Errorf("count index members: %w", err)
 		}
 	} else {
 		var err error
-		if rkeys, err = r.rangeIndexes(ctx, reqs); err != nil {
-			return Page{}, err
+		if rkeys, err = r.rangeIndexes(ctx, pl.reqs); err != nil {
+			return false, err
 		}
 	}
-	for i := range srcs {
-		s := &srcs[i]
+	for i := range pl.srcs {
+		s := &pl.srcs[i]
 		for _, ra := range s.ranges {
 			s.keys[ra.part] = rkeys[ra.req]
 		}
 		if len(s.parts) > 1 {
-			s.cache = strings.Join(s.keys, ",") + "|" + sel.Prefix
+			s.cache = strings.Join(s.keys, ",") + "|" + pl.sel.Prefix
 		}
 	}
+	return counted, nil
+}
 
+// countSources counts each source's members and returns their sum, the
+// query's row count. A source of several parts is merged whole (or taken
+// from the merge cache); the others are counted in their one index.
+func (r *Reader) countSources(ctx context.Context, pl *listPlan) (int, error) {
+	counted, err := r.findIndexes(ctx, pl)
+	if err != nil {
+		return 0, err
+	}
 	pipe := r.rdb.Pipeline()
-	for i := range srcs {
-		s := &srcs[i]
+	for i := range pl.srcs {
+		s := &pl.srcs[i]
 		if len(s.parts) > 1 {
 			if m, ok := r.cached(s.cache, s.ver); ok {
 				s.merged = m
 				continue
 			}
 			for _, k := range s.keys {
-				cmds[i].parts = append(cmds[i].parts, pipe.ZRangeByLex(ctx, k, &redis.ZRangeBy{Min: lexMin, Max: lexMax}))
+				s.reads.parts = append(s.reads.parts, pipe.ZRangeByLex(ctx, k, &redis.ZRangeBy{Min: pl.lexMin, Max: pl.lexMax}))
 			}
 			continue
 		}
 		if !counted {
-			queueCount(pipe, i, s.keys[0])
+			pl.queueCount(ctx, pipe, i, s.keys[0])
 		}
 	}
 	if !counted {
 		if _, err := pipe.Exec(ctx); err != nil {
-			return Page{}, fmt.Errorf("count index members: %w", err)
+			return 0, fmt.Errorf("count index members: %w", err)
 		}
 	}
 	total := 0
-	for i := range srcs {
-		s := &srcs[i]
+	for i := range pl.srcs {
+		s := &pl.srcs[i]
 		switch {
-		case cmds[i].in != nil:
-			s.count = int(cmds[i].in.Val())
-			if cmds[i].before != nil {
-				s.before = int(cmds[i].before.Val())
+		case s.reads.in != nil:
+			s.count = int(s.reads.in.Val())
+			if s.reads.before != nil {
+				s.before = int(s.reads.before.Val())
 			}
-		case cmds[i].parts != nil:
-			lists := make([][]string, len(cmds[i].parts))
-			for j, c := range cmds[i].parts {
+		case s.reads.parts != nil:
+			lists := make([][]string, len(s.reads.parts))
+			for j, c := range s.reads.parts {
 				lists[j] = c.Val()
 			}
 			s.merged = mergeSorted(lists)
@@ -367,20 +425,24 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 		}
 		total += s.count
 	}
+	return total, nil
+}
 
-	// The page's members, by rank.
+// pageMembers returns the rows of the page's members, by rank across the
+// counted sources, values not yet filled.
+func (r *Reader) pageMembers(ctx context.Context, pl *listPlan) ([]Row, error) {
 	type want struct {
 		src  int
 		list *redis.StringSliceCmd
 		mems []string
 	}
 	var wants []want
-	pipe = r.rdb.Pipeline()
+	pipe := r.rdb.Pipeline()
 	queued := false
 	cum := 0
-	for i := range srcs {
-		s := &srcs[i]
-		lo, hi := max(offset-cum, 0), min(s.count, offset+limit-cum)
+	for i := range pl.srcs {
+		s := &pl.srcs[i]
+		lo, hi := max(pl.offset-cum, 0), min(s.count, pl.offset+pl.limit-cum)
 		cum += s.count
 		if lo >= hi {
 			continue
@@ -389,7 +451,7 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			wants = append(wants, want{src: i, mems: s.merged[lo:hi]})
 			continue
 		}
-		if p := cmds[i].page; p != nil {
+		if p := s.reads.page; p != nil {
 			// Read in the same pipeline as the count, so consistent with
 			// it: exactly hi-lo members.
 			mems := p.Val()
@@ -401,7 +463,7 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 	}
 	if queued {
 		if _, err := pipe.Exec(ctx); err != nil {
-			return Page{}, fmt.Errorf("read page members: %w", err)
+			return nil, fmt.Errorf("read page members: %w", err)
 		}
 	}
 	var rows []Row
@@ -411,16 +473,13 @@ func (r *Reader) listPage(ctx context.Context, sel Selection, buckets []Bucket, 
 			mems = w.list.Val()
 		}
 		for _, m := range mems {
-			if sel.Prefix != "" && !strings.HasPrefix(m, sel.Prefix) {
+			if pl.sel.Prefix != "" && !strings.HasPrefix(m, pl.sel.Prefix) {
 				continue // the index changed between counting and paging
 			}
-			rows = append(rows, Row{Bucket: srcs[w.src].bucket, Entity: ParseMember(sel.Scope, m)})
+			rows = append(rows, Row{Bucket: pl.srcs[w.src].bucket, Entity: ParseMember(pl.sel.Scope, m)})
 		}
 	}
-	if err := r.fillValues(ctx, sel.Scope, rows, nil, sel.Totals); err != nil {
-		return Page{}, err
-	}
-	return Page{Total: total, Rows: rows}, nil
+	return rows, nil
 }
 
 func (r *Reader) cached(key, ver string) ([]string, bool) {
@@ -605,15 +664,43 @@ func pageOf(all []Row, offset, limit int) []Row {
 // overflow int64, is read again day by day. With Days, Total wraps past
 // int64: a caller that must be exact there sums Days itself (the API
 // does).
+//
+// The steps: plan the reads, read them, add them into the rows, take off
+// the days outside clipped month parts, and read again day by day the
+// rows that a month part could not give exactly.
 func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32, totals bool) error {
-	type slot struct {
-		row, day int  // day -1: a month part
-		p        part // the month part's (clipped) days
-	}
-	var slots []slot
-	var wants []valueWant
-	bits := map[Day]uint32{}
 	byMonth := totals && sc != ScopeNamespace
+	reads := planFill(sc, rows, presence, byMonth)
+	if err := r.readValues(ctx, valueReadsOf(reads, func(f *fillRead) *valueRead { return &f.valueRead })); err != nil {
+		return err
+	}
+	again, outside := addReads(sc, rows, reads, byMonth)
+	if err := r.takeOutside(ctx, rows, outside, again); err != nil {
+		return err
+	}
+	return r.refill(ctx, sc, rows, again, presence)
+}
+
+// fillRead is one read of fillValues: the day rollup of a row's day (day
+// is its index in the row's bucket), or a month part of a row's sum (day
+// -1, p the part's days in the bucket).
+type fillRead struct {
+	row, day int
+	p        part
+	valueRead
+}
+
+// outsideDay is a day outside a clipped month part that moved the part:
+// read, to be taken off the row's total.
+type outsideDay struct {
+	row int
+	valueRead
+}
+
+// planFill lists the reads that fill rows, and clears the rows.
+func planFill(sc Scope, rows []Row, presence func(Entity) map[string]uint32, byMonth bool) []fillRead {
+	var reads []fillRead
+	bits := map[Day]uint32{}
 	for i := range rows {
 		row := &rows[i]
 		row.Total, row.Days = Values{}, nil
@@ -622,13 +709,11 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 		if byMonth {
 			for _, p := range partsOf(row.Bucket) {
 				if inMonth := int(MonthLast(p.first)-MonthFirst(p.first)) + 1; 2*(int(p.last-p.first)+1) > inMonth {
-					slots = append(slots, slot{row: i, day: -1, p: p})
-					wants = append(wants, valueWant{month: p.month, scope: sc, member: member})
+					reads = append(reads, fillRead{row: i, day: -1, p: p, valueRead: valueRead{want: valueWant{month: p.month, scope: sc, member: member}}})
 					continue
 				}
 				for d := p.first; d <= p.last; d++ {
-					slots = append(slots, slot{row: i, day: int(d - row.Bucket.First)})
-					wants = append(wants, valueWant{day: d, scope: sc, member: member})
+					reads = append(reads, fillRead{row: i, day: int(d - row.Bucket.First), valueRead: valueRead{want: valueWant{day: d, scope: sc, member: member}}})
 				}
 			}
 			continue
@@ -650,58 +735,66 @@ func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence 
 					continue
 				}
 			}
-			slots = append(slots, slot{row: i, day: j})
-			wants = append(wants, valueWant{day: d, scope: sc, member: member})
+			reads = append(reads, fillRead{row: i, day: j, valueRead: valueRead{want: valueWant{day: d, scope: sc, member: member}}})
 		}
 	}
-	reads, err := r.readValues(ctx, wants)
-	if err != nil {
-		return err
-	}
+	return reads
+}
+
+// addReads adds the reads into their rows. It returns the rows to read
+// again day by day (a month part inexact, or a total past int64) and the
+// days outside clipped month parts that moved them.
+func addReads(sc Scope, rows []Row, reads []fillRead, byMonth bool) (map[int]bool, []outsideDay) {
 	again := map[int]bool{}
-	// Days outside a clipped month part that moved it: read and taken off.
-	type outside struct {
-		row int
-		day Day
-	}
-	var outs []outside
-	for i, sl := range slots {
-		row := &rows[sl.row]
-		v := &reads[i].v
-		if sl.day >= 0 && row.Days != nil {
-			row.Days[sl.day] = *v
+	var outside []outsideDay
+	for i := range reads {
+		rd := &reads[i]
+		row := &rows[rd.row]
+		if rd.day >= 0 && row.Days != nil {
+			row.Days[rd.day] = rd.v
 		}
-		if sl.day < 0 {
-			if reads[i].inexact {
-				again[sl.row] = true
+		if rd.day < 0 {
+			if rd.inexact {
+				again[rd.row] = true
 				continue
 			}
-			first := MonthFirst(sl.p.first)
-			for extra := reads[i].mask &^ sl.p.mask(); extra != 0; extra &= extra - 1 {
-				outs = append(outs, outside{row: sl.row, day: first + Day(mathbits.TrailingZeros32(extra))})
+			first := MonthFirst(rd.p.first)
+			for extra := rd.mask &^ rd.p.mask(); extra != 0; extra &= extra - 1 {
+				d := first + Day(mathbits.TrailingZeros32(extra))
+				outside = append(outside, outsideDay{row: rd.row, valueRead: valueRead{want: valueWant{day: d, scope: sc, member: rd.want.member}}})
 			}
 		}
-		if !row.Total.addChecked(v) && byMonth {
-			again[sl.row] = true
+		if !row.Total.addChecked(&rd.v) && byMonth {
+			again[rd.row] = true
 		}
 	}
-	if len(outs) > 0 {
-		vals, err := r.sumValues(ctx, len(outs), func(i int) (Day, Scope, string) {
-			return outs[i].day, sc, rows[outs[i].row].Entity.Member(sc)
-		})
-		if err != nil {
-			return err
+	return again, outside
+}
+
+// takeOutside reads the days outside clipped month parts and takes them
+// off their rows' totals, marking in again the rows that overflow.
+func (r *Reader) takeOutside(ctx context.Context, rows []Row, outside []outsideDay, again map[int]bool) error {
+	if len(outside) == 0 {
+		return nil
+	}
+	if err := r.readValues(ctx, valueReadsOf(outside, func(o *outsideDay) *valueRead { return &o.valueRead })); err != nil {
+		return err
+	}
+	for i := range outside {
+		o := &outside[i]
+		neg := o.v
+		for f := range neg {
+			neg[f] = -neg[f]
 		}
-		for i, o := range outs {
-			neg := vals[i]
-			for f := range neg {
-				neg[f] = -neg[f]
-			}
-			if !rows[o.row].Total.addChecked(&neg) {
-				again[o.row] = true
-			}
+		if !rows[o.row].Total.addChecked(&neg) {
+			again[o.row] = true
 		}
 	}
+	return nil
+}
+
+// refill reads the rows in again day by day.
+func (r *Reader) refill(ctx context.Context, sc Scope, rows []Row, again map[int]bool, presence func(Entity) map[string]uint32) error {
 	if len(again) == 0 {
 		return nil
 	}

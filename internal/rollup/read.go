@@ -70,23 +70,13 @@ type valueWant struct {
 	member string
 }
 
-// sumValues reads n day rollups, the i-th of at(i), every shard's part
-// added up for sums: one MGET per shard.
-func (r *Reader) sumValues(ctx context.Context, n int, at func(i int) (Day, Scope, string)) ([]Values, error) {
-	wants := make([]valueWant, n)
-	for i := range wants {
-		d, sc, m := at(i)
-		wants[i] = valueWant{day: d, scope: sc, member: m}
+// valueReadsOf points at the valueRead of each of items, for readValues.
+func valueReadsOf[T any](items []T, of func(*T) *valueRead) []*valueRead {
+	out := make([]*valueRead, len(items))
+	for i := range items {
+		out[i] = of(&items[i])
 	}
-	reads, err := r.readValues(ctx, wants)
-	if err != nil {
-		return nil, err
-	}
-	vals := make([]Values, len(reads))
-	for i := range reads {
-		vals[i] = reads[i].v
-	}
-	return vals, nil
+	return out
 }
 
 // monthMaskOffset is where a month part's day mask starts: after its
@@ -107,50 +97,55 @@ func monthPartMask(s string) uint32 {
 	return m
 }
 
-// valueRead is what readValues read for one want: the values (every
-// shard's part added up), and for a month want the union of the parts'
-// day masks and whether a part saturated or the parts' sum overflowed
-// (the values are then not the month's).
+// valueRead is one rollup to read and what readValues read for it: the
+// values (every shard's part added up), and for a month want the union
+// of the parts' day masks and whether a part saturated or the parts' sum
+// overflowed (the values are then not the month's).
 type valueRead struct {
+	want    valueWant
 	v       Values
 	mask    uint32
 	inexact bool
 }
 
-// readValues reads wants, every shard's part added up for sums: one MGET
+// readValues fills reads, every shard's part added up for sums: one MGET
 // per shard (a shard's keys share its slot).
-func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]valueRead, error) {
-	out := make([]valueRead, len(wants))
-	if len(wants) == 0 {
-		return out, nil
+func (r *Reader) readValues(ctx context.Context, reads []*valueRead) error {
+	if len(reads) == 0 {
+		return nil
 	}
-	keys := make([][]string, Shards)
-	slots := make([][]int, Shards)
-	for i, w := range wants {
+	// A shard's MGET: its keys and the read each one adds to.
+	type shardGet struct {
+		keys []string
+		to   []*valueRead
+	}
+	var gets [Shards]shardGet
+	for _, rd := range reads {
+		w := &rd.want
 		if w.scope == ScopeNamespace {
 			sh := memberShard(w.member)
-			keys[sh] = append(keys[sh], valueKey(sh, w.day, w.scope, w.member))
-			slots[sh] = append(slots[sh], i)
+			gets[sh].keys = append(gets[sh].keys, valueKey(sh, w.day, w.scope, w.member))
+			gets[sh].to = append(gets[sh].to, rd)
 			continue
 		}
-		for sh := 0; sh < Shards; sh++ {
+		for sh := range Shards {
 			if w.month != "" {
-				keys[sh] = append(keys[sh], monthSumKey(sh, w.month, w.scope, w.member))
+				gets[sh].keys = append(gets[sh].keys, monthSumKey(sh, w.month, w.scope, w.member))
 			} else {
-				keys[sh] = append(keys[sh], valueKey(sh, w.day, w.scope, w.member))
+				gets[sh].keys = append(gets[sh].keys, valueKey(sh, w.day, w.scope, w.member))
 			}
-			slots[sh] = append(slots[sh], i)
+			gets[sh].to = append(gets[sh].to, rd)
 		}
 	}
 	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, Shards)
-	for sh := range keys {
-		if len(keys[sh]) > 0 {
-			cmds[sh] = pipe.MGet(ctx, keys[sh]...)
+	var cmds [Shards]*redis.SliceCmd
+	for sh := range gets {
+		if len(gets[sh].keys) > 0 {
+			cmds[sh] = pipe.MGet(ctx, gets[sh].keys...)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read %d rollups: %w", len(wants), err)
+		return fmt.Errorf("read %d rollups: %w", len(reads), err)
 	}
 	for sh, c := range cmds {
 		if c == nil {
@@ -161,19 +156,19 @@ func (r *Reader) readValues(ctx context.Context, wants []valueWant) ([]valueRead
 			if !ok {
 				continue
 			}
-			o := &out[slots[sh][j]]
+			rd := gets[sh].to[j]
 			part := decodeValuesString(s)
-			if wants[slots[sh][j]].month == "" {
-				o.v.Add(&part)
+			if rd.want.month == "" {
+				rd.v.Add(&part)
 				continue
 			}
-			o.mask |= monthPartMask(s)
-			if saturated(&part) || !o.v.addChecked(&part) {
-				o.inexact = true
+			rd.mask |= monthPartMask(s)
+			if saturated(&part) || !rd.v.addChecked(&part) {
+				rd.inexact = true
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Ping checks that Redis answers.

@@ -152,24 +152,31 @@ func (s *Store) Apply(ctx context.Context, cs []Contribution, stream string, seq
 	return res, nil
 }
 
-// applyRuns is Apply without the sequence marks.
+// applyRuns is Apply without the sequence marks: merge the batch's runs,
+// apply them, and apply again piece by piece what a run cannot judge
+// whole.
 func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) (Result, error) {
-	runs, members, alone := mergeRuns(cs)
-	res, err := s.apply(ctx, runs, changes)
+	runs, alone := mergeRuns(cs)
+	if runs == nil {
+		return s.apply(ctx, cs, changes)
+	}
+	merged := make([]Contribution, len(runs))
+	for r := range runs {
+		merged[r] = runs[r].Contribution
+	}
+	res, err := s.apply(ctx, merged, changes)
 	if err != nil {
 		return Result{}, err
 	}
-	if members == nil { // runs is cs
-		return res, nil
-	}
 	out := Result{Verdicts: make([]Verdict, len(cs)), Changes: res.Changes}
 	retry := alone
-	for r, v := range res.Verdicts {
-		if v == Overlap && len(members[r]) > 1 {
-			retry = append(retry, members[r]...)
+	for r := range runs {
+		v := res.Verdicts[r]
+		if v == Overlap && len(runs[r].pieces) > 1 {
+			retry = append(retry, runs[r].pieces...)
 			continue
 		}
-		for _, i := range members[r] {
+		for _, i := range runs[r].pieces {
 			out.Verdicts[i] = v
 		}
 	}
@@ -194,14 +201,20 @@ func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) 
 	return out, nil
 }
 
-// mergeRuns merges each namespace-day's contiguous pieces into runs;
-// members[r] lists the indexes of cs merged into runs[r] (runs come in
-// another order than cs even when nothing merges: the verdicts must be
-// mapped back through members). A piece that overlaps its run (the same
-// window twice in one batch) is left out and returned in alone, to be
-// applied after the runs. When no namespace-day has two pieces, runs is
-// cs itself and members is nil.
-func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
+// run is contiguous pieces of one namespace-day of a batch merged into
+// one contribution; pieces are their indexes in the batch.
+type run struct {
+	Contribution
+	pieces []int
+}
+
+// mergeRuns merges each namespace-day's contiguous pieces into runs
+// (runs come in another order than cs even when nothing merges: the
+// verdicts must be mapped back through each run's pieces). A piece that
+// overlaps its run (the same window twice in one batch) is left out and
+// returned in alone, to be applied after the runs. When no namespace-day
+// has two pieces, runs is nil: cs is applied as it is.
+func mergeRuns(cs []Contribution) (runs []run, alone []int) {
 	type key struct {
 		day Day
 		e   Entity
@@ -216,31 +229,28 @@ func mergeRuns(cs []Contribution) ([]Contribution, [][]int, []int) {
 		groups[k] = append(groups[k], i)
 	}
 	if len(order) == len(cs) {
-		return cs, nil, nil
+		return nil, nil
 	}
-	runs := make([]Contribution, 0, len(order))
-	members := make([][]int, 0, len(order))
-	var alone []int
+	runs = make([]run, 0, len(order))
 	for _, k := range order {
 		idx := groups[k]
 		sort.SliceStable(idx, func(a, b int) bool { return cs[idx[a]].From < cs[idx[b]].From })
-		cur := -1
+		var cur *run
 		for _, i := range idx {
 			switch {
-			case cur >= 0 && cs[i].From == runs[cur].To:
-				runs[cur].To = cs[i].To
-				runs[cur].Values.Add(&cs[i].Values)
-				members[cur] = append(members[cur], i)
-			case cur >= 0 && cs[i].From < runs[cur].To:
+			case cur != nil && cs[i].From == cur.To:
+				cur.To = cs[i].To
+				cur.Values.Add(&cs[i].Values)
+				cur.pieces = append(cur.pieces, i)
+			case cur != nil && cs[i].From < cur.To:
 				alone = append(alone, i)
 			default:
-				runs = append(runs, cs[i])
-				members = append(members, []int{i})
-				cur = len(runs) - 1
+				runs = append(runs, run{Contribution: cs[i], pieces: []int{i}})
+				cur = &runs[len(runs)-1]
 			}
 		}
 	}
-	return runs, members, alone
+	return runs, alone
 }
 
 // maxPiecesPerScript bounds one apply script: Redis runs a script to the
@@ -260,8 +270,9 @@ const maxIndexEntries = 100
 type shardBatch struct {
 	shard int
 	month string
-	idx   []int
+	idx   []int // the pieces, indexes in the contributions
 	aggs  map[aggKey]*Values
+	reply applyReply // what the script said, once it ran
 }
 
 // indexEntry is one entity-day for indexScript.
@@ -280,6 +291,43 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 	if len(cs) == 0 {
 		return Result{}, nil
 	}
+	batches := cutBatches(cs)
+	if err := s.runApply(ctx, cs, batches, changes); err != nil {
+		return Result{}, err
+	}
+	res := Result{Verdicts: make([]Verdict, len(cs))}
+	var ix indexSet
+	for _, b := range batches {
+		if b.reply.overflows > 0 {
+			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", b.month, b.reply.overflows)
+		}
+		for j, i := range b.idx {
+			res.Verdicts[i] = b.reply.verdicts[j]
+			if b.reply.index[j] {
+				ix.addPiece(&cs[i])
+			}
+		}
+		res.Changes = append(res.Changes, b.reply.changes...)
+	}
+	if err := s.index(ctx, ix.entries); err != nil {
+		return Result{}, err
+	}
+	if changes {
+		sums, err := s.sums(ctx, batches)
+		if err != nil {
+			return Result{}, err
+		}
+		// Sums first, as before: events of a batch list projects and
+		// clusters before namespaces.
+		res.Changes = append(sums, res.Changes...)
+	}
+	return res, nil
+}
+
+// cutBatches cuts cs into apply scripts: by shard and month, in sumOrder,
+// at most maxPiecesPerScript pieces each, with each script's
+// pre-aggregated sums.
+func cutBatches(cs []Contribution) []*shardBatch {
 	var (
 		batches []*shardBatch
 		open    = map[string]*shardBatch{} // the shard-month's batch being filled
@@ -306,70 +354,78 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 			v.Add(&cs[i].Values)
 		}
 	}
-	replies, err := s.runApply(ctx, cs, batches, changes)
-	if err != nil {
-		return Result{}, err
-	}
+	return batches
+}
 
-	res := Result{Verdicts: make([]Verdict, len(cs))}
-	var entries []indexEntry
-	seen := map[indexEntry]bool{}
-	addEntry := func(e indexEntry) {
-		if !seen[e] {
-			seen[e] = true
-			entries = append(entries, e)
-		}
+// applyReply is applyScript's reply, decoded (see applyScript for the
+// wire form).
+type applyReply struct {
+	verdicts  []Verdict // one per piece of the script, in its order
+	overflows int64     // increments that overflowed int64 (not applied)
+	// index tells, per piece, whether its entities need their index
+	// writes: the namespace's first piece on that day (or under that
+	// project), or a duplicate.
+	index []bool
+	// changes are the new day rollups of the namespaces the script
+	// touched, when asked for.
+	changes []Change
+}
+
+// decodeApplyReply decodes the reply of b's apply script.
+func decodeApplyReply(raw []any, b *shardBatch, month Day) (applyReply, error) {
+	if len(raw) != 4 {
+		return applyReply{}, fmt.Errorf("apply month %s shard %d: reply of %d parts", b.month, b.shard, len(raw))
 	}
-	for bi, b := range batches {
-		reply := replies[bi]
-		vs, _ := reply[0].(string)
-		if overflow, _ := reply[1].(int64); overflow > 0 {
-			return Result{}, fmt.Errorf("apply month %s: %d increments overflowed int64 and were not applied", b.month, overflow)
-		}
-		ix, _ := reply[3].(string)
-		if len(vs) != len(b.idx) || len(ix) != len(b.idx) {
-			return Result{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", b.month, len(vs), len(b.idx))
-		}
-		for j, i := range b.idx {
-			res.Verdicts[i] = Verdict(vs[j])
-			if ix[j] != '1' {
-				continue
-			}
-			c := &cs[i]
-			e := c.Entity
-			addEntry(indexEntry{day: c.Day, scope: ScopeNamespace, member: e.Member(ScopeNamespace), name: e.Namespace + Sep + e.Project + Sep + e.Cluster})
-			for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
-				addEntry(indexEntry{day: c.Day, scope: sc, member: e.Member(sc)})
-			}
-		}
-		if changes {
-			flat, _ := reply[2].([]any)
-			first := MonthFirst(cs[b.idx[0]].Day)
-			for j := 0; j+2 < len(flat); j += 3 {
-				ddStr, _ := flat[j].(string)
-				member, _ := flat[j+1].(string)
-				val, _ := flat[j+2].(string)
-				n, err := strconv.Atoi(ddStr)
-				if err != nil {
-					return Result{}, fmt.Errorf("apply month %s: bad day %q in changes", b.month, ddStr)
-				}
-				res.Changes = append(res.Changes, Change{Scope: ScopeNamespace, Day: first + Day(n-1), Member: member, Values: DecodeValues([]byte(val))})
-			}
-		}
+	vs, _ := raw[0].(string)
+	overflows, _ := raw[1].(int64)
+	flat, _ := raw[2].([]any)
+	ix, _ := raw[3].(string)
+	if len(vs) != len(b.idx) || len(ix) != len(b.idx) {
+		return applyReply{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", b.month, len(vs), len(b.idx))
 	}
-	if err := s.index(ctx, entries); err != nil {
-		return Result{}, err
+	rep := applyReply{verdicts: make([]Verdict, len(vs)), overflows: overflows, index: make([]bool, len(ix))}
+	for j := range vs {
+		rep.verdicts[j] = Verdict(vs[j])
+		rep.index[j] = ix[j] == '1'
 	}
-	if changes {
-		sums, err := s.sums(ctx, batches)
+	first := MonthFirst(month)
+	for j := 0; j+2 < len(flat); j += 3 {
+		ddStr, _ := flat[j].(string)
+		member, _ := flat[j+1].(string)
+		val, _ := flat[j+2].(string)
+		n, err := strconv.Atoi(ddStr)
 		if err != nil {
-			return Result{}, err
+			return applyReply{}, fmt.Errorf("apply month %s: bad day %q in changes", b.month, ddStr)
 		}
-		// Sums first, as before: events of a batch list projects and
-		// clusters before namespaces.
-		res.Changes = append(sums, res.Changes...)
+		rep.changes = append(rep.changes, Change{Scope: ScopeNamespace, Day: first + Day(n-1), Member: member, Values: DecodeValues([]byte(val))})
 	}
-	return res, nil
+	return rep, nil
+}
+
+// indexSet gathers the index writes of a batch, each entity-day once.
+type indexSet struct {
+	entries []indexEntry
+	seen    map[indexEntry]bool
+}
+
+func (x *indexSet) add(e indexEntry) {
+	if x.seen == nil {
+		x.seen = map[indexEntry]bool{}
+	}
+	if !x.seen[e] {
+		x.seen[e] = true
+		x.entries = append(x.entries, e)
+	}
+}
+
+// addPiece adds the entity-days of c: its namespace (with its name index
+// member) and its sums.
+func (x *indexSet) addPiece(c *Contribution) {
+	e := c.Entity
+	x.add(indexEntry{day: c.Day, scope: ScopeNamespace, member: e.Member(ScopeNamespace), name: e.Namespace + Sep + e.Project + Sep + e.Cluster})
+	for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
+		x.add(indexEntry{day: c.Day, scope: sc, member: e.Member(sc)})
+	}
 }
 
 // sumOrder is the order in which apply cuts cs into scripts: by day,
@@ -423,26 +479,44 @@ func sumOrder(cs []Contribution) []int {
 const scriptsPerRoundTrip = 64
 
 // runApply runs the apply scripts of batches, pipelined
-// scriptsPerRoundTrip at a time, and returns their replies in the order of
-// batches. Two round trips in flight at once (the next prepared and sent
-// while Redis runs one) were tried: BenchmarkApplySteady/batch=10000
-// showed no difference, and queries under load waited behind both.
-func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
-	out := make([][]any, 0, len(batches))
+// scriptsPerRoundTrip at a time, and sets each batch's reply. Two round
+// trips in flight at once (the next prepared and sent while Redis runs
+// one) were tried: BenchmarkApplySteady/batch=10000 showed no
+// difference, and queries under load waited behind both.
+func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) error {
 	for len(batches) > 0 {
 		n := min(len(batches), scriptsPerRoundTrip)
-		r, err := s.runApplyOnce(ctx, cs, batches[:n], changes)
-		if err != nil {
-			return nil, err
+		if err := s.runApplyOnce(ctx, cs, batches[:n], changes); err != nil {
+			return err
 		}
-		out = append(out, r...)
 		batches = batches[n:]
 	}
-	return out, nil
+	return nil
+}
+
+// applyArgs are the arguments of b's apply script (see applyScript).
+func (s *Store) applyArgs(cs []Contribution, b *shardBatch, want int) []any {
+	keys := make([]aggKey, 0, len(b.aggs))
+	for k := range b.aggs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
+	args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(8+2*Fields))
+	args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want, s.monthExpireAt(cs[b.idx[0]].Day))
+	for _, k := range keys {
+		args = append(args, dd(k.day), string(k.scope), valueKeyMember(k.member))
+		args = appendValues(args, b.aggs[k])
+	}
+	for _, i := range b.idx {
+		c := &cs[i]
+		args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To, looseFlag(&c.Values))
+		args = appendValues(args, &c.Values)
+	}
+	return args
 }
 
 // runApplyOnce runs the apply scripts of batches in one pipeline.
-func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) ([][]any, error) {
+func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) error {
 	want := 0
 	if changes {
 		want = 1
@@ -450,62 +524,33 @@ func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(batches))
 	for bi, b := range batches {
-		keys := make([]aggKey, 0, len(b.aggs))
-		for k := range b.aggs {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-		args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(8+2*Fields))
-		args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want, s.monthExpireAt(cs[b.idx[0]].Day))
-		for _, k := range keys {
-			args = append(args, dd(k.day), string(k.scope), valueKeyMember(k.member))
-			args = appendValues(args, b.aggs[k])
-		}
-		for _, i := range b.idx {
-			c := &cs[i]
-			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To, looseFlag(&c.Values))
-			args = appendValues(args, &c.Values)
-		}
-		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, args...)
+		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, s.applyArgs(cs, b, want)...)
 	}
-	_, _ = pipe.Exec(ctx) // each command's own error is read below
-	out := make([][]any, len(batches))
-	var again []int // the scripts Redis did not know (it restarted)
+	_, _ = pipe.Exec(ctx)   // each command's own error is read below
+	var again []*shardBatch // the scripts Redis did not know (it restarted)
 	for bi, b := range batches {
-		reply, err := cmds[bi].Slice()
+		raw, err := cmds[bi].Slice()
 		if isNoScript(err) {
-			again = append(again, bi)
+			again = append(again, b)
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("apply month %s shard %d: %w", b.month, b.shard, err)
+			return fmt.Errorf("apply month %s shard %d: %w", b.month, b.shard, err)
 		}
-		if len(reply) != 4 {
-			return nil, fmt.Errorf("apply month %s shard %d: reply of %d parts", b.month, b.shard, len(reply))
+		if b.reply, err = decodeApplyReply(raw, b, cs[b.idx[0]].Day); err != nil {
+			return err
 		}
-		out[bi] = reply
 	}
 	if len(again) == 0 {
-		return out, nil
+		return nil
 	}
 	if err := s.LoadScripts(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	// Only those run again: the others ran (another client may have loaded
 	// the script meanwhile), and running them again would turn their
 	// verdicts into duplicates. Running any again would count nothing twice.
-	sub := make([]*shardBatch, len(again))
-	for j, bi := range again {
-		sub[j] = batches[bi]
-	}
-	rep, err := s.runApplyOnce(ctx, cs, sub, changes)
-	if err != nil {
-		return nil, err
-	}
-	for j, bi := range again {
-		out[bi] = rep[j]
-	}
-	return out, nil
+	return s.runApplyOnce(ctx, cs, again, changes)
 }
 
 // index runs the index writes of entries, one script per month and chunk
@@ -645,13 +690,17 @@ func (s *Store) sums(ctx context.Context, batches []*shardBatch) ([]Change, erro
 		}
 	}
 	sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-	vals, err := s.Reader.sumValues(ctx, len(keys), func(i int) (Day, Scope, string) { return keys[i].day, keys[i].scope, keys[i].member })
-	if err != nil {
+	reads := make([]valueRead, len(keys))
+	for i, k := range keys {
+		reads[i].want = valueWant{day: k.day, scope: k.scope, member: k.member}
+	}
+	if err := s.Reader.readValues(ctx, valueReadsOf(reads, func(r *valueRead) *valueRead { return r })); err != nil {
 		return nil, fmt.Errorf("read back touched sums: %w", err)
 	}
-	out := make([]Change, len(keys))
-	for i, k := range keys {
-		out[i] = Change{Scope: k.scope, Day: k.day, Member: k.member, Values: vals[i]}
+	out := make([]Change, len(reads))
+	for i := range reads {
+		w := &reads[i].want
+		out[i] = Change{Scope: w.scope, Day: w.day, Member: w.member, Values: reads[i].v}
 	}
 	return out, nil
 }
