@@ -47,15 +47,6 @@ func rankField(field int) (int, bool) {
 	return Field(it, Effective), true
 }
 
-// rankKey is shard i's usage ranking of scope sc and field in month.
-func rankKey(i int, month string, sc Scope, field int) string {
-	return shardMonth(i, month) + "rk:" + string(sc) + ":" + strconv.Itoa(field)
-}
-
-// looseKey marks shard i's rankings of month as no bound for Usage and
-// Request (set by applyScript, expires with the rankings).
-func looseKey(i int, month string) string { return shardMonth(i, month) + "rkloose" }
-
 // Ranked is a member with its exact total over a range.
 type Ranked struct {
 	Member string

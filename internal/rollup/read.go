@@ -5,9 +5,33 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// Reader answers paged queries from the rollups, reading only what a page
+// needs: index cardinalities per bucket, the page's members by rank, and
+// the page's day rollups. A query's cost grows with the number of buckets
+// and with page size × days per bucket, not with the number of entities,
+// with one exception: an ISO week that straddles two months has its two
+// parts in two months' indexes (two Redis Cluster slots), so its rows are
+// the merge of both parts, read whole — O(members of the week) — and kept
+// in memory, keyed by both months' index versions, until either changes.
+// It is safe for concurrent use.
+type Reader struct {
+	rdb redis.UniversalClient
+
+	mu       sync.Mutex
+	merged   map[string]mergedSet
+	building map[string]*flight // clipped bucket caches being built
+}
+
+// NewReader returns a Reader of the rollups in rdb.
+func NewReader(rdb redis.UniversalClient) *Reader {
+	return &Reader{rdb: rdb, merged: map[string]mergedSet{}, building: map[string]*flight{}}
+}
 
 // DecodeValues decodes a day rollup string: Fields big-endian int64, as
 // BITFIELD i64 #n lays them out. A short string (fields never written) reads
@@ -169,6 +193,38 @@ func (r *Reader) readValues(ctx context.Context, reads []*valueRead) error {
 		}
 	}
 	return nil
+}
+
+// saturated reports whether a month part hit the int64 limit (its
+// increments saturate rather than fail).
+func saturated(v *Values) bool {
+	for _, x := range v {
+		if x == math.MaxInt64 || x == math.MinInt64 {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeValuesString is DecodeValues of a reply string, without copying it
+// to a byte slice first.
+func decodeValuesString(s string) Values {
+	var v Values
+	for i := range v {
+		off := i * 8
+		if off >= len(s) {
+			break
+		}
+		var x uint64
+		for b := 0; b < 8; b++ {
+			x <<= 8
+			if off+b < len(s) {
+				x |= uint64(s[off+b])
+			}
+		}
+		v[i] = int64(x)
+	}
+	return v
 }
 
 // Ping checks that Redis answers.

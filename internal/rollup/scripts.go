@@ -1,6 +1,33 @@
 package rollup
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// LoadScripts loads the Lua scripts, after a Redis restart lost them. On
+// a Redis Cluster every master gets them.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	load := func(ctx context.Context, c redis.Scripter) error {
+		for _, sc := range []*redis.Script{applyScript, indexScript, markScript} {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return fmt.Errorf("load lua script: %w", err)
+			}
+		}
+		return nil
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
+	}
+	return load(ctx, s.rdb)
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
 
 // applyScript applies one batch's contributions to one shard of one
 // month, atomically: for every piece it checks the day's coverage of the

@@ -10,28 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DaysMask is the presence mask (bit DD-1) of the days first..last, which
-// must lie in one month.
-func DaysMask(first, last Day) uint32 {
-	var m uint32
-	for d := first; d <= last; d++ {
-		m |= 1 << uint(d.DayOfMonth()-1)
-	}
-	return m
-}
-
-// MonthFirst and MonthLast return the first and last day of d's month.
-func MonthFirst(d Day) Day {
-	y, m, _ := d.Date()
-	return DayFromDate(y, m, 1)
-}
-
-// MonthLast returns the last day of d's month.
-func MonthLast(d Day) Day {
-	y, m, _ := d.Date()
-	return DayFromDate(y, m+1, 1) - 1
-}
-
 // Clipped buckets. A bucket part that is neither one day nor a whole
 // month (a week, "this month up to today", an arbitrary range) needs the
 // members present on some day of the part. Two ways, neither of which
@@ -59,19 +37,6 @@ const (
 	rangeCacheLife   = time.Hour
 	rangeRetireGrace = 30 * time.Second
 )
-
-// versionKey is the key of the month's mask version counter of scope sc.
-func versionKey(month string, sc Scope) string { return monthPrefix(month) + "ver:" + string(sc) }
-
-func rangePointerKey(month string, sc Scope, mask uint32) string {
-	return monthPrefix(month) + "bxv:" + string(sc) + ":" + strconv.FormatUint(uint64(mask), 10)
-}
-
-func rangeCacheKey(month string, sc Scope, mask uint32, version string) string {
-	return monthPrefix(month) + "bx:" + string(sc) + ":" + strconv.FormatUint(uint64(mask), 10) + ":" + version
-}
-
-func rangeRegistryKey(month string) string { return monthPrefix(month) + "bxr" }
 
 type rangeReq struct {
 	month string
