@@ -11,6 +11,7 @@
 //	api.js               the one API client (auth header, Status errors, SSE over fetch)
 //	state.js             view state <-> URL query, date presets
 //	chartoption.js       the pure function building the ECharts option from API rows
+//	totals.js            the scope's total per bucket, from rows the server sums
 //	format.js            numbers with units, dates
 //	views/*.js           one module per view (controls, tiles, chart, table, auth, breadcrumb)
 //	vendor/echarts/      echarts.min.js of the pinned npm version, its LICENSE and NOTICE

@@ -59,6 +59,16 @@ type stack struct {
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	s := startServers(t, true)
+	s.load(t)
+	return s
+}
+
+// startServers starts the stack without data; events turns on the
+// aggregator's rollup events, which the watch routes (the console's live
+// view) follow.
+func startServers(t *testing.T, events bool) *stack {
+	t.Helper()
 	n := testenv.StartNATS(t)
 	r := testenv.StartRedis(t)
 	log := slog.New(slog.DiscardHandler)
@@ -74,6 +84,7 @@ func startStack(t *testing.T) *stack {
 	}
 	acfg := aggregator.DefaultConfig()
 	acfg.MaxWait = 20 * time.Millisecond
+	acfg.Events = events
 	agg, err := aggregator.New(acfg, js, store, aggregator.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +124,6 @@ func startStack(t *testing.T) *stack {
 		resp.Body.Close()
 		return resp.StatusCode == 200, resp.Status
 	})
-	s.load(t)
 	return s
 }
 

@@ -72,13 +72,21 @@ export function usage(project, params, signal) {
   return get(usagePath(project), params, signal);
 }
 
-/** allRows fetches every row of a query, 1000 at a time (at most max). */
-export async function allRows(project, params, signal, max = 20000) {
+/**
+ * allRows fetches the rows of a query, 1000 at a time, at most max of them:
+ * {rows, total, capped}. capped is true when the query has more rows than
+ * were read (rows are then its first ones only): a caller that shows them
+ * or sums them says so on the page.
+ */
+export async function allRows(project, params, signal, max = Infinity) {
   const rows = [];
   for (let page = 1; ; page++) {
     const r = await usage(project, { ...params, pageSize: 1000, currentPage: page }, signal);
     rows.push(...r.items);
-    if (rows.length >= r.total || r.items.length === 0 || rows.length >= max) return { rows, total: r.total };
+    if (rows.length >= r.total || r.items.length === 0 || rows.length >= max) {
+      rows.splice(max);
+      return { rows, total: r.total, capped: rows.length < r.total };
+    }
   }
 }
 

@@ -8,6 +8,7 @@ import { chartOption, entityKey, TOP } from './chartoption.js';
 import { bucketLabel } from './format.js';
 import { Live } from './live.js';
 import * as st from './state.js';
+import { MAX_ROWS, scopeTotals, totalsQuery } from './totals.js';
 import { askToken, renderWho } from './views/auth.js';
 import { renderBreakdown } from './views/breakdown.js';
 import { Chart } from './views/chart.js';
@@ -89,27 +90,6 @@ function showError(e) {
   n.hidden = false;
 }
 
-/** scopeTotals returns the scope's total per bucket (the base of "others"). */
-async function scopeTotals(base, signal) {
-  if (state.name) {
-    const { rows } = await api.allRows(state.project, base, signal);
-    return sumByBucket(rows);
-  }
-  const { rows } = await api.allRows(state.project, { ...base, kind: 'project_all', name: '' }, signal);
-  return sumByBucket(rows);
-}
-
-function sumByBucket(rows) {
-  const m = new Map();
-  for (const r of rows) {
-    const b = m.get(r.start) || { start: r.start, end: r.end, usage: 0, cost: null };
-    b.usage += r.usage;
-    if (r.cost !== undefined) b.cost = (b.cost || 0) + r.cost;
-    m.set(r.start, b);
-  }
-  return [...m.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
-}
-
 /** topRows reads the query in orderBy=usage order until it holds TOP entities (or all). */
 async function topRows(base, signal) {
   const rows = [];
@@ -158,18 +138,18 @@ async function load({ quiet = false } = {}) {
     const [page, top, totals, prevTotals, clusters, incomplete] = await Promise.all([
       api.usage(state.project, { ...base, currentPage: state.page, pageSize: state.size, orderBy: state.order === 'usage' ? 'usage' : '' }, signal),
       topRows(base, signal),
-      scopeTotals(base, signal),
-      scopeTotals({ ...base, start: prev[0], end: prev[1], step: 'month' }, signal),
+      scopeTotals(state.project, totalsQuery(state, base), signal),
+      scopeTotals(state.project, totalsQuery(state, { ...base, start: prev[0], end: prev[1], step: 'month' }), signal),
       state.project && !state.name
-        ? api.allRows(state.project, { ...base, kind: 'cluster_all', name: '', step: 'month', orderBy: 'usage' }, signal)
+        ? api.allRows(state.project, { ...base, kind: 'cluster_all', name: '', step: 'month', orderBy: 'usage' }, signal, MAX_ROWS)
         : null,
       coverage,
     ]);
     if (signal.aborted) return;
     incomplete?.delete(cfg.today.replaceAll('-', ''));
-    const total = sum(totals, (b) => b.usage);
+    const total = sum(totals.buckets, (b) => b.usage);
     const priced = cfg.priced.includes(`${state.item}/${state.method}`);
-    const cost = priced ? sum(totals, (b) => b.cost || 0) : null;
+    const cost = priced ? sum(totals.buckets, (b) => b.cost || 0) : null;
     // The top entity: the first of the orderBy=usage rows, with its range total.
     let topEntity = null;
     if (top.length) {
@@ -177,17 +157,18 @@ async function load({ quiet = false } = {}) {
       topEntity = { row: top[0], usage: sum(top.filter((r) => entityKey(r) === k), (r) => r.usage) };
     }
     renderTiles($('tiles'), {
-      item: state.item, method: state.method, total, previous: sum(prevTotals, (b) => b.usage), prevRange: prev,
+      item: state.item, method: state.method, total, previous: sum(prevTotals.buckets, (b) => b.usage), prevRange: prev,
+      partial: totals.capped, prevPartial: prevTotals.capped,
       rangeLabel: bucketLabel(range[0].replaceAll('-', ''), range[1].replaceAll('-', '')),
       top: topEntity, aggLabel, cost, priced, currency: cfg.currency,
     });
     chartEntities = new Map(top.map((r) => [entityKey(r), r]));
-    const option = chartOption({ rows: top, totals: state.name ? null : totals, item: state.item });
+    const option = chartOption({ rows: top, totals: state.name ? null : totals.buckets, item: state.item });
     const what = state.name ? `${state.agg} ${state.name}` : `top ${TOP} ${aggLabel}s`;
     $('chart-title').textContent = `${state.item} ${state.method} by ${state.step}: ${what}`;
     chart.show(option, `Stacked chart of ${state.item} usage by ${state.step}, ${what}`);
     table.show({
-      state, page, total, cost, currency: cfg.currency, incomplete,
+      state, page, total, cost, currency: cfg.currency, incomplete, partial: totals.capped,
       csvHref: api.url(api.usagePath(state.project), { ...base, format: 'csv', orderBy: state.order === 'usage' ? 'usage' : '' }),
     });
     const cc = $('clusters-card');
@@ -200,7 +181,7 @@ async function load({ quiet = false } = {}) {
         m.set(r.cluster, e);
       }
       $('clusters-title').textContent = `Clusters of project ${state.project}`;
-      renderBreakdown($('clusters'), [...m.values()], state.item, (r) => navigate({ agg: 'cluster', name: r.cluster, step: 'day' }));
+      renderBreakdown($('clusters'), [...m.values()], state.item, (r) => navigate({ agg: 'cluster', name: r.cluster, step: 'day' }), clusters.capped);
     }
     $('main').hidden = false;
     if (!painted) {

@@ -36,7 +36,8 @@ export class Table {
 
   /**
    * show renders d: {state, page: API response, total: range total, cost,
-   * currency, csvHref, incomplete: Map day → [{cluster, ratio}] or null}.
+   * currency, csvHref, incomplete: Map day → [{cluster, ratio}] or null,
+   * partial: the total is a partial sum (said so in the totals row)}.
    * A daily row of a day some cluster (the row's own, when it has one) has
    * not wholly counted gets its period cell marked (class incomplete, the
    * clusters' shares in its title).
@@ -77,7 +78,9 @@ export class Table {
     }
     const span = head.children.length - (priced ? 2 : 1);
     const foot = h('tr', { class: 'totals' },
-      h('th', { scope: 'row', colspan: span }, `Total of all ${d.page.total} rows`),
+      h('th', { scope: 'row', colspan: span }, d.partial
+        ? h('span', { class: 'partial' }, 'Partial total: the scope has more rows than the console reads')
+        : `Total of all ${d.page.total} rows`),
       h('td', { class: 'num', id: 'total-usage', title: String(d.total) }, number(d.total)),
       priced ? h('td', { class: 'num' }, d.cost === null ? '–' : money(d.cost, d.currency)) : null);
     this.table.replaceChildren(

@@ -19,18 +19,30 @@ function tile(id, label, value, sub) {
 
 /**
  * renderTiles fills root. d: {item, total, previous, prevRange, top: {row,
- * usage} | null, cost: number | null, currency}.
+ * usage} | null, cost: number | null, currency, partial, prevPartial}. partial
+ * (prevPartial for the previous period) tells that the totals had more
+ * rows than the console reads (MAX_ROWS of totals.js): the sums are then
+ * marked as partial, never passed off as the whole. The tiles of total, previous period and cost carry
+ * their exact value in data-value.
  */
 export function renderTiles(root, d) {
   const change = percent(d.total, d.previous);
+  const total = tile('tile-total', 'Total', amount(d.total, d.item),
+    d.partial ? h('span', { class: 'partial' }, `partial sum · ${d.rangeLabel}`) : d.rangeLabel);
+  total.dataset.value = String(d.total);
+  const previous = tile('tile-previous', 'Previous period', amount(d.previous, d.item),
+    h('span', {}, d.prevPartial ? h('span', { class: 'partial' }, 'partial sum · ') : null,
+      change ? h('span', { class: d.total >= d.previous ? 'up' : 'down' }, change) : 'no usage before',
+      ` vs ${bucketLabel(d.prevRange[0].replaceAll('-', ''), d.prevRange[1].replaceAll('-', ''))}`));
+  previous.dataset.value = String(d.previous);
   const tiles = [
-    tile('tile-total', 'Total', amount(d.total, d.item), d.rangeLabel),
-    tile('tile-previous', 'Previous period', amount(d.previous, d.item),
-      h('span', {}, change ? h('span', { class: d.total >= d.previous ? 'up' : 'down' }, change) : 'no usage before', ` vs ${bucketLabel(d.prevRange[0].replaceAll('-', ''), d.prevRange[1].replaceAll('-', ''))}`)),
+    total,
+    previous,
     tile('tile-top', `Top ${d.aggLabel}`, d.top ? entityLabel(d.top.row) : '–', d.top ? usage(d.top.usage, d.item) : 'no usage'),
   ];
   if (d.cost !== null) {
-    const t = tile('tile-cost', 'Cost', money(d.cost, d.currency), `priced ${d.item} ${d.method}`);
+    const t = tile('tile-cost', 'Cost', money(d.cost, d.currency),
+      d.partial ? h('span', { class: 'partial' }, `partial sum · priced ${d.item} ${d.method}`) : `priced ${d.item} ${d.method}`);
     t.dataset.value = String(d.cost);
     tiles.push(t);
   }
