@@ -448,7 +448,7 @@ prices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := srv.Handler()
+	h := conform(t, srv.Handler())
 	march := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
 	cpu := func(d time.Time) float64 {
 		if d.Before(march) {
@@ -627,7 +627,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	client := &http.Client{Transport: &http.Transport{}}
+	client := newConformingClient(t)
 	defer client.CloseIdleConnections()
 	cfg := api.DefaultConfig()
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))

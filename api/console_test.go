@@ -90,7 +90,7 @@ func TestConfigRoute(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := get(srv.Handler(), api.ConfigPath, nil)
+			rec := get(conform(t, srv.Handler()), api.ConfigPath, nil)
 			if rec.Code != 200 {
 				t.Fatalf("%d %s", rec.Code, rec.Body)
 			}

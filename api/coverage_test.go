@@ -138,7 +138,7 @@ func TestCoverage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := srv.Handler()
+	h := conform(t, srv.Handler())
 	all := coveragePage(t, h, "start=2025-03-01&end=2025-11-30&pageSize=1000")
 	if all.Total != len(wantCoverage) || len(all.Items) != len(wantCoverage) {
 		t.Fatalf("total %d, %d rows; want %d: %+v", all.Total, len(all.Items), len(wantCoverage), all.Items)
@@ -190,7 +190,7 @@ func TestCoverage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec := get(member.Handler(), api.CoveragePath, url.Values{"start": {"2025-03-01"}, "end": {"2025-03-02"}}); rec.Code != http.StatusForbidden {
+	if rec := get(conform(t, member.Handler()), api.CoveragePath, url.Values{"start": {"2025-03-01"}, "end": {"2025-03-02"}}); rec.Code != http.StatusForbidden {
 		t.Fatalf("project member: %d %s, want 403", rec.Code, rec.Body)
 	}
 }
@@ -209,7 +209,7 @@ func testCoverageMetrics(t *testing.T, rdb *redis.Client, ny *time.Location) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := testenv.Scrape(t, srv.Handler())
+	m := testenv.Scrape(t, conform(t, srv.Handler()))
 	for _, tc := range []struct {
 		name   string
 		labels []string

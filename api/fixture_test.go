@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
@@ -31,6 +32,7 @@ var cluster *testenv.RedisCluster
 
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)
+	openapi3filter.RegisterBodyDecoder("text/event-stream", decodeEventStream)
 	c, stop, err := testenv.StartRedisClusterForMain()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start redis cluster:", err)
@@ -347,14 +349,25 @@ func (f *fixture) server(t testing.TB, opts ...api.Option) http.Handler {
 	})
 }
 
-// newServer returns the API over f's Redis.
+// newServer returns the API over rdb, every answer checked against
+// openapi.yaml (conform).
 func newServer(t testing.TB, rdb redis.UniversalClient, opts ...api.Option) http.Handler {
+	t.Helper()
+	return conform(t, newEngine(t, rdb, opts...))
+}
+
+// newEngine returns the API's own handler over rdb, its Gin engine.
+func newEngine(t testing.TB, rdb redis.UniversalClient, opts ...api.Option) *gin.Engine {
 	t.Helper()
 	srv, err := api.New(api.DefaultConfig(), rollup.NewReader(rdb), time.UTC, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv.Handler()
+	engine, ok := srv.Handler().(*gin.Engine)
+	if !ok {
+		t.Fatalf("handler is a %T, not a *gin.Engine", srv.Handler())
+	}
+	return engine
 }
 
 func usagePath(project string) string {
