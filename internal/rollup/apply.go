@@ -412,8 +412,8 @@ var fieldTokens = func() (t [Fields]string) {
 }()
 
 // appendValues appends v in applyScript's form: the number of non-zero
-// fields, each as (token, amount), then each item's ranking increment
-// (minus its Effective amount, "" when zero).
+// fields, each as (token, amount), then each ranked field's increment
+// (minus its amount, "" when zero; rankFields).
 func appendValues(args []any, v *Values) []any {
 	n := 0
 	for _, x := range v {
@@ -427,8 +427,8 @@ func appendValues(args []any, v *Values) []any {
 			args = append(args, fieldTokens[f], x)
 		}
 	}
-	for it := Item(0); it < numItems; it++ {
-		x := v[Field(it, Effective)]
+	for _, f := range rankFields() {
+		x := v[f]
 		if x == 0 {
 			args = append(args, "")
 			continue

@@ -21,17 +21,18 @@ import (
 //     tells.
 //   - Otherwise a cache: the month's masks are read with HSCAN in chunks
 //     of rangeChunk, the members whose mask meets the part's are added
-//     with ZADD in chunks to a temporary key, which is renamed into place
-//     under the mask version it was built from
-//     (c:{YYYYMM}:bx:<scope>:<mask>:<version>; c:{YYYYMM}:bxv:<scope>:<mask>
-//     points at the newest). Every command touches at most rangeChunk
-//     members. A rebuilt cache retires the one it replaces; retired and
-//     old caches are listed in c:{YYYYMM}:bxr (score: when to delete) and
+//     with ZADD in chunks to a temporary key (rangeBuildKey), which is
+//     renamed into place under the mask version it was built from
+//     (rangeCacheKey; rangePointerKey points at the newest). Every
+//     command touches at most rangeChunk members. A rebuilt cache retires
+//     the one it replaces; retired and old caches are listed in the
+//     month's registry (rangeRegistryKey; score: when to delete) and
 //     deleted with UNLINK (freed off the main thread) rangeRetireGrace
 //     after they were retired, or rangeCacheLife after they were built,
 //     whichever is first. Nothing large is ever deleted synchronously by
 //     this package; for the month and day keys that expire at the end of
-//     retention, run Redis with lazyfree-lazy-expire yes (see README).
+//     retention, run Redis with lazyfree-lazy-expire yes (see
+//     docs/redis-keys.md).
 const (
 	rangeChunk       = 1000
 	rangeCacheLife   = time.Hour
@@ -149,7 +150,7 @@ type flight struct {
 // rq's mask into key, in chunks (see Clipped buckets). The masks it reads
 // are at least as new as version ver, so the cache is valid for ver.
 func (r *Reader) buildRange(ctx context.Context, rq rangeReq, ver, key string) error {
-	tmp := key + ":b" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	tmp := rangeBuildKey(key, time.Now().UnixNano())
 	mk := maskKey(rq.month, rq.scope)
 	reg := rangeRegistryKey(rq.month)
 	// The temporary key is registered first: if the build dies half way,

@@ -37,6 +37,16 @@ import (
 // Request over a range that meets a loose shard-month are not ranked
 // (ErrRankingIncomplete) rather than misordered.
 
+// rankFields are the ranked fields, one per item in stored order: each
+// item's Effective. applyScript keeps a ranking of each (rankKey); it
+// receives them from here (scriptLayout).
+func rankFields() (out [numItems]int) {
+	for it := range numItems {
+		out[it] = Field(it, Effective)
+	}
+	return out
+}
+
 // rankField is the field whose ranking bounds field, and whether there is
 // one.
 func rankField(field int) (int, bool) {

@@ -107,6 +107,10 @@ func valueReadsOf[T any](items []T, of func(*T) *valueRead) []*valueRead {
 // Fields int64 values (bit 768 + day-1, BITFIELD's big-endian order).
 const monthMaskOffset = Fields * 8
 
+// monthMaskBit is the BITFIELD offset of a month part's day mask: bit
+// monthMaskBit+day-1 (applyScript receives it from scriptLayout).
+const monthMaskBit = monthMaskOffset * 8
+
 // monthPartMask decodes the day mask of a month part (bit day-1).
 func monthPartMask(s string) uint32 {
 	var m uint32
