@@ -31,6 +31,7 @@ func TestBackends(t *testing.T) {
 		{"ApplyLargeBatch", testApplyLargeBatch},
 		{"RangeIndex", testRangeIndex},
 		{"ClusterCoverage", testClusterCoverage},
+		{"KeyLayout", testKeyLayout},
 	}
 	for _, b := range backends {
 		for _, tt := range tests {

@@ -12,4 +12,8 @@ var (
 	MaskKey       = maskKey
 	NameIndexKey  = nameIndexKey
 	AppliedKey    = appliedKey
+
+	// The key table, for the layout test.
+	KeyTable = keyTable
+	MatchKey = matchKey
 )
