@@ -37,6 +37,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/jsworker"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
@@ -222,9 +223,8 @@ type Aggregator struct {
 	batchSize                                           metric.Int64Histogram
 	applyLatency                                        metric.Float64Histogram
 
-	mu      sync.Mutex
-	running bool
-	lag     lag
+	worker *jsworker.Worker[*batch]
+	lag    lag
 
 	// gathering is the gathering turn: held by the worker whose fetches
 	// make up its next batch.
@@ -260,95 +260,52 @@ func New(cfg Config, js jetstream.JetStream, store Rollups, opts ...Option) (*Ag
 	if err := a.lagGauge(); err != nil {
 		return nil, err
 	}
+	w, err := a.newWorker()
+	if err != nil {
+		return nil, err
+	}
+	a.worker = w
 	return a, nil
 }
 
 // Running reports whether the consumer loop runs (readiness).
-func (a *Aggregator) Running() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.running
-}
-
-func (a *Aggregator) setRunning(v bool) {
-	a.mu.Lock()
-	a.running = v
-	a.mu.Unlock()
-}
+func (a *Aggregator) Running() bool { return a.worker.Running() }
 
 // Run consumes until ctx ends, then finishes the batches in hand and
 // returns nil. It returns an error only when it cannot start.
-func (a *Aggregator) Run(ctx context.Context) error {
-	var cons jetstream.Consumer
-	err := natsconn.Retry(ctx, a.log, "create streams", func(ctx context.Context) error {
-		if err := stream.Ensure(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
-			return err
-		}
-		if a.cfg.Events {
-			if err := stream.EnsureRollups(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
-				return err
-			}
-		}
-		c, err := stream.EnsureConsumer(ctx, a.js, a.cfg.Stream)
-		cons = c
-		return err
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	a.setRunning(true)
-	defer a.setRunning(false)
-	var wg sync.WaitGroup
-	for w := 0; w < a.cfg.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.consume(ctx, cons)
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.healLoop(ctx, cons)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.lagLoop(ctx, cons)
-	}()
-	wg.Wait()
-	return nil
-}
+func (a *Aggregator) Run(ctx context.Context) error { return a.worker.Run(ctx) }
 
-func (a *Aggregator) consume(ctx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		b, err := a.gather(ctx, cons)
-		if err != nil {
-			a.log.WarnContext(ctx, "fetch samples", "err", err)
-			a.pause(ctx, time.Second)
-			continue
-		}
-		if b == nil {
-			continue
-		}
-		// The batch in hand is finished even when shutdown began: it was
-		// delivered to us and acknowledging it now saves a redelivery.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = a.apply(fctx, b, true)
-		cancel()
-		if err != nil {
-			// Not acknowledged: JetStream redelivers after AckWait; applying
-			// again is idempotent.
+// newWorker is the aggregator's JetStream worker: Workers fetch loops
+// that gather, apply and acknowledge batches, with the heal and lag loops
+// beside them.
+func (a *Aggregator) newWorker() (*jsworker.Worker[*batch], error) {
+	return jsworker.New(jsworker.Spec[*batch]{
+		What: "samples",
+		Ensure: func(ctx context.Context) (jetstream.Consumer, error) {
+			if err := stream.Ensure(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
+				return nil, err
+			}
+			if a.cfg.Events {
+				if err := stream.EnsureRollups(ctx, a.js, a.cfg.Stream, stream.WithLogger(a.log)); err != nil {
+					return nil, err
+				}
+			}
+			return stream.EnsureConsumer(ctx, a.js, a.cfg.Stream)
+		},
+		Fetchers: a.cfg.Workers,
+		Fetch: func(ctx context.Context, cons jetstream.Consumer) (*batch, bool, error) {
+			b, err := a.gather(ctx, cons)
+			return b, b != nil, err
+		},
+		Finish: func(ctx context.Context, b *batch) error { return a.apply(ctx, b, true) },
+		Fail: func(ctx context.Context, b *batch, err error) {
 			a.log.ErrorContext(ctx, "apply batch", "messages", len(b.msgs), "err", err)
 			for _, m := range b.msgs {
 				_ = m.Nak()
 			}
-			a.pause(ctx, time.Second)
-		}
-	}
+		},
+		Beside: []func(context.Context, jetstream.Consumer){a.healLoop, a.lagLoop},
+	}, a.log)
 }
 
 // gather fetches and decodes the next batch (nil when no message came):
@@ -412,13 +369,6 @@ func (c Config) more(n, days int, lingered time.Duration) bool {
 		return lingered < c.Linger
 	}
 	return false
-}
-
-func (a *Aggregator) pause(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // origin is where a sample came from: its message, the message's stream

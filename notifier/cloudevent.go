@@ -13,6 +13,7 @@ import (
 
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/stream"
 )
 
 // CloudEvents attributes of a threshold crossing.
@@ -22,10 +23,6 @@ const (
 	// ContentType is the Content-Type of a webhook request: a CloudEvents
 	// 1.0 event in structured JSON mode.
 	ContentType = "application/cloudevents+json"
-	// AlertsPrefix starts the NATS subject of a notification:
-	// cost.alerts.<kind>.<name…>, the names as in the rollup events'
-	// subjects (a cluster's dots written as '_').
-	AlertsPrefix = "cost.alerts."
 )
 
 // Delivery states.
@@ -102,7 +99,7 @@ func newNotification(r *Rule, ev *event.Event, p periodRange, c Crossing) *Notif
 			}
 		}
 	}
-	subject := ev.Kind + "/" + entityOf(ev)
+	subject := ev.Kind + "/" + ev.Name()
 	return &Notification{
 		ID: id, Rule: r.Name, Project: ev.Project, Fired: c.Fired, Subject: alertSubject(ev),
 		Event: CloudEvent{SpecVersion: "1.0", Type: EventType, Source: "/costmeter/notifier/rules/" + r.Name, ID: id,
@@ -110,11 +107,11 @@ func newNotification(r *Rule, ev *event.Event, p periodRange, c Crossing) *Notif
 	}
 }
 
-// alertSubject is AlertsPrefix and the event's entity tokens
+// alertSubject is stream.AlertsPrefix and the event's entity tokens
 // (event.Event.Entity): cost.alerts.project.<project>,
 // cost.alerts.cluster.<cluster> or
 // cost.alerts.namespace.<project>.<cluster>.<namespace>.
-func alertSubject(ev *event.Event) string { return AlertsPrefix + ev.Entity() }
+func alertSubject(ev *event.Event) string { return stream.AlertsPrefix + ev.Entity() }
 
 // Sign returns the Standard Webhooks signature header value of a request:
 // "v1," and the base64 HMAC-SHA256, keyed with the secret, of

@@ -15,6 +15,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/alauda/costmeter/internal/jsworker"
 )
 
 // Delivery outcomes, the outcome attribute of cost.notifier.deliveries.
@@ -34,7 +36,7 @@ func (n *Notifier) deliverLoop(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				n.log.WarnContext(ctx, "claim deliveries", "err", err)
-				pause(ctx, time.Second)
+				jsworker.Pause(ctx, time.Second)
 			}
 			continue
 		}

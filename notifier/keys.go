@@ -44,19 +44,7 @@ const (
 
 // periodID names one (rule, entity, period).
 func periodID(r *Rule, ev *event.Event, first rollup.Day) string {
-	return r.Name + "|" + r.Item.String() + "." + r.Method.String() + "|" + string(r.Period) + "|" + first.String() + "|" + ev.Kind + "|" + entityOf(ev)
-}
-
-// entityOf names the entity of an event.
-func entityOf(ev *event.Event) string {
-	switch ev.Kind {
-	case event.KindProject:
-		return ev.Project
-	case event.KindCluster:
-		return ev.Cluster
-	default:
-		return ev.Project + "/" + ev.Cluster + "/" + ev.Namespace
-	}
+	return r.Name + "|" + r.Item.String() + "." + r.Method.String() + "|" + string(r.Period) + "|" + first.String() + "|" + ev.Kind + "|" + ev.Name()
 }
 
 func periodKey(id string) string { return keyPrefix + "p:{" + id + "}" }

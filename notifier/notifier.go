@@ -41,7 +41,7 @@ import (
 
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/event"
-	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/jsworker"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/stream"
 )
@@ -210,11 +210,10 @@ type Notifier struct {
 	days   DayReader
 	wake   chan struct{}
 
+	worker *jsworker.Worker[jetstream.MessageBatch]
+
 	evaluated, fired, deliveries metric.Int64Counter
 	latency                      metric.Float64Histogram
-
-	mu      sync.Mutex
-	running bool
 }
 
 // latencyBuckets span a prompt delivery (tens of milliseconds) to the last
@@ -248,114 +247,101 @@ func New(cfg Config, js jetstream.JetStream, pub Publisher, rdb redis.UniversalC
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("create notifier instruments: %w", err)
 	}
+	w, err := n.newWorker()
+	if err != nil {
+		return nil, err
+	}
+	n.worker = w
 	return n, nil
 }
 
 // Running reports whether the consumer runs (readiness).
-func (n *Notifier) Running() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.running
-}
-
-func (n *Notifier) setRunning(v bool) {
-	n.mu.Lock()
-	n.running = v
-	n.mu.Unlock()
-}
+func (n *Notifier) Running() bool { return n.worker.Running() }
 
 // Run consumes events and delivers notifications until ctx ends, then
 // finishes the events in hand and returns nil. It returns an error only
 // when it cannot start.
-func (n *Notifier) Run(ctx context.Context) error {
+func (n *Notifier) Run(ctx context.Context) error { return n.worker.Run(ctx) }
+
+// newWorker is the notifier's JetStream worker: one fetch loop whose
+// batches are evaluated Workers events at a time, each acknowledged or
+// Nak'ed on its own, with the delivery loop and the rules watcher beside
+// it.
+func (n *Notifier) newWorker() (*jsworker.Worker[jetstream.MessageBatch], error) {
 	allEvents, err := event.Selection{}.Subjects()
 	if err != nil {
-		return fmt.Errorf("rollup event subjects: %w", err)
+		return nil, fmt.Errorf("rollup event subjects: %w", err)
 	}
-	var cons jetstream.Consumer
-	err = natsconn.Retry(ctx, n.log, "create rollup consumer", func(ctx context.Context) error {
-		// Created if missing, never changed: the aggregators own the
-		// stream's configuration (replicas, retention).
-		if err := stream.EnsureRollups(ctx, n.js, stream.DefaultConfig(), stream.CreateOnly(), stream.WithLogger(n.log)); err != nil {
-			return err
-		}
-		cfg := jetstream.ConsumerConfig{
-			Durable:       n.cfg.Consumer,
-			Description:   "notifiers: budget and usage alerts from the rollup events",
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       30 * time.Second,
-			MaxDeliver:    -1,
-			MaxAckPending: 10_000,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		}
-		// Every rollup event. One filter goes in FilterSubject, as the
-		// consumer was always created, so a running durable needs no
-		// update.
-		if len(allEvents) == 1 {
-			cfg.FilterSubject = allEvents[0]
-		} else {
-			cfg.FilterSubjects = allEvents
-		}
-		c, err := n.js.CreateOrUpdateConsumer(ctx, stream.Rollups, cfg)
-		cons = c
-		if err != nil {
-			return fmt.Errorf("create consumer %s: %w", n.cfg.Consumer, err)
-		}
-		return nil
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	n.setRunning(true)
-	defer n.setRunning(false)
+	return jsworker.New(jsworker.Spec[jetstream.MessageBatch]{
+		What: "rollup events",
+		Ensure: func(ctx context.Context) (jetstream.Consumer, error) {
+			// Created if missing, never changed: the aggregators own the
+			// stream's configuration (replicas, retention).
+			if err := stream.EnsureRollups(ctx, n.js, stream.DefaultConfig(), stream.CreateOnly(), stream.WithLogger(n.log)); err != nil {
+				return nil, err
+			}
+			cfg := jetstream.ConsumerConfig{
+				Durable:       n.cfg.Consumer,
+				Description:   "notifiers: budget and usage alerts from the rollup events",
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       30 * time.Second,
+				MaxDeliver:    -1,
+				MaxAckPending: 10_000,
+				DeliverPolicy: jetstream.DeliverAllPolicy,
+			}
+			// Every rollup event. One filter goes in FilterSubject, as the
+			// consumer was always created, so a running durable needs no
+			// update.
+			if len(allEvents) == 1 {
+				cfg.FilterSubject = allEvents[0]
+			} else {
+				cfg.FilterSubjects = allEvents
+			}
+			c, err := n.js.CreateOrUpdateConsumer(ctx, stream.Rollups, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("create consumer %s: %w", n.cfg.Consumer, err)
+			}
+			return c, nil
+		},
+		Fetch: func(_ context.Context, cons jetstream.Consumer) (jetstream.MessageBatch, bool, error) {
+			batch, err := cons.Fetch(n.cfg.BatchSize, jetstream.FetchMaxWait(time.Second))
+			return batch, err == nil, err
+		},
+		Finish: n.finish,
+		// Each event has its own deadline (finish).
+		FinishTimeout: jsworker.NoTimeout,
+		// finish acknowledges or Naks each event itself.
+		Fail: func(context.Context, jetstream.MessageBatch, error) {},
+		Beside: []func(context.Context, jetstream.Consumer){
+			func(ctx context.Context, _ jetstream.Consumer) { n.deliverLoop(ctx) },
+			func(ctx context.Context, _ jetstream.Consumer) { _ = n.rules.Run(ctx) },
+		},
+	}, n.log)
+}
+
+// finish evaluates a batch, Workers events at a time: each event is
+// acknowledged once its crossings are recorded, or Nak'ed to come again a
+// second later. Its ctx is not cancelled by shutdown.
+func (n *Notifier) finish(ctx context.Context, batch jetstream.MessageBatch) error {
+	sem := make(chan struct{}, n.cfg.Workers)
 	var wg sync.WaitGroup
-	wg.Go(func() { n.consume(ctx, cons) })
-	wg.Go(func() { n.deliverLoop(ctx) })
-	wg.Go(func() { _ = n.rules.Run(ctx) })
+	for m := range batch.Messages() {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := n.handle(mctx, m)
+			cancel()
+			if err != nil {
+				n.log.ErrorContext(ctx, "evaluate rollup event; it will be redelivered", "subject", m.Subject(), "err", err)
+				_ = m.NakWithDelay(time.Second)
+				return
+			}
+			_ = m.Ack()
+		})
+	}
 	wg.Wait()
 	return nil
-}
-
-func (n *Notifier) consume(ctx context.Context, cons jetstream.Consumer) {
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(n.cfg.BatchSize, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			n.log.WarnContext(ctx, "fetch rollup events", "err", err)
-			pause(ctx, time.Second)
-			continue
-		}
-		// The batch in hand is finished even when shutdown began.
-		sem := make(chan struct{}, n.cfg.Workers)
-		var wg sync.WaitGroup
-		for m := range batch.Messages() {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				err := n.handle(mctx, m)
-				cancel()
-				if err != nil {
-					n.log.ErrorContext(ctx, "evaluate rollup event; it will be redelivered", "subject", m.Subject(), "err", err)
-					_ = m.NakWithDelay(time.Second)
-					return
-				}
-				_ = m.Ack()
-			})
-		}
-		wg.Wait()
-	}
-}
-
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // handle evaluates one event against every rule that matches it. A
@@ -420,13 +406,7 @@ func (n *Notifier) Evaluate(ctx context.Context, ev *event.Event, day rollup.Day
 // seed reads the rule's day totals of the event's entity for every day of
 // the period from the rollups.
 func (n *Notifier) seed(ctx context.Context, r *Rule, ev *event.Event, p periodRange) (map[string]int64, error) {
-	sc := rollup.ScopeNamespace
-	switch ev.Kind {
-	case event.KindProject:
-		sc = rollup.ScopeProject
-	case event.KindCluster:
-		sc = rollup.ScopeCluster
-	}
+	sc := event.ScopeOf(ev.Kind)
 	member := rollup.Entity{Project: ev.Project, Cluster: ev.Cluster, Namespace: ev.Namespace}.Member(sc)
 	seeds := map[string]int64{}
 	for d := p.first; d <= p.last; d++ {
@@ -450,7 +430,7 @@ func (n *Notifier) recordCrossing(ctx context.Context, r *Rule, ev *event.Event,
 	}
 	if c.New {
 		n.fired.Add(ctx, 1, metric.WithAttributes(attribute.String("rule", r.Name)))
-		n.log.InfoContext(ctx, "threshold crossed", "rule", r.Name, "kind", ev.Kind, "entity", entityOf(ev),
+		n.log.InfoContext(ctx, "threshold crossed", "rule", r.Name, "kind", ev.Kind, "entity", ev.Name(),
 			"period_start", p.first.String(), "threshold", nt.Event.Data.Threshold, "usage", nt.Event.Data.Usage, "id", nt.ID)
 	}
 	if !rec.published {

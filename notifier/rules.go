@@ -1,9 +1,7 @@
 package notifier
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,18 +9,17 @@ import (
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/alauda/costmeter/internal/event"
+	"github.com/alauda/costmeter/internal/filewatch"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // RuleSpec is one rule as written in the rules file:
@@ -151,12 +148,9 @@ func (s *RuleSet) Rule(name string) (*Rule, bool) {
 	return nil, false
 }
 
-var (
-	ruleName   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
-	entityName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	// clusterName also allows dots between labels, as the wire format does.
-	clusterName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
-)
+// ruleName is the rule of rule and consumer names: they name no entity,
+// so they are not held to sample.CheckName, and may hold dots.
+var ruleName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
 
 // ErrInvalidRules is wrapped by every problem of a rules file.
 var ErrInvalidRules = errors.New("invalid rules")
@@ -219,13 +213,11 @@ func checkRule(s RuleSpec, readFile func(string) ([]byte, error)) (*Rule, string
 		bad("name", "%q is not a lowercase name (a-z, 0-9, '-', '.'; at most 63 characters)", s.Name)
 	}
 	switch s.Kind {
-	case event.KindProject, event.KindNamespace:
-		if s.Entity != "" && !entityName.MatchString(s.Entity) {
-			bad("entity", "%q is not a lowercase DNS label (a-z, 0-9, '-')", s.Entity)
-		}
-	case event.KindCluster:
-		if s.Entity != "" && !clusterName.MatchString(s.Entity) {
-			bad("entity", "%q is not a cluster name", s.Entity)
+	case event.KindProject, event.KindNamespace, event.KindCluster:
+		// The name rule of the samples: an entity no sample can carry
+		// would never fire.
+		if err := sample.CheckName(s.Kind, s.Entity); s.Entity != "" && err != nil {
+			bad("entity", "%s (a %s name)", strings.TrimPrefix(err.Error(), s.Kind+": "), s.Kind)
 		}
 	case "":
 		bad("kind", "required: project, namespace or cluster")
@@ -386,121 +378,42 @@ func readSecret(path string, readFile func(string) ([]byte, error)) ([]byte, err
 }
 
 // DefaultRulesPoll is how often the rules file is checked for changes.
-const DefaultRulesPoll = 2 * time.Second
+const DefaultRulesPoll = filewatch.DefaultPoll
 
 // Rules holds the rules in force and reloads them when the rules file or
 // one of its secret files changes. A broken edit keeps the previous rules
 // in force and is logged.
 type Rules struct {
-	path string
-	poll time.Duration
-	log  *slog.Logger
-
-	mu     sync.RWMutex
-	set    *RuleSet
-	digest [sha256.Size]byte
-	err    error
+	w *filewatch.Watcher[*RuleSet]
 }
 
 // LoadRules loads path; a missing or broken file is an error naming every
 // broken rule and field (the process exits 2 on it).
 func LoadRules(path string, poll time.Duration, log *slog.Logger) (*Rules, error) {
-	if poll <= 0 {
-		poll = DefaultRulesPoll
-	}
-	r := &Rules{path: path, poll: poll, log: log}
-	if _, err := r.reload(); err != nil {
+	w, err := filewatch.New(filewatch.Config[*RuleSet]{
+		What: "rules file", Path: path, Poll: poll, Parse: ParseRules,
+		Reloaded: func(ctx context.Context, log *slog.Logger, set *RuleSet) {
+			log.InfoContext(ctx, "rules file reloaded", "path", path, "rules", len(set.Rules))
+			for _, w := range set.Warnings {
+				log.WarnContext(ctx, w)
+			}
+		},
+	}, log)
+	if err != nil {
 		return nil, err
 	}
-	return r, nil
+	return &Rules{w: w}, nil
 }
 
 // StaticRules holds a fixed rule set (tests, embedding).
-func StaticRules(set *RuleSet) *Rules { return &Rules{set: set} }
+func StaticRules(set *RuleSet) *Rules { return &Rules{w: filewatch.Static(set)} }
 
 // Current returns the rules in force.
-func (r *Rules) Current() *RuleSet {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.set
-}
+func (r *Rules) Current() *RuleSet { return r.w.Current() }
 
 // Err is the problem of the last reload: nil when the rules in force are
 // the file on disk.
-func (r *Rules) Err() error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.err
-}
-
-// reload reads the file and its secret files; the digest of all of them
-// decides whether anything changed (a rotated secret is picked up too).
-func (r *Rules) reload() (bool, error) {
-	changed, err := r.load()
-	r.mu.Lock()
-	r.err = err
-	r.mu.Unlock()
-	return changed, err
-}
-
-func (r *Rules) load() (bool, error) {
-	data, err := os.ReadFile(r.path)
-	if err != nil {
-		return false, fmt.Errorf("read rules file %s: %w", r.path, err)
-	}
-	h := sha256.New()
-	h.Write(data)
-	read := func(p string) ([]byte, error) {
-		b, err := os.ReadFile(p)
-		h.Write([]byte(strconv.Itoa(len(b)) + ":"))
-		h.Write(b)
-		return b, err
-	}
-	set, err := ParseRules(data, read)
-	var digest [sha256.Size]byte
-	copy(digest[:], h.Sum(nil))
-	r.mu.RLock()
-	same := r.set != nil && bytes.Equal(digest[:], r.digest[:])
-	r.mu.RUnlock()
-	if same {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("rules file %s: %w", r.path, err)
-	}
-	r.mu.Lock()
-	r.set, r.digest = set, digest
-	r.mu.Unlock()
-	return true, nil
-}
+func (r *Rules) Err() error { return r.w.Err() }
 
 // Run polls the rules file until ctx ends; it returns nil then.
-func (r *Rules) Run(ctx context.Context) error {
-	if r.path == "" {
-		<-ctx.Done()
-		return nil
-	}
-	tick := time.NewTicker(r.poll)
-	defer tick.Stop()
-	var failing bool
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		changed, err := r.reload()
-		switch {
-		case err != nil && !failing:
-			r.log.ErrorContext(ctx, "rules file not reloaded; keeping the previous rules", "path", r.path, "err", err)
-			failing = true
-		case err == nil && (changed || failing):
-			set := r.Current()
-			r.log.InfoContext(ctx, "rules file reloaded", "path", r.path, "rules", len(set.Rules))
-			for _, w := range set.Warnings {
-				r.log.WarnContext(ctx, w)
-			}
-			failing = false
-		}
-	}
-}
+func (r *Rules) Run(ctx context.Context) error { return r.w.Run(ctx) }

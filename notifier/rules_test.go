@@ -141,6 +141,48 @@ func TestParseRules(t *testing.T) {
 	}
 }
 
+// TestRuleEntityNameRule: a rule's entity is held to the samples' name
+// rule (sample.CheckName), so a rule that no sample could ever match is
+// refused with an error naming the rule, the field and the problem,
+// instead of being accepted and never firing. Names a sample can carry
+// stay accepted.
+func TestRuleEntityNameRule(t *testing.T) {
+	files := readFiles(map[string]string{"/s": testSecret})
+	rule := func(kind, entity string) string {
+		return fmt.Sprintf("rules:\n- {name: r, kind: %s, entity: %q, item: Cpu, method: Usage, period: day, thresholds: [1], webhook: \"https://h/x\", secretFile: /s}\n", kind, entity)
+	}
+	long := strings.Repeat("a", 253)
+	tests := []struct {
+		name, kind, entity string
+		want               string // "" accepted
+	}{
+		{name: "253-character cluster", kind: "cluster", entity: long, want: `rule 1 ("r"): entity: longer than 63 characters (a cluster name)`},
+		{name: "64-character cluster", kind: "cluster", entity: strings.Repeat("b", 64), want: `rule 1 ("r"): entity: longer than 63 characters (a cluster name)`},
+		{name: "double dot cluster", kind: "cluster", entity: "a..b", want: `rule 1 ("r"): entity: "a..b" is not a lowercase DNS label (a-z, 0-9, '-', '.') at byte 2 (a cluster name)`},
+		{name: "dot dash cluster", kind: "cluster", entity: "a.-b", want: `rule 1 ("r"): entity: "a.-b" is not a lowercase DNS label (a-z, 0-9, '-', '.') at byte 2 (a cluster name)`},
+		{name: "trailing dot cluster", kind: "cluster", entity: "east.", want: `rule 1 ("r"): entity: "east." must end with a letter or digit (a cluster name)`},
+		{name: "dotted project", kind: "project", entity: "a.b", want: `rule 1 ("r"): entity: "a.b" is not a lowercase DNS label (a-z, 0-9, '-') at byte 1 (a project name)`},
+		{name: "64-character namespace", kind: "namespace", entity: strings.Repeat("n", 64), want: `rule 1 ("r"): entity: longer than 63 characters (a namespace name)`},
+		{name: "dotted cluster", kind: "cluster", entity: "east.prod-1"},
+		{name: "63-character cluster", kind: "cluster", entity: strings.Repeat("c", 63)},
+		{name: "project", kind: "project", entity: "payments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := notifier.ParseRules([]byte(rule(tt.kind, tt.entity)), files)
+			if tt.want == "" {
+				if err != nil || len(set.Rules) != 1 || set.Rules[0].Entity != tt.entity {
+					t.Fatalf("ParseRules = %v, %v; want the rule on %q accepted", set, err, tt.entity)
+				}
+				return
+			}
+			if !errors.Is(err, notifier.ErrInvalidRules) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v\nwant ErrInvalidRules with %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	// Write then rename, as a Kubernetes volume update does: the poller

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // OIDCConfig says which issuer to trust and where scope is in its tokens.
@@ -139,7 +141,7 @@ func (o *OIDC) Authenticate(ctx context.Context, token string) (*Principal, erro
 		}
 	}
 	for _, pr := range stringList(claims[o.cfg.ProjectsClaim]) {
-		if projectName.MatchString(pr) {
+		if sample.CheckName(sample.NameProject, pr) == nil {
 			p.Projects = append(p.Projects, pr)
 		}
 	}

@@ -1,19 +1,19 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"regexp"
-	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/alauda/costmeter/internal/filewatch"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // TokenFileEntry is one token of a token file. The file holds only the
@@ -47,12 +47,9 @@ type TokenFileContent struct {
 const ScopePlatform = "platform"
 
 // DefaultTokenFilePoll is how often the token file is checked for changes.
-const DefaultTokenFilePoll = 2 * time.Second
+const DefaultTokenFilePoll = filewatch.DefaultPoll
 
-var (
-	sha256Hex   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	projectName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-)
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // HashToken returns the lower-case hex SHA-256 of token, as a token file
 // stores it (`printf %s "$TOKEN" | sha256sum`).
@@ -92,8 +89,8 @@ func ParseTokenFile(data []byte) (map[[sha256.Size]byte]*Principal, error) {
 			p.Platform = true
 		case e.Scope == "" && len(e.Projects) > 0:
 			for _, pr := range e.Projects {
-				if !projectName.MatchString(pr) {
-					errs = append(errs, fmt.Errorf("%s: project %q is not a Kubernetes name", where, pr))
+				if err := sample.CheckName(sample.NameProject, pr); err != nil {
+					errs = append(errs, fmt.Errorf("%s: project %q is not a Kubernetes name: %w", where, pr, err))
 				}
 			}
 			p.Projects = append([]string(nil), e.Projects...)
@@ -110,19 +107,14 @@ func ParseTokenFile(data []byte) (map[[sha256.Size]byte]*Principal, error) {
 	return byHash, nil
 }
 
+// tokenTable is a parsed token file: principals by token hash.
+type tokenTable = map[[sha256.Size]byte]*Principal
+
 // TokenFile authenticates the tokens listed, by hash, in a file, and picks
 // up changes to the file while it runs (a Kubernetes Secret mounted as a
 // file is updated in place).
 type TokenFile struct {
-	path string
-	poll time.Duration
-	log  *slog.Logger
-
-	mu     sync.RWMutex
-	byHash map[[sha256.Size]byte]*Principal
-	digest [sha256.Size]byte
-	err    error         // of the last reload
-	change chan struct{} // closed when byHash is replaced, then renewed
+	w *filewatch.Watcher[tokenTable]
 }
 
 // NewTokenFile loads path; an unreadable or invalid file is an error.
@@ -131,97 +123,34 @@ func NewTokenFile(path string, poll time.Duration, log *slog.Logger) (*TokenFile
 	if poll <= 0 {
 		poll = DefaultTokenFilePoll
 	}
-	t := &TokenFile{path: path, poll: poll, log: log, change: make(chan struct{})}
-	if _, err := t.reload(); err != nil {
+	w, err := filewatch.New(filewatch.Config[tokenTable]{
+		What: "token file", Path: path, Poll: poll,
+		Parse: func(data []byte, _ func(string) ([]byte, error)) (tokenTable, error) { return ParseTokenFile(data) },
+		Reloaded: func(ctx context.Context, log *slog.Logger, t tokenTable) {
+			log.InfoContext(ctx, "token file reloaded", "path", path, "tokens", len(t))
+		},
+	}, log)
+	if err != nil {
 		return nil, err
 	}
-	return t, nil
-}
-
-// reload reads the file and swaps the table in when its content changed.
-// A file that turned invalid leaves the previous table in force.
-func (t *TokenFile) reload() (bool, error) {
-	changed, err := t.load()
-	t.mu.Lock()
-	t.err = err
-	t.mu.Unlock()
-	return changed, err
-}
-
-func (t *TokenFile) load() (bool, error) {
-	data, err := os.ReadFile(t.path)
-	if err != nil {
-		return false, fmt.Errorf("read token file %s: %w", t.path, err)
-	}
-	digest := sha256.Sum256(data)
-	t.mu.RLock()
-	same := t.byHash != nil && bytes.Equal(digest[:], t.digest[:])
-	t.mu.RUnlock()
-	if same {
-		return false, nil
-	}
-	byHash, err := ParseTokenFile(data)
-	if err != nil {
-		return false, fmt.Errorf("token file %s: %w", t.path, err)
-	}
-	t.mu.Lock()
-	t.byHash, t.digest = byHash, digest
-	close(t.change)
-	t.change = make(chan struct{})
-	t.mu.Unlock()
-	return true, nil
+	return &TokenFile{w: w}, nil
 }
 
 // Changed returns a channel that is closed the next time the tokens in
 // force change (a reload of a changed, valid file): a request that
 // outlives its authentication (a watch stream) authenticates again then.
 // Take it before authenticating, so that no change falls in between.
-func (t *TokenFile) Changed() <-chan struct{} {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.change
-}
+func (t *TokenFile) Changed() <-chan struct{} { return t.w.Changed() }
 
 // Err is the problem of the last reload, nil when the file in force is
 // the file on disk.
-func (t *TokenFile) Err() error {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.err
-}
+func (t *TokenFile) Err() error { return t.w.Err() }
 
 // Len is the number of tokens in force.
-func (t *TokenFile) Len() int {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return len(t.byHash)
-}
+func (t *TokenFile) Len() int { return len(t.w.Current()) }
 
-// Run polls the file for changes until ctx ends; it returns nil then. It
-// compares content, not modification times, so a change within the
-// file system's time resolution is not missed.
-func (t *TokenFile) Run(ctx context.Context) error {
-	tick := time.NewTicker(t.poll)
-	defer tick.Stop()
-	var failing bool
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		changed, err := t.reload()
-		switch {
-		case err != nil && !failing:
-			// Once per failure streak: the old tokens stay in force.
-			t.log.ErrorContext(ctx, "token file not reloaded; keeping the previous tokens", "err", err)
-			failing = true
-		case err == nil && (changed || failing):
-			t.log.InfoContext(ctx, "token file reloaded", "path", t.path, "tokens", t.Len())
-			failing = false
-		}
-	}
-}
+// Run polls the file for changes until ctx ends; it returns nil then.
+func (t *TokenFile) Run(ctx context.Context) error { return t.w.Run(ctx) }
 
 // Authenticate looks the token's hash up. The lookup leaks at most timing
 // about hashes, which reveals nothing usable about any token.
@@ -229,10 +158,7 @@ func (t *TokenFile) Authenticate(_ context.Context, token string) (*Principal, e
 	if token == "" {
 		return nil, fmt.Errorf("empty token: %w", ErrInvalidToken)
 	}
-	key := sha256.Sum256([]byte(token))
-	t.mu.RLock()
-	p, ok := t.byHash[key]
-	t.mu.RUnlock()
+	p, ok := t.w.Current()[sha256.Sum256([]byte(token))]
 	if !ok {
 		return nil, fmt.Errorf("unknown token: %w", ErrInvalidToken)
 	}

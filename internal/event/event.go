@@ -15,14 +15,16 @@ import (
 	"strings"
 
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
 )
 
-// Kinds of entity an event is about.
+// Kinds of entity an event is about. Each is also the name sample.CheckName
+// checks an entity of that kind under (so a cluster's name may hold dots).
 const (
-	KindProject   = "project"
-	KindNamespace = "namespace"
-	KindCluster   = "cluster"
+	KindProject   = sample.NameProject
+	KindNamespace = sample.NameNamespace
+	KindCluster   = sample.NameCluster
 )
 
 // Totals are one item's day totals per method, in the item's unit-hours.
@@ -71,6 +73,18 @@ func KindOf(sc rollup.Scope) string {
 	return ""
 }
 
+// ScopeOf maps an event kind to its rollup scope, the inverse of KindOf
+// (ScopeNamespace for any other kind).
+func ScopeOf(kind string) rollup.Scope {
+	switch kind {
+	case KindProject:
+		return rollup.ScopeProject
+	case KindCluster:
+		return rollup.ScopeCluster
+	}
+	return rollup.ScopeNamespace
+}
+
 // Unit names an item's unit.
 func Unit(it rollup.Item) string {
 	if it == rollup.Cpu {
@@ -116,6 +130,20 @@ func (e Event) Entity() string {
 		return KindCluster + "." + Token(e.Cluster)
 	default:
 		return KindNamespace + "." + e.Project + "." + Token(e.Cluster) + "." + e.Namespace
+	}
+}
+
+// Name is the event's entity as one string, for logs, keys and
+// CloudEvents subjects: the project, the cluster, or
+// project/cluster/namespace. No name holds '/', so it is unambiguous.
+func (e Event) Name() string {
+	switch e.Kind {
+	case KindProject:
+		return e.Project
+	case KindCluster:
+		return e.Cluster
+	default:
+		return e.Project + "/" + e.Cluster + "/" + e.Namespace
 	}
 }
 

@@ -32,6 +32,12 @@ const (
 	RollupsPrefix   = "cost.rollups."
 	RollupsSubjects = "cost.rollups.>"
 
+	// AlertsPrefix starts the core NATS subject of a notifier's threshold
+	// crossing: AlertsPrefix + the rollup event's entity tokens
+	// (event.Event.Entity), cost.alerts.<kind>.<name…>. No stream keeps
+	// them.
+	AlertsPrefix = "cost.alerts."
+
 	// Consumer is the durable pull consumer shared by every aggregator
 	// replica: JetStream hands each message to one of them.
 	Consumer = "aggregator"
