@@ -37,9 +37,7 @@ const testRetention = 20 * 365 * 24 * time.Hour
 var testNow = time.Date(2025, 6, 10, 0, 0, 0, 0, time.UTC)
 
 func TestMain(m *testing.M) {
-	if os.Getenv("COSTMETER_CHILD") == "aggregator" {
-		os.Exit(runChild())
-	}
+	testenv.RunChild(map[string]func([]string) int{"aggregator": func([]string) int { return runChild() }})
 	goleak.VerifyTestMain(m)
 }
 
@@ -347,8 +345,8 @@ func TestTwoAggregatorsAtOnce(t *testing.T) {
 // (COSTMETER_WORKERS=n).
 func (e *env) startChild(killAt string, extra ...string) *exec.Cmd {
 	e.t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "COSTMETER_CHILD=aggregator", "NATS_URL="+e.nats.URL(), "REDIS_URL="+e.redis.URL(), "COSTMETER_KILL_AT="+killAt)
+	cmd := testenv.ChildCommand("aggregator")
+	cmd.Env = append(cmd.Env, "NATS_URL="+e.nats.URL(), "REDIS_URL="+e.redis.URL(), "COSTMETER_KILL_AT="+killAt)
 	cmd.Env = append(cmd.Env, extra...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -50,21 +50,17 @@ const ackWait = 2 * time.Second
 // testNow is the aggregators' clock.
 var testNow = time.Date(2025, 6, 10, 0, 0, 0, 0, time.UTC)
 
-// Child process modes: the test binary re-executes itself as an
-// aggregator or as a nats-server, so that either can be killed -9 or
-// stopped with SIGSTOP.
-const (
-	envChild  = "COSTMETER_FAULT_CHILD"
-	envStopAt = "COSTMETER_STOP_AT"
-)
+// envStopAt tells an aggregator child where to stop itself.
+const envStopAt = "COSTMETER_STOP_AT"
 
+// TestMain lets the test binary re-execute itself as an aggregator or as a
+// nats-server (testenv.ChildCommand), so that either can be killed -9 or
+// stopped with SIGSTOP.
 func TestMain(m *testing.M) {
-	switch os.Getenv(envChild) {
-	case "aggregator":
-		os.Exit(runAggregatorChild())
-	case "nats":
-		os.Exit(runNATSChild())
-	}
+	testenv.RunChild(map[string]func([]string) int{
+		"aggregator": func([]string) int { return runAggregatorChild() },
+		"nats":       func([]string) int { return runNATSChild() },
+	})
 	gin.SetMode(gin.ReleaseMode)
 	goleak.VerifyTestMain(m)
 }
@@ -169,8 +165,8 @@ func (n *natsChild) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.p
 
 func (n *natsChild) start() {
 	n.t.Helper()
-	n.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	n.cmd.Env = append(os.Environ(), envChild+"=nats", "NATS_PORT="+strconv.Itoa(n.port), "NATS_DIR="+n.dir)
+	n.cmd = testenv.ChildCommand("nats")
+	n.cmd.Env = append(n.cmd.Env, "NATS_PORT="+strconv.Itoa(n.port), "NATS_DIR="+n.dir)
 	n.cmd.Stderr = os.Stderr
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
@@ -281,8 +277,8 @@ func (e *env) startAggregator(opts ...aggregator.Option) (stop func()) {
 // startChild runs an aggregator child process with extra environment.
 func (e *env) startChild(extra ...string) *exec.Cmd {
 	e.t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), envChild+"=aggregator", "NATS_URL="+e.url, "REDIS_URL="+e.redisURL), extra...)
+	cmd := testenv.ChildCommand("aggregator")
+	cmd.Env = append(append(cmd.Env, "NATS_URL="+e.url, "REDIS_URL="+e.redisURL), extra...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

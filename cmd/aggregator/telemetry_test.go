@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,36 +29,11 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-// childEnv makes the test binary run the aggregator itself with the
-// arguments in childArgs (newline-separated), so that a test can signal it.
-const (
-	childEnv  = "COSTMETER_AGGREGATOR_CHILD"
-	childArgs = "COSTMETER_AGGREGATOR_ARGS"
-)
-
+// TestMain lets the test binary run the aggregator itself as a child
+// (testenv.ChildCommand), so that a test can signal it.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(run(strings.Split(os.Getenv(childArgs), "\n"), os.Stderr))
-	}
+	testenv.RunChild(map[string]func([]string) int{"aggregator": func(args []string) int { return run(args, os.Stderr) }})
 	os.Exit(m.Run())
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // otlpReceiver is an OTLP/HTTP traces endpoint keeping what it receives.
@@ -130,9 +104,9 @@ func TestBinaryTelemetry(t *testing.T) {
 
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	args := []string{"--nats-url", n.URL(), "--redis-url", r.URL(), "--listen", addr, "--lag-interval", "50ms", "--log-format", "json"}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgs+"="+strings.Join(args, "\n"), telemetry.EnvOTLPEndpoint+"="+otlp.URL)
-	var logs syncBuffer
+	cmd := testenv.ChildCommand("aggregator", args...)
+	cmd.Env = append(cmd.Env, telemetry.EnvOTLPEndpoint+"="+otlp.URL)
+	var logs testenv.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

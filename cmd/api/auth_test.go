@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,19 +28,6 @@ func TestAuthMustBeChosen(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the server goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestTokenAuthAndRateLimit runs the binary's run with --auth token and a
 // small rate limit against real Redis, then stops it with SIGINT.
 func TestTokenAuthAndRateLimit(t *testing.T) {
@@ -53,7 +39,7 @@ func TestTokenAuthAndRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--redis-url", r.URL(), "--listen", addr, "--auth", "token", "--auth-token-file", tokens,
@@ -132,7 +118,7 @@ func TestTokenAuthAndRateLimit(t *testing.T) {
 func TestAuthNoneWarns(t *testing.T) {
 	r := testenv.StartRedis(t)
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"--redis-url", r.URL(), "--listen", addr, "--auth", "none"}, &logs) }()
 	testenv.Eventually(t, 20*time.Second, "api ready", func() (bool, string) {

@@ -61,7 +61,7 @@ func TestOIDCRoutesScopesTokens(t *testing.T) {
 
 	r := testenv.StartRedis(t)
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"--redis-url", r.URL(), "--listen", addr, "--auth", "oidc", "--oidc-issuer", iss.URL,

@@ -27,7 +27,7 @@ const watchPath = "/platform/cost.alauda.io/v1beta1/costs/usage/watch"
 func serve(t *testing.T, args ...string) (base string, stop func()) {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(append(args, "--listen", addr, "--auth", "none"), &logs) }()
 	base = "http://" + addr

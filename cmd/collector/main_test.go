@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,50 +24,23 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-// childEnv makes the test binary run the collector itself, with the
-// arguments in childArgs (separated by newlines), so that a test can kill
-// it with SIGKILL.
-const (
-	childEnv  = "COSTMETER_COLLECTOR_CHILD"
-	childArgs = "COSTMETER_COLLECTOR_ARGS"
-)
-
+// TestMain lets the test binary run the collector itself as a child
+// (startChild), so that a test can kill it with SIGKILL.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(run(strings.Split(os.Getenv(childArgs), "\n"), os.Stdin, os.Stderr))
-	}
+	testenv.RunChild(map[string]func([]string) int{"collector": func(args []string) int { return run(args, os.Stdin, os.Stderr) }})
 	goleak.VerifyTestMain(m)
 }
 
 // child is a collector subprocess.
 type child struct {
 	cmd *exec.Cmd
-	log *lockedBuffer
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log *testenv.LockedBuffer
 }
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgs+"="+strings.Join(args, "\n"))
-	log := &lockedBuffer{}
+	cmd := testenv.ChildCommand("collector", args...)
+	log := &testenv.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start collector: %v", err)

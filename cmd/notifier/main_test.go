@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,17 +16,10 @@ import (
 	"github.com/alauda/costmeter/internal/testenv"
 )
 
-// childEnv makes the test binary run the notifier itself with the
-// arguments in childArgs (newline-separated), so that a test can signal it.
-const (
-	childEnv  = "COSTMETER_NOTIFIER_CHILD"
-	childArgs = "COSTMETER_NOTIFIER_ARGS"
-)
-
+// TestMain lets the test binary run the notifier itself as a child
+// (testenv.ChildCommand), so that a test can signal it.
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(run(strings.Split(os.Getenv(childArgs), "\n"), os.Stderr))
-	}
+	testenv.RunChild(map[string]func([]string) int{"notifier": func(args []string) int { return run(args, os.Stderr) }})
 	os.Exit(m.Run())
 }
 
@@ -86,23 +77,6 @@ func TestInvalidConfiguration(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunsAndStops: the binary becomes ready against real NATS and Redis,
 // serves /metrics, warns about a plain-http webhook to a remote host,
 // and stops cleanly on SIGTERM.
@@ -116,9 +90,8 @@ func TestRunsAndStops(t *testing.T) {
 `, sec))
 	port := testenv.FreePort(t)
 	args := []string{"--nats-url", n.URL(), "--redis-url", r.URL(), "--rules-file", rules, "--listen", "127.0.0.1:" + strconv.Itoa(port)}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childArgs+"="+strings.Join(args, "\n"))
-	var out syncBuffer
+	cmd := testenv.ChildCommand("notifier", args...)
+	var out testenv.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

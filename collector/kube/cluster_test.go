@@ -103,7 +103,7 @@ type live struct {
 	src      *kube.Source
 	factory  informers.SharedInformerFactory
 	clock    *clock
-	logs     *syncBuffer
+	logs     *testenv.LockedBuffer
 	prefix   string
 	requests *requestCounter
 }
@@ -172,7 +172,7 @@ func startLive(t *testing.T, prefix string, at time.Time) *live {
 	c := plane.Cluster(t)
 	setUpCluster(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &live{t: t, ctx: ctx, c: c, admin: c.Admin, clock: &clock{t: at}, logs: &syncBuffer{}, prefix: prefix,
+	e := &live{t: t, ctx: ctx, c: c, admin: c.Admin, clock: &clock{t: at}, logs: &testenv.LockedBuffer{}, prefix: prefix,
 		requests: &requestCounter{n: map[string]int{}}}
 	src, factory, err := e.newSource(ctx, "cost-collector")
 	if err != nil {

@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,21 +85,8 @@ type env struct {
 	src     *kube.Source
 	clock   *clock
 	vols    *volumes
-	logs    *syncBuffer
+	logs    *testenv.LockedBuffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func config() kube.Config {
 	return kube.Config{Cluster: "prod-east", ProjectLabel: kube.DefaultProjectLabel, DefaultProject: kube.DefaultProject,
@@ -112,7 +98,7 @@ func config() kube.Config {
 func start(t *testing.T, startAt time.Time, objs ...runtime.Object) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, ctx: ctx, kc: allowAll(fake.NewClientset(objs...)), mc: metricsfake.NewSimpleClientset(), clock: &clock{t: startAt}, vols: &volumes{used: map[string]int64{}}, logs: &syncBuffer{}}
+	e := &env{t: t, ctx: ctx, kc: allowAll(fake.NewClientset(objs...)), mc: metricsfake.NewSimpleClientset(), clock: &clock{t: startAt}, vols: &volumes{used: map[string]int64{}}, logs: &testenv.LockedBuffer{}}
 	e.factory = informers.NewSharedInformerFactory(e.kc, 0)
 	src, err := kube.New(config(), e.kc, e.mc, kube.WithClock(e.clock.Now), kube.WithInformerFactory(e.factory),
 		kube.WithVolumeStats(e.vols), kube.WithLogger(slog.New(slog.NewTextHandler(e.logs, nil))))

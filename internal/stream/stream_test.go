@@ -1,14 +1,12 @@
 package stream_test
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,6 @@ import (
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func connect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
@@ -93,7 +73,7 @@ func wantReplicas(t *testing.T, js jetstream.JetStream, want int) {
 func TestReplicasOnCluster(t *testing.T) {
 	c := testenv.StartNATSCluster(t, 3)
 	js := connect(t, c.URL())
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	one := stream.DefaultConfig()
@@ -132,7 +112,7 @@ func TestReplicasOnCluster(t *testing.T) {
 func TestReplicasOnSingleServer(t *testing.T) {
 	n := testenv.StartNATS(t)
 	js := connect(t, n.URL())
-	var logs syncBuffer
+	var logs testenv.LockedBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	three := stream.DefaultConfig()
@@ -143,7 +123,7 @@ func TestReplicasOnSingleServer(t *testing.T) {
 		t.Fatalf("%d creation warnings, want 3:\n%s", n, logs.String())
 	}
 
-	logs = syncBuffer{}
+	logs.Reset()
 	log = slog.New(slog.NewTextHandler(&logs, nil))
 	three.SamplesMaxAge = 3 * time.Hour
 	ensureAll(t, js, three, stream.WithLogger(log))
