@@ -15,9 +15,25 @@ import (
 	"time"
 )
 
-// binaries are the commands whose flags configuration.md's table lists.
-// A new binary joins here and in the table.
-var binaries = []string{"collector", "aggregator", "api", "notifier", "costd"}
+// commands returns the binaries under cmd/, whose flags the table lists: a
+// new binary is checked as soon as its folder exists.
+func commands(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join("..", "cmd"))
+	if err != nil {
+		t.Fatalf("list the binaries: %v", err)
+	}
+	var bins []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join("..", "cmd", e.Name(), "main.go")); e.IsDir() && err == nil {
+			bins = append(bins, e.Name())
+		}
+	}
+	if len(bins) == 0 {
+		t.Fatal("no binaries under cmd/ (a folder with a main.go)")
+	}
+	return bins
+}
 
 // flagsTableHeader is the header line of the one flags table.
 const flagsTableHeader = "| flag | env | default | binaries | meaning |"
@@ -39,19 +55,21 @@ type helpFlag struct {
 // TestConfigurationFlagsTable holds docs/configuration.md's flags table to
 // the binaries: every flag a binary's -h prints is in the table for that
 // binary, with the same environment variable and default, and every flag
-// the table lists for a binary exists there. The binaries are built as
+// the table lists for a binary exists there. Every binary under cmd/ is
+// checked, so a new one cannot ship without its rows. They are built as
 // they ship (go build) and asked with an empty environment, so that no
 // variable of the machine running the test changes a default.
 func TestConfigurationFlagsTable(t *testing.T) {
+	binaries := commands(t)
 	rows := readFlagsTable(t, "configuration.md")
-	dir := buildBinaries(t)
+	dir := buildBinaries(t, binaries)
 
 	var problems []string
 	listed := map[string]map[string][]docFlag{} // binary -> flag -> rows
 	for _, r := range rows {
 		for _, b := range r.binaries {
 			if !slices.Contains(binaries, b) {
-				problems = append(problems, fmt.Sprintf("configuration.md:%d: --%s: unknown binary %q (one of %s, or all)", r.line, r.name, b, strings.Join(binaries, ", ")))
+				problems = append(problems, fmt.Sprintf("configuration.md:%d: --%s: unknown binary %q (one of %s)", r.line, r.name, b, strings.Join(binaries, ", ")))
 				continue
 			}
 			if listed[b] == nil {
@@ -96,7 +114,7 @@ func TestConfigurationFlagsTable(t *testing.T) {
 // ships (go build, as make build does). In make test, go vet has already
 // compiled every package they import, so only the mains and the links
 // remain.
-func buildBinaries(t *testing.T) string {
+func buildBinaries(t *testing.T, binaries []string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -270,12 +288,8 @@ func parseRow(l string) (docFlag, error) {
 	if m := codeSpan.FindStringSubmatch(cells[2]); m != nil {
 		r.def = m[1]
 	}
-	if cells[3] == "all" {
-		r.binaries = binaries
-	} else {
-		for b := range strings.SplitSeq(cells[3], ",") {
-			r.binaries = append(r.binaries, strings.TrimSpace(b))
-		}
+	for b := range strings.SplitSeq(cells[3], ",") {
+		r.binaries = append(r.binaries, strings.TrimSpace(b))
 	}
 	return r, nil
 }
