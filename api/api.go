@@ -40,6 +40,7 @@ import (
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 )
 
@@ -67,8 +68,8 @@ type Config struct {
 	Listen string
 	// Currency is echoed in every row and is the currency of the price list.
 	Currency string
-	// PricingFile is an optional price list (see Pricing); rows carry cost
-	// when it is set.
+	// PricingFile is an optional price list (internal/pricing); rows carry
+	// cost when it is set.
 	PricingFile string
 }
 
@@ -93,11 +94,24 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--currency: %q is not one of %v", c.Currency, Currencies))
 	}
 	if c.PricingFile != "" {
-		if _, err := LoadPricing(c.PricingFile); err != nil {
+		if _, err := c.loadPricing(); err != nil {
 			errs = append(errs, fmt.Errorf("--pricing: %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// loadPricing reads the price list and checks that the currency it names,
+// if any, is the one the API echoes.
+func (c Config) loadPricing() (*pricing.List, error) {
+	p, err := pricing.Load(c.PricingFile)
+	if err != nil {
+		return nil, err
+	}
+	if cur := p.Currency(); cur != "" && cur != c.Currency {
+		return nil, fmt.Errorf("price list %s: currency %s is not the API's --currency %s", c.PricingFile, cur, c.Currency)
+	}
+	return p, nil
 }
 
 // Rollups is what the API reads: pages of a selection's rows, one
@@ -118,7 +132,7 @@ type Server struct {
 	cfg     Config
 	loc     *time.Location
 	reader  Rollups
-	pricing *Pricing
+	pricing *pricing.List
 	log     *slog.Logger
 	authn   gin.HandlerFunc
 	engine  *gin.Engine
@@ -161,7 +175,7 @@ func New(cfg Config, rollups Rollups, loc *time.Location, opts ...Option) (*Serv
 		}
 	}
 	if cfg.PricingFile != "" {
-		p, err := LoadPricing(cfg.PricingFile)
+		p, err := cfg.loadPricing()
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/testenv"
@@ -470,7 +471,11 @@ prices:
 		for _, step := range []string{"day", "week", "month"} {
 			q := want{kind: "namespace_all", step: step, start: "2024-02-25", end: "2024-03-05", item: tc.item, method: tc.method}
 			got, _ := all(t, h, q, 1000)
-			wantRows := f.rows(q, tc.price)
+			var price func(string, time.Time) float64
+			if tc.price != nil {
+				price = func(_ string, d time.Time) float64 { return tc.price(d) }
+			}
+			wantRows := f.rows(q, price)
 			for i := range wantRows {
 				wantRows[i].Currency = "USD"
 			}
@@ -486,11 +491,63 @@ prices:
 			"prices: [{item: Cpu, method: Usage, from: '2024-01-01', price: 1}, {item: Cpu, method: Usage, from: '2024-01-01', price: 2}]",
 			"prices: [{item: Cpu, method: Usage, from: '2024-01-01', price: 1, currency: USD}]",
 		} {
-			if _, err := api.ParsePricing([]byte(body)); err == nil {
+			if _, err := pricing.Parse([]byte(body)); err == nil {
 				t.Errorf("accepted %s", body)
 			}
 		}
 	})
+}
+
+// TestPricingPerCluster prices each cluster by its most specific row
+// (an exact name over a glob over the rows for every cluster, a cluster
+// row only from its own from-date) on every kind, the project rows from
+// their per-cluster parts, and checks a bill's precision and currency.
+func TestPricingPerCluster(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "prices.yaml")
+	if err := os.WriteFile(path, []byte(`
+currency: USD
+decimals: 2
+prices:
+  - {item: Cpu, method: Effective, from: "2024-01-01", price: 0.5}
+  - {item: Cpu, method: Effective, cluster: "east*", from: "2024-01-01", price: "0.25"}
+  - {item: Cpu, method: Effective, cluster: east.b, from: "2024-03-01", price: "2.000000001"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Listen: ":0", Currency: "USD", PricingFile: path}, rollup.NewReader(f.rdb), time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	march := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	price := func(cluster string, d time.Time) float64 {
+		switch {
+		case cluster == "east.b" && !d.Before(march):
+			return 2.000000001
+		case strings.HasPrefix(cluster, "east"):
+			return 0.25
+		default:
+			return 0.5
+		}
+	}
+	for _, kind := range []string{"namespace_all", "cluster_all", "project_all"} {
+		for _, project := range []string{"", "team"} {
+			for _, step := range []string{"day", "month"} {
+				q := want{project: project, kind: kind, step: step, start: "2024-02-25", end: "2024-03-05", item: rollup.Cpu, method: rollup.Effective}
+				got, _ := all(t, h, q, 1000)
+				wantRows := f.rows(q, price)
+				for i := range wantRows {
+					wantRows[i].Currency = "USD"
+				}
+				compareRows(t, got, wantRows)
+			}
+		}
+	}
+	if _, err := api.New(api.Config{Listen: ":0", Currency: "EUR", PricingFile: path}, rollup.NewReader(f.rdb), time.UTC); err == nil ||
+		!strings.Contains(err.Error(), "currency USD is not the API's --currency EUR") {
+		t.Errorf("a price list in USD served as EUR: %v", err)
+	}
 }
 
 func TestCSV(t *testing.T) {

@@ -216,8 +216,9 @@ type modelRow struct {
 	bucketStart time.Time
 }
 
-// rows computes the expected rows of q from the samples alone.
-func (f *fixture) rows(q want, prices func(day time.Time) float64) []api.Row {
+// rows computes the expected rows of q from the samples alone; prices, when
+// set, is the price of a unit-hour on a cluster and day.
+func (f *fixture) rows(q want, prices func(cluster string, day time.Time) float64) []api.Row {
 	start, _ := time.Parse(time.DateOnly, q.start)
 	end, _ := time.Parse(time.DateOnly, q.end)
 	bucketOf := func(d time.Time) string {
@@ -291,7 +292,7 @@ func (f *fixture) rows(q want, prices func(day time.Time) float64) []api.Row {
 			}
 			r.Usage += v[field]
 			if prices != nil {
-				*r.Cost += v[field] * prices(d)
+				*r.Cost += v[field] * prices(ns.Cluster, d)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/alauda/costmeter/internal/auth"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 )
@@ -128,7 +129,10 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 	if err != nil {
 		return fmt.Errorf("query usage: %w", err)
 	}
-	rows := s.rows(q, page.Rows)
+	rows, err := s.rows(ctx, q, page.Rows)
+	if err != nil {
+		return fmt.Errorf("query usage: %w", err)
+	}
 	if q.CSV {
 		w := s.csvWriter(c)
 		s.writeCSV(w, rows)
@@ -186,16 +190,22 @@ func selectionOf(q Query, project string) (rollup.Selection, error) {
 }
 
 // rows turns rollup rows into API rows: usage in unit-hours, and cost.
-func (s *Server) rows(q Query, in []rollup.Row) []Row {
+// A row's cost is the exact sum over its days of day usage × the price of
+// its cluster in force that day, rounded once to fine units
+// (pricing.Sum). A project's row sums its clusters: when the price list
+// prices clusters differently, its cost is the sum of its project-cluster
+// parts' costs, read from the store (costParts).
+func (s *Server) rows(ctx context.Context, q Query, in []rollup.Row) ([]Row, error) {
 	out := make([]Row, 0, len(in))
 	field := rollup.Field(q.Item, q.Method)
 	priced := s.pricing.Has(q.Item, q.Method)
+	perCluster := !s.pricing.SameForEveryCluster(q.Item, q.Method)
 	for _, r := range in {
 		var (
 			sum      int64
 			fallback float64 // when the exact sum would overflow int64
 			overflow bool
-			cost     float64
+			cost     pricing.Sum
 		)
 		if r.Days == nil { // Totals: exact, no day to price
 			sum = r.Total[field]
@@ -212,8 +222,14 @@ func (s *Server) rows(q Query, in []rollup.Row) []Row {
 			if overflow {
 				fallback += rollup.Hours(v)
 			}
-			if priced && v != 0 {
-				cost += rollup.Hours(v) * s.pricing.Price(q.Item, q.Method, r.Bucket.First+rollup.Day(j))
+		}
+		if priced {
+			if r.Entity.Cluster == "" && perCluster {
+				if err := s.costParts(ctx, q, r, &cost); err != nil {
+					return nil, err
+				}
+			} else {
+				s.addCost(&cost, q, r.Entity.Cluster, r)
 			}
 		}
 		usage := rollup.Hours(sum)
@@ -226,12 +242,45 @@ func (s *Server) rows(q Query, in []rollup.Row) []Row {
 			Start: r.Bucket.First.String(), End: r.Bucket.Last.String(),
 		}
 		if priced {
-			c := cost
+			c := cost.Fine()
 			row.Cost = &c
 		}
 		out = append(out, row)
 	}
-	return out
+	return out, nil
+}
+
+// addCost adds the days of r, priced on cluster, to cost.
+func (s *Server) addCost(cost *pricing.Sum, q Query, cluster string, r rollup.Row) {
+	field := rollup.Field(q.Item, q.Method)
+	for j := range r.Days {
+		if v := r.Days[j][field]; v != 0 {
+			p, _ := s.pricing.Price(q.Item, q.Method, cluster, r.Bucket.First+rollup.Day(j))
+			cost.Add(v, p)
+		}
+	}
+}
+
+// costPartsPage is how many of a project's clusters costParts reads at once.
+const costPartsPage = 100
+
+// costParts adds the cost of project row r's per-cluster parts (its
+// project-cluster rollups over the same bucket) to cost: exact, at one
+// more store read per project row and page of its clusters.
+func (s *Server) costParts(ctx context.Context, q Query, r rollup.Row, cost *pricing.Sum) error {
+	sel := rollup.Selection{Scope: rollup.ScopeProjectCluster, Prefix: r.Entity.Project + rollup.Sep}
+	for off := 0; ; off += costPartsPage {
+		page, err := s.reader.Page(ctx, sel, []rollup.Bucket{r.Bucket}, off, costPartsPage)
+		if err != nil {
+			return fmt.Errorf("read the clusters of project %q to price them: %w", r.Entity.Project, err)
+		}
+		for _, part := range page.Rows {
+			s.addCost(cost, q, part.Entity.Cluster, part)
+		}
+		if off+costPartsPage >= page.Total || len(page.Rows) == 0 {
+			return nil
+		}
+	}
 }
 
 func (s *Server) csvWriter(c *gin.Context) *csv.Writer {
@@ -271,24 +320,31 @@ func formatFloat(f float64) string {
 // exportCSV writes every row, reading csvChunk rows at a time; its cost
 // grows with the number of rows exported.
 func (s *Server) exportCSV(ctx context.Context, c *gin.Context, q Query, sel rollup.Selection, buckets []rollup.Bucket) error {
-	page := func(off int) (rollup.Page, error) {
+	// chunk reads csvChunk rows from off, and whatever pricing them needs,
+	// within one query timeout.
+	chunk := func(off int) (int, []Row, error) {
 		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
-		return s.page(ctx, q, sel, buckets, off, csvChunk)
+		p, err := s.page(ctx, q, sel, buckets, off, csvChunk)
+		if err != nil {
+			return 0, nil, err
+		}
+		rows, err := s.rows(ctx, q, p.Rows)
+		return p.Total, rows, err
 	}
-	first, err := page(0)
+	total, rows, err := chunk(0)
 	if err != nil {
 		return fmt.Errorf("export usage: %w", err)
 	}
 	w := s.csvWriter(c)
-	s.writeCSV(w, s.rows(q, first.Rows))
-	for off := csvChunk; off < first.Total; off += csvChunk {
-		next, err := page(off)
+	s.writeCSV(w, rows)
+	for off := csvChunk; off < total; off += csvChunk {
+		_, rows, err := chunk(off)
 		if err != nil {
 			w.Flush()
 			return fmt.Errorf("export usage at row %d: %w", off, err)
 		}
-		s.writeCSV(w, s.rows(q, next.Rows))
+		s.writeCSV(w, rows)
 	}
 	w.Flush()
 	return w.Error()
