@@ -129,3 +129,23 @@ func headingAnchors(t *testing.T, path string) map[string]bool {
 	}
 	return anchors
 }
+
+// TestReadmeIndexesEveryDoc checks that the README's reference links every
+// file of docs/: a topic nobody can find from the entry is lost.
+func TestReadmeIndexesEveryDoc(t *testing.T) {
+	readme := filepath.Join("..", "README.md")
+	linked := map[string]bool{}
+	for _, l := range links(t, readme) {
+		target, _, _ := strings.Cut(l.target, "#")
+		linked[filepath.Clean(target)] = true
+	}
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !linked[filepath.Join("docs", f)] {
+			t.Errorf("docs/%s is not linked from README.md: add it to the README's reference table", f)
+		}
+	}
+}
