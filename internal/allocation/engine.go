@@ -217,6 +217,10 @@ func (e *Engine) Allocate(cd ClusterDay) (Bill, error) {
 		groups = append(groups, g)
 	}
 	sort.Strings(groups)
+	qtys := make([][NumItems]int64, len(groups)) // groupQty in groups' order
+	for i, g := range groups {
+		qtys[i] = *groupQty[g]
+	}
 	poolList := make([]*poolAcc, 0, len(pools))
 	for _, p := range pools {
 		poolList = append(poolList, p)
@@ -270,8 +274,8 @@ func (e *Engine) Allocate(cd ClusterDay) (Bill, error) {
 		tot.Cost = cost
 		// Step 2: the first split.
 		weights := make([]uint64, 0, len(groups)+len(poolList)+1)
-		for _, g := range groups {
-			weights = append(weights, uint64(groupQty[g][item]))
+		for i := range groups {
+			weights = append(weights, uint64(qtys[i][item]))
 		}
 		for _, p := range poolList {
 			weights = append(weights, uint64(p.qty[item]))
@@ -281,15 +285,15 @@ func (e *Engine) Allocate(cd ClusterDay) (Bill, error) {
 		for i, g := range groups {
 			l := line(g)
 			l.Items[item].Direct = parts[i]
-			l.Items[item].DirectQty = groupQty[g][item]
+			l.Items[item].DirectQty = qtys[i][item]
 		}
 		// Step 3: pools and idle to the groups.
 		recipients := func(split Split) []uint64 {
 			w := make([]uint64, len(groups))
 			var sum uint64
-			for i, g := range groups {
+			for i := range groups {
 				if split == Weighted {
-					w[i] = uint64(groupQty[g][item])
+					w[i] = uint64(qtys[i][item])
 				}
 				sum += w[i]
 			}
@@ -385,8 +389,9 @@ func (e *Engine) Allocate(cd ClusterDay) (Bill, error) {
 
 // Add adds o's cluster-days to b: lines of the same cluster and group,
 // clusters and pools of the same name add up field by field. A bucket's
-// bill (a week, a month, several clusters) is the Add of its
-// cluster-days, so it adds up as they do.
+// bill (a week, a month, several clusters) is the sum of its cluster-days,
+// so it adds up as they do. Add takes time in proportion to both bills:
+// to add many cluster-days, use a Sum.
 func (b *Bill) Add(o Bill) {
 	b.Lines = mergeLines(b.Lines, o.Lines)
 	b.Clusters = mergeClusters(b.Clusters, o.Clusters)
@@ -501,6 +506,76 @@ func mergePools(a, b []Pool) []Pool {
 		return out[i].Rule < out[j].Rule
 	})
 	return out
+}
+
+// Sum adds up many cluster-days' bills into one (a bucket's), each Add in
+// time proportional to the bill added. The zero Sum is empty.
+type Sum struct {
+	lines                  map[[2]string]*Line
+	clusters               map[string]*ClusterTotal
+	pools                  map[[2]string]*Pool
+	clusterCost, allocated int64
+}
+
+// Add adds b to the sum.
+func (s *Sum) Add(b Bill) {
+	if s.lines == nil {
+		s.lines, s.clusters, s.pools = map[[2]string]*Line{}, map[string]*ClusterTotal{}, map[[2]string]*Pool{}
+	}
+	for i := range b.Lines {
+		l := &b.Lines[i]
+		k := [2]string{l.Cluster, l.Group}
+		if x := s.lines[k]; x != nil {
+			x.add(l)
+		} else {
+			c := *l
+			s.lines[k] = &c
+		}
+	}
+	for _, c := range b.Clusters {
+		if x := s.clusters[c.Cluster]; x != nil {
+			m := mergeClusters([]ClusterTotal{*x}, []ClusterTotal{c})
+			*x = m[0]
+		} else {
+			s.clusters[c.Cluster] = &c
+		}
+	}
+	for _, p := range b.Pools {
+		k := [2]string{p.Cluster, p.Rule}
+		if x := s.pools[k]; x != nil {
+			for n := range p.Items {
+				x.Items[n].Quantity += p.Items[n].Quantity
+				x.Items[n].Amount += p.Items[n].Amount
+			}
+		} else {
+			s.pools[k] = &p
+		}
+	}
+	s.clusterCost += b.ClusterCost
+	s.allocated += b.Allocated
+}
+
+// Bill returns the sum, sorted as every Bill is.
+func (s *Sum) Bill() Bill {
+	b := Bill{ClusterCost: s.clusterCost, Allocated: s.allocated}
+	for _, l := range s.lines {
+		b.Lines = append(b.Lines, *l)
+	}
+	sort.Slice(b.Lines, func(i, j int) bool { return lineLess(&b.Lines[i], &b.Lines[j]) })
+	for _, c := range s.clusters {
+		b.Clusters = append(b.Clusters, *c)
+	}
+	sort.Slice(b.Clusters, func(i, j int) bool { return b.Clusters[i].Cluster < b.Clusters[j].Cluster })
+	for _, p := range s.pools {
+		b.Pools = append(b.Pools, *p)
+	}
+	sort.Slice(b.Pools, func(i, j int) bool {
+		if b.Pools[i].Cluster != b.Pools[j].Cluster {
+			return b.Pools[i].Cluster < b.Pools[j].Cluster
+		}
+		return b.Pools[i].Rule < b.Pools[j].Rule
+	})
+	return b
 }
 
 // Filter keeps what a query names after allocation: the lines of group

@@ -3,6 +3,7 @@ package allocation_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -253,6 +254,7 @@ func TestAllocationModel(t *testing.T) {
 		s := randomScenario(t, r)
 		e := s.engine(t)
 		var bucket allocation.Bill
+		var sum allocation.Sum
 		modelLines := map[[2]string]*mLine{}
 		var modelCost int64
 		for _, d := range s.days {
@@ -304,6 +306,10 @@ func TestAllocationModel(t *testing.T) {
 			}
 			modelCost += m.clusterCost
 			bucket.Add(b)
+			sum.Add(b)
+		}
+		if s := sum.Bill(); !reflect.DeepEqual(s, bucket) {
+			t.Fatalf("scenario %d: Sum gives %+v, Bill.Add %+v", i, s, bucket)
 		}
 		if bucket.ClusterCost != bucket.Allocated || bucket.ClusterCost != modelCost {
 			t.Fatalf("scenario %d bucket: clusterCost %d allocated %d, model %d", i, bucket.ClusterCost, bucket.Allocated, modelCost)

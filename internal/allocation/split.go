@@ -1,8 +1,9 @@
 package allocation
 
 import (
+	"cmp"
 	"math/bits"
-	"sort"
+	"slices"
 )
 
 // largestRemainder splits amount (>= 0) into parts proportional to
@@ -38,7 +39,12 @@ func largestRemainder(amount int64, weights []uint64) []int64 {
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return rems[order[a]] > rems[order[b]] })
+	slices.SortFunc(order, func(a, b int) int {
+		if c := cmp.Compare(rems[b], rems[a]); c != 0 {
+			return c
+		}
+		return a - b
+	})
 	for _, i := range order[:left] {
 		parts[i]++
 	}
