@@ -64,8 +64,9 @@ import (
 // Adding a key family (for example per-label-value group rollups, or
 // cluster capacity per day):
 //  1. Give it a name constant below (fam...) and a row in keyTable: its
-//     form, type and what it holds. The layout test fails until the row
-//     describes every key written.
+//     form, type and what it holds. The layout test (keys_test.go, run
+//     as TestBackends/*/KeyLayout) fails until the row describes every
+//     key written, and until a key of the row is written.
 //  2. Write a builder next to the others, from shardMonth (data that must
 //     commit with the values: anything not idempotent, such as an INCRBY,
 //     goes in the shard so it shares the shard's slot; keep a per-shard
