@@ -149,3 +149,35 @@ func TestReadmeIndexesEveryDoc(t *testing.T) {
 		}
 	}
 }
+
+// sourcePath is a repository file named in backticks: `internal/rollup/keys.go`.
+var sourcePath = regexp.MustCompile("`((?:internal|api|collector|notifier|aggregator|faults|console|bench|deploy|cmd|test)/[A-Za-z0-9_./-]*\\.(?:go|js|lua|yaml|conf|sh))`")
+
+// TestNamedFilesExist checks that every source file the README and the
+// docs name in backticks exists, so that a file moved or renamed in a
+// refactoring does not leave a reader looking for it.
+func TestNamedFilesExist(t *testing.T) {
+	files, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, filepath.Join("..", "README.md"), filepath.Join("..", "deploy", "README.md"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("read %s: %v", f, err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			for _, m := range sourcePath.FindAllStringSubmatch(l, -1) {
+				p := filepath.FromSlash(m[1])
+				if _, err := os.Stat(filepath.Join("..", p)); err == nil {
+					continue
+				}
+				if _, err := os.Stat(filepath.Join(filepath.Dir(f), p)); err == nil {
+					continue // relative to the file, as deploy/README.md names its own
+				}
+				t.Errorf("%s:%d: names %s, which does not exist", f, i+1, m[1])
+			}
+		}
+	}
+}
