@@ -22,14 +22,16 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/cmd/internal/wire"
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/internal/app"
+	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/natsembed"
 	"github.com/alauda/costmeter/internal/redischild"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
-	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
 	"github.com/alauda/costmeter/notifier"
@@ -45,7 +47,7 @@ type options struct {
 	retention  time.Duration
 	collector  collector.Config
 	aggregator aggregator.Config
-	api        apiOptions
+	api        wire.APIConfig
 	telemetry  telemetry.Config
 	// notifier runs when --rules-file is set (rules holds them loaded).
 	notifier notifier.Config
@@ -67,7 +69,10 @@ func run(args []string, stderr io.Writer) int {
 	o.collector.RegisterSimFlags(f)
 	o.aggregator = aggregator.DefaultConfig()
 	o.aggregator.RegisterFlags(f)
-	o.api.register(f)
+	// As cmd/api's flags, but --auth defaults to none here (try-it-out
+	// mode; the API logs a warning).
+	o.api.Auth.Mode = auth.ModeNone
+	o.api.RegisterFlags(f)
 	o.telemetry.RegisterFlags(f)
 	o.notifier = notifier.DefaultConfig()
 	o.notifier.RegisterFlags(f)
@@ -80,26 +85,23 @@ func run(args []string, stderr io.Writer) int {
 	}
 	o.collector.Finish()
 	o.notifier.Retention = o.retention
-	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.validate(), o.telemetry.Validate(), o.notifier.Validate()}
+	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.Validate(), o.telemetry.Validate(), o.notifier.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "costd: invalid configuration:\n%v\n", err)
 		return 2
 	}
 	log := telemetry.NewLogger(stderr, o.common.LogFormat, o.common.LogLevel)
 	if o.notifier.RulesFile != "" {
-		rules, err := notifier.LoadRules(o.notifier.RulesFile, o.notifier.RulesPoll, log.With("component", "rules"))
+		rules, err := wire.Rules(log, o.notifier)
 		if err != nil {
 			fmt.Fprintf(stderr, "costd: %v\n", err)
 			return 2
-		}
-		for _, w := range rules.Current().Warnings {
-			log.Warn(w)
 		}
 		o.rules = rules
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, o, log); err != nil {
+	if err := serve(ctx, o, log, stderr); err != nil {
 		log.Error("costd stopped", "err", err)
 		if errors.Is(err, redischild.ErrNotInstalled) {
 			return 2
@@ -110,7 +112,7 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
+func serve(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (err error) {
 	// One set of providers for every part: their metrics share the API's
 	// /metrics, and a trace runs from the simulator's publish to the
 	// aggregator's events. Shut down last, it flushes the last spans.
@@ -139,14 +141,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err := redisconn.Ping(ctx, rdb); err != nil {
 		return err
 	}
-	store, err := rollup.NewStore(rdb, o.common.Location(), o.retention)
+	store, err := wire.Store(ctx, rdb, o.common.Location(), o.retention, true)
 	if err != nil {
-		return err
-	}
-	if err := store.CheckTimezone(ctx); err != nil {
-		return err
-	}
-	if err := store.LoadScripts(ctx); err != nil {
 		return err
 	}
 
@@ -165,14 +161,22 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 		return err
 	}
 
-	const aggScope, colScope = "github.com/alauda/costmeter/aggregator", "github.com/alauda/costmeter/collector"
-	agg, err := aggregator.New(o.aggregator, js, store, aggregator.WithLogger(log),
-		aggregator.WithMeter(tel.Meter(aggScope)), aggregator.WithTracer(tel.Tracer(aggScope)))
-	if err != nil {
+	// Every component is built by the function its own binary calls.
+	env := app.NewEnv(log, tel, stderr)
+	defer env.Close()
+	if _, err := wire.Aggregator(env, o.aggregator, js, store); err != nil {
 		return err
 	}
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log,
-		collector.WithPublisherMeter(tel.Meter(colScope)), collector.WithPublisherTracer(tel.Tracer(colScope)))
+	if o.rules != nil {
+		if _, err := wire.Notifier(env, o.notifier, js, nc, rdb, o.rules); err != nil {
+			return err
+		}
+		log.Info("notifier on", "rules", len(o.rules.Current().Rules), "path", o.notifier.RulesFile)
+	}
+	if err := wire.API(env, o.api, store, rdb, js); err != nil {
+		return err
+	}
+	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log, wire.PublisherOptions(env)...)
 	if err != nil {
 		return err
 	}
@@ -180,24 +184,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	apiRun, err := o.api.build(ctx, rdb, store, js, log, tel)
-	if err != nil {
-		return err
-	}
-
-	var g rungroup.Group
-	g.Add("aggregator", agg.Run)
-	if o.rules != nil {
-		const notScope = "github.com/alauda/costmeter/notifier"
-		n, err := notifier.New(o.notifier, js, nc, rdb, o.rules, notifier.WithLogger(log), notifier.WithMeter(tel.Meter(notScope)))
-		if err != nil {
-			return err
-		}
-		log.Info("notifier on", "rules", len(o.rules.Current().Rules), "path", o.notifier.RulesFile)
-		g.Add("notifier", n.Run)
-	}
-	g.Add("api", apiRun)
-	g.Add("simulator", func(ctx context.Context) error {
+	env.Add("simulator", func(ctx context.Context) error {
 		log.Info("simulating clusters", "clusters", o.collector.Sim.Clusters, "backfill", o.collector.Sim.Backfill)
 		start := time.Now()
 		err := sim.Run(ctx, pub.Publish)
@@ -213,5 +200,5 @@ func serve(ctx context.Context, o options, log *slog.Logger) (err error) {
 		<-ctx.Done() // a finished simulation must not stop the rest
 		return nil
 	})
-	return g.Run(ctx)
+	return env.Run(ctx)
 }

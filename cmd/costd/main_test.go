@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/alauda/costmeter/aggregator"
+	"github.com/alauda/costmeter/cmd/internal/wire"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
@@ -45,10 +46,10 @@ func TestCostdEndToEnd(t *testing.T) {
 		redisPort:  testenv.FreePort(t),
 		retention:  rollup.DefaultRetention,
 		aggregator: aggregator.DefaultConfig(),
-		api: apiOptions{
-			api:   api.Config{Listen: "127.0.0.1:" + strconv.Itoa(apiPort), Currency: "CNY"},
-			auth:  auth.Config{Mode: auth.ModeNone},
-			guard: httpguard.DefaultConfig(),
+		api: wire.APIConfig{
+			API:   api.Config{Listen: "127.0.0.1:" + strconv.Itoa(apiPort), Currency: "CNY"},
+			Auth:  auth.Config{Mode: auth.ModeNone},
+			Guard: httpguard.DefaultConfig(),
 		},
 	}
 	o.collector.MaxBatch = collector.DefaultMaxBatch
@@ -82,7 +83,7 @@ func TestCostdEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- serve(ctx, o, log) }()
+	go func() { done <- serve(ctx, o, log, io.Discard) }()
 
 	today := time.Now().UTC()
 	url := fmt.Sprintf("http://127.0.0.1:%d/platform/cost.alauda.io/v1beta1/costs/usage?start=%s&end=%s&kind=project_all&step=day",
