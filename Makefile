@@ -38,9 +38,9 @@ test-deps: test-debs k8s-testbin test-node
 test-debs:
 	@./test/debs.sh
 
-## k8s-testbin: builds the Kubernetes control plane (module test/k8s) once per machine into
+## k8s-testbin: builds kube-apiserver and etcd (module test/k8s) once per machine into
 ## ${XDG_CACHE_HOME:-$HOME/.cache}/costmeter/k8s-testbin/<version> for the tests of the Kubernetes
-## source (internal/kubetest); then seconds.
+## source (internal/kubetest); then seconds. Figures: docs/testing.md.
 k8s-testbin:
 	nice -n 10 ./test/k8s/build.sh
 

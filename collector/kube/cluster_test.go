@@ -1,9 +1,9 @@
 package kube_test
 
 // Tests of the source against a real control plane (internal/kubetest):
-// kube-apiserver with RBAC, etcd, kube-controller-manager (quota status,
-// namespaces, service accounts) and a fake metrics-server behind the
-// aggregator. There are no kubelets: the test plays the kubelet, binding
+// kube-apiserver with RBAC, etcd, and a fake metrics-server behind the
+// aggregator; the harness writes quota status and default service accounts
+// as the controller manager would. There are no kubelets: the test plays the kubelet, binding
 // pods to a Node object and writing their status. The source runs as the
 // ServiceAccount of deploy/kubernetes/collector-rbac.yaml, with the
 // ClusterRole applied from that file.
@@ -276,8 +276,7 @@ func (e *live) eventually(what string, cond func() (bool, string)) {
 // created in it (its default ServiceAccount exists) and the source sees it.
 func (e *live) namespace(name string, labels map[string]string) {
 	e.t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	if _, err := e.admin.CoreV1().Namespaces().Create(e.ctx, ns, metav1.CreateOptions{}); err != nil {
+	if err := e.c.EnsureNamespace(e.ctx, name, labels); err != nil {
 		e.t.Fatal(err)
 	}
 	e.eventually("namespace "+name+" ready", func() (bool, string) {
@@ -424,20 +423,12 @@ func (e *live) createClaim(ns, name, size string) {
 	}
 }
 
-// setQuota creates or updates a ResourceQuota and waits until the quota
-// controller copied it to the status and the source sees that status.
+// setQuota creates or updates a ResourceQuota, has the harness write its
+// status as the quota controller would, and waits until the source sees
+// that status.
 func (e *live) setQuota(ns, name string, hard corev1.ResourceList) {
 	e.t.Helper()
-	q, err := e.admin.CoreV1().ResourceQuotas(ns).Get(e.ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		q = &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ResourceQuotaSpec{Hard: hard}}
-		_, err = e.admin.CoreV1().ResourceQuotas(ns).Create(e.ctx, q, metav1.CreateOptions{})
-	case err == nil:
-		q.Spec.Hard = hard
-		_, err = e.admin.CoreV1().ResourceQuotas(ns).Update(e.ctx, q, metav1.UpdateOptions{})
-	}
-	if err != nil {
+	if _, err := e.c.SetQuota(e.ctx, ns, name, hard); err != nil {
 		e.t.Fatalf("set quota %s/%s: %v", ns, name, err)
 	}
 	e.eventually("status of quota "+ns+"/"+name, func() (bool, string) {

@@ -1,18 +1,26 @@
-// Package kubetest runs a real Kubernetes control plane for tests: etcd,
-// kube-apiserver and kube-controller-manager as child processes on free
-// loopback ports, and a fake metrics-server (MetricsServer) registered as
-// the metrics.k8s.io APIService. It hands a test an admin client and
-// clients for ServiceAccounts, which the API server authorises with RBAC.
+// Package kubetest runs a real Kubernetes control plane for tests: etcd and
+// kube-apiserver as child processes on free loopback ports, and a fake
+// metrics-server (MetricsServer) registered as the metrics.k8s.io
+// APIService. It hands a test an admin client and clients for
+// ServiceAccounts, which the API server authorises with RBAC.
 //
-// The binaries come from `make k8s-testbin` (module test/k8s), which builds
-// Kubernetes KubernetesVersion and etcd EtcdVersion once per machine into
-// BinDir; a test whose binaries are missing fails saying to run it.
+// The binaries come from `make k8s-testbin` (module test/k8s, run by
+// `make test`), which builds Kubernetes KubernetesVersion and etcd
+// EtcdVersion once per machine into BinDir; a test whose binaries are
+// missing fails saying to run it.
 //
 // There are no nodes and no kubelets: pods stay Pending unless a test
-// plays the kubelet and writes their status itself. The controller manager
-// runs the namespace, serviceaccount, resourcequota, garbage-collector and
-// PVC-protection controllers, so namespaces get their default
-// ServiceAccount and delete, and ResourceQuotas get a real status.
+// plays the kubelet and writes their status itself. There is no controller
+// manager either (building it doubled the cold build): the harness does the
+// little of its work the tests need, when asked. EnsureNamespace creates a
+// namespace's default ServiceAccount, which the API server's admission
+// requires of every pod, as the serviceaccount controller does; SetQuota
+// writes a ResourceQuota's status as the resourcequota controller does,
+// after which the API server's quota admission charges each new pod and
+// claim to it. What no one does here: a deleted namespace stays
+// Terminating and a deleted claim keeps its pvc-protection finalizer, a
+// quota's usage is not released when a pod ends, and owners' dependents are
+// not garbage-collected.
 //
 // Start-up takes a few seconds and about 400 MiB: a test package shares
 // one Cluster through Shared.
@@ -63,7 +71,7 @@ const (
 const BinDirEnv = "COSTMETER_K8S_TESTBIN"
 
 // Binaries the harness runs.
-var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager"}
+var binaries = []string{"etcd", "kube-apiserver"}
 
 // BinDir is where `make k8s-testbin` puts the binaries: $COSTMETER_K8S_TESTBIN,
 // else ${XDG_CACHE_HOME:-$HOME/.cache}/costmeter/k8s-testbin/<KubernetesVersion>.
@@ -83,7 +91,7 @@ func BinDir() (string, error) {
 }
 
 // ErrNoBinaries means the control plane's binaries are not built.
-var ErrNoBinaries = errors.New("kubernetes test binaries missing: run `make k8s-testbin` (builds kube-apiserver, kube-controller-manager and etcd once per machine)")
+var ErrNoBinaries = errors.New("kubernetes test binaries missing: run `make k8s-testbin` (builds kube-apiserver and etcd once per machine; `make test` runs it first)")
 
 // findBinaries checks that every binary is in BinDir.
 func findBinaries() (string, error) {
@@ -117,7 +125,6 @@ type Cluster struct {
 	token     string
 	etcd      *process
 	apiserver *process
-	kcm       *process
 	stopOnce  sync.Once
 }
 
@@ -151,7 +158,8 @@ func Start(ctx context.Context, dir string) (_ *Cluster, err error) {
 	if err := c.registerMetrics(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.startControllerManager(ctx); err != nil {
+	// As on a real cluster, pods can run in "default" from the start.
+	if err := c.EnsureNamespace(ctx, "default", nil); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -187,17 +195,23 @@ func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name stri
 	return c.config(tr.Status.Token), nil
 }
 
-// EnsureNamespace creates a namespace with labels unless it exists.
+// EnsureNamespace creates a namespace with labels unless it exists, and
+// its default ServiceAccount unless that exists, as the serviceaccount
+// controller would: the API server admits no pod without it.
 func (c *Cluster) EnsureNamespace(ctx context.Context, name string, labels map[string]string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	if _, err := c.Admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", name, err)
 	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}
+	if _, err := c.Admin.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create the default service account of namespace %s: %w", name, err)
+	}
 	return nil
 }
 
-// StopAPIServer stops kube-apiserver, breaking every watch; etcd, the
-// controller manager and the metrics server keep running.
+// StopAPIServer stops kube-apiserver, breaking every watch; etcd and the
+// metrics server keep running.
 func (c *Cluster) StopAPIServer() { c.apiserver.stop(30 * time.Second) }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer, on the
@@ -207,14 +221,14 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 }
 
 // Stop stops the components in the order that lets each one exit cleanly
-// (metrics, controller manager, API server, etcd: etcd first makes the API
-// server hang); it is idempotent.
+// (metrics, API server, etcd: etcd first makes the API server hang); it is
+// idempotent.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
 		if c.Metrics != nil {
 			c.Metrics.close()
 		}
-		for _, p := range []*process{c.kcm, c.apiserver, c.etcd} {
+		for _, p := range []*process{c.apiserver, c.etcd} {
 			if p != nil {
 				p.stop(20 * time.Second)
 			}
@@ -225,7 +239,7 @@ func (c *Cluster) Stop() {
 // Logs is the tail of each component's log, for a failing test.
 func (c *Cluster) Logs() string {
 	var b strings.Builder
-	for _, p := range []*process{c.etcd, c.apiserver, c.kcm} {
+	for _, p := range []*process{c.etcd, c.apiserver} {
 		if p != nil {
 			fmt.Fprintf(&b, "--- %s ---\n%s\n", p.name, p.tail())
 		}
@@ -388,39 +402,6 @@ func (c *Cluster) registerMetrics(ctx context.Context) error {
 	return poll(ctx, startTimeout, "metrics.k8s.io served through the aggregator", func(ctx context.Context) error {
 		return c.Admin.CoreV1().RESTClient().Get().AbsPath(metricsPrefix, "pods").Do(ctx).Error()
 	})
-}
-
-func (c *Cluster) startControllerManager(ctx context.Context) error {
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: test
-  context: {cluster: test, user: admin}
-current-context: test
-`, c.host, c.path("serving.crt"), c.token)
-	if err := os.WriteFile(c.path("admin.kubeconfig"), []byte(kubeconfig), 0o600); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	c.kcm = newProcess(c.dir, c.bin, "kube-controller-manager",
-		"--kubeconfig="+c.path("admin.kubeconfig"),
-		"--controllers=namespace-controller,serviceaccount-controller,resourcequota-controller,garbage-collector-controller,persistentvolumeclaim-protection-controller",
-		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false")
-	// The serviceaccount controller creates every namespace's default
-	// ServiceAccount: once it exists for "default", controllers run.
-	ready := func(ctx context.Context) error {
-		_, err := c.Admin.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		return err
-	}
-	return c.startProcess(ctx, c.kcm, "kube-controller-manager running", ready)
 }
 
 // startProcess starts p and polls ready until it answers nil, p exits or
