@@ -25,6 +25,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
 	"github.com/alauda/costmeter/internal/telemetry"
@@ -90,13 +91,13 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	rdb, err := rollup.Open(common.RedisURL, nil, rollup.WithSecurity(redisSec))
+	rdb, err := redisconn.Open(common.RedisURL, nil, redisconn.WithSecurity(redisSec))
 	if err != nil {
 		fmt.Fprintf(stderr, "exporter: %v\n", err)
 		return 2
 	}
 	defer rdb.Close()
-	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return rollup.Ping(ctx, rdb) }); err != nil {
+	if err := natsconn.Retry(ctx, log, "connect to redis", func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) }); err != nil {
 		return 1
 	}
 	natsOpts, err := natsconn.SecurityOptions(natsSec)
@@ -128,7 +129,7 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	probes := health.NewServer(listen, map[string]health.Check{
-		"redis": func(ctx context.Context) error { return rollup.Ping(ctx, rdb) },
+		"redis": func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) },
 		"nats": func(context.Context) error {
 			if nc.Status() != nats.CONNECTED {
 				return fmt.Errorf("nats is %s", nc.Status())
