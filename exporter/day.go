@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math/big"
 	"os"
 	"sort"
 	"time"
 
 	"github.com/alauda/costmeter/internal/focus"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 )
 
@@ -54,7 +56,7 @@ type dayPrint struct {
 	sum        string
 	namespaces int
 	coverage   []rollup.ClusterDay
-	prices     map[rollup.Item]*focus.Price
+	prices     map[string]map[rollup.Item]*focus.Price // cluster -> item
 	allocs     map[focus.OriginKey]focus.Allocation
 }
 
@@ -67,7 +69,7 @@ func (x *Exporter) fingerprint(ctx context.Context, d rollup.Day) (dayPrint, err
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%s|%s|%s|%s|%s|%s|%v\n", ExportVersion, x.loc, x.currency, x.cfg.AccountID, x.cfg.AccountName, x.cfg.IssuerName, chargeDate(d), x.cfg.CSV)
 	b := []rollup.Bucket{{First: d, Last: d}}
-	dp := dayPrint{prices: map[rollup.Item]*focus.Price{}}
+	dp := dayPrint{prices: map[string]map[rollup.Item]*focus.Price{}}
 	ns, err := x.src.Page(ctx, rollup.Selection{Scope: rollup.ScopeNamespace}, b, 0, 1)
 	if err != nil {
 		return dp, fmt.Errorf("count namespaces of %s: %w", chargeDate(d), err)
@@ -81,6 +83,12 @@ func (x *Exporter) fingerprint(ctx context.Context, d rollup.Day) (dayPrint, err
 		}
 		for _, r := range pg.Rows {
 			fmt.Fprintf(h, "cl %s %v\n", r.Entity.Cluster, r.Total)
+			dp.prices[r.Entity.Cluster] = x.pricesOf(r.Entity.Cluster, d)
+			for _, it := range rollup.Items() {
+				if p := dp.prices[r.Entity.Cluster][it]; p != nil {
+					fmt.Fprintf(h, "price %s %s %s/%d\n", r.Entity.Cluster, it, p.Num, p.Exp)
+				}
+			}
 		}
 		if off+pageRows >= pg.Total {
 			break
@@ -92,17 +100,6 @@ func (x *Exporter) fingerprint(ctx context.Context, d rollup.Day) (dayPrint, err
 	}
 	for _, c := range dp.coverage {
 		fmt.Fprintf(h, "cov %s %v\n", c.Cluster, c.Spans)
-	}
-	for _, it := range rollup.Items() {
-		if x.prices == nil || !x.prices.Has(it, rollup.Effective) {
-			continue
-		}
-		p, err := focus.PriceOf(x.prices.Price(it, rollup.Effective, d))
-		if err != nil {
-			return dp, err
-		}
-		dp.prices[it] = &p
-		fmt.Fprintf(h, "price %s %s/%d\n", it, p.Num, p.Exp)
 	}
 	if x.alloc != nil {
 		dp.allocs, err = x.alloc.Allocations(ctx, d)
@@ -121,6 +118,26 @@ func (x *Exporter) fingerprint(ctx context.Context, d rollup.Day) (dayPrint, err
 	}
 	dp.sum = hex.EncodeToString(h.Sum(nil))
 	return dp, nil
+}
+
+// pricesOf returns the Effective prices of cluster's items on d (nil
+// where none is listed), exact: pricing.Price counts 10^-PriceDecimals.
+func (x *Exporter) pricesOf(cluster string, d rollup.Day) map[rollup.Item]*focus.Price {
+	out := map[rollup.Item]*focus.Price{}
+	if x.prices == nil {
+		return out
+	}
+	for _, it := range rollup.Items() {
+		if !x.prices.Has(it, rollup.Effective) {
+			continue
+		}
+		p, ok := x.prices.Price(it, rollup.Effective, cluster, d)
+		if !ok {
+			continue
+		}
+		out[it] = &focus.Price{Num: big.NewInt(int64(p)), Exp: pricing.PriceDecimals}
+	}
+	return out
 }
 
 // exportDay writes day d's files and returns its manifest entry.
@@ -168,7 +185,7 @@ func (x *Exporter) exportDay(ctx context.Context, d rollup.Day, dp dayPrint) (Da
 			}
 			batch = batch[:0]
 			for _, it := range rollup.Items() {
-				row, err := day.Origin(focus.Charge{Entity: r.Entity, Item: it, Values: v, Price: dp.prices[it], CoverageUnits: cov, Tags: tags})
+				row, err := day.Origin(focus.Charge{Entity: r.Entity, Item: it, Values: v, Price: dp.prices[r.Entity.Cluster][it], CoverageUnits: cov, Tags: tags})
 				if err != nil {
 					return entry, err
 				}

@@ -236,7 +236,8 @@ func TestExportReadBackByDuckDB(t *testing.T) {
 				if row.Cost == nil {
 					t.Fatalf("%v: the API gave no cost", k)
 				}
-				if f, _ := cost.Float64(); abs(*row.Cost-f) > 1e-9*max(1, f) {
+				// The API prints costs rounded to pricing.FineDecimals (6).
+				if f, _ := cost.Float64(); abs(*row.Cost-f) > 0.5e-6+1e-12 {
 					t.Errorf("%v: API cost %v, exact %v", k, *row.Cost, f)
 				}
 				pk := prKey{it.String(), row.Project, day}

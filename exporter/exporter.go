@@ -26,6 +26,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/focus"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 )
 
@@ -120,10 +121,11 @@ type Source interface {
 	ClusterCoverage(ctx context.Context, first, last rollup.Day, cluster string) ([]rollup.ClusterDay, error)
 }
 
-// Prices is the price list (*api.Pricing).
+// Prices is the price list (*pricing.List): exact prices in
+// pricing.PriceScale units per unit-hour, per cluster and day.
 type Prices interface {
 	Has(it rollup.Item, m rollup.Method) bool
-	Price(it rollup.Item, m rollup.Method, d rollup.Day) float64
+	Price(it rollup.Item, m rollup.Method, cluster string, d rollup.Day) (pricing.Price, bool)
 }
 
 // Allocator supplies the chargeback's split allocations of a day: for

@@ -27,6 +27,7 @@ import (
 
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/exporter"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
@@ -87,7 +88,7 @@ type env struct {
 	natsURL    string
 	js         jetstream.JetStream
 	nc         *nats.Conn
-	prices     *api.Pricing
+	prices     *pricing.List
 	pricesPath string
 	dir        string
 	api        *httptest.Server
@@ -116,7 +117,7 @@ func newEnv(t *testing.T) *env {
 	if err := os.WriteFile(e.pricesPath, []byte(pricesYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if e.prices, err = api.LoadPricing(e.pricesPath); err != nil {
+	if e.prices, err = pricing.Load(e.pricesPath); err != nil {
 		t.Fatal(err)
 	}
 	e.dir = t.TempDir()

@@ -25,6 +25,7 @@ import (
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/rungroup"
@@ -61,9 +62,9 @@ func run(args []string, stderr io.Writer) int {
 	if !slices.Contains(api.Currencies, currency) {
 		errs = append(errs, fmt.Errorf("--currency: %q is not one of %v", currency, api.Currencies))
 	}
-	var prices *api.Pricing
+	var prices *pricing.List
 	if pricingFile != "" {
-		p, err := api.LoadPricing(pricingFile)
+		p, err := pricing.Load(pricingFile)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--pricing: %w", err))
 		}
