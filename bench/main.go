@@ -1,6 +1,6 @@
 // Command bench measures costmeter on this machine against the machine's
 // own limits, in one run against fresh servers, prints one table and writes
-// it as JSON (see internal/benchrun). BENCH_QUICK=1 runs the small sizes.
+// it as JSON (see bench/benchrun). BENCH_QUICK=1 runs the small sizes.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/alauda/costmeter/internal/benchrun"
+	"github.com/alauda/costmeter/bench/benchrun"
 )
 
 func main() { os.Exit(run()) }

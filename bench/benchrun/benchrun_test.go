@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/alauda/costmeter/internal/benchrun"
+	"github.com/alauda/costmeter/bench/benchrun"
 )
 
 // TestQuick runs the whole benchmark at its quick sizes, so that `make
