@@ -214,7 +214,7 @@ func (x *Exporter) exportDay(ctx context.Context, d rollup.Day, dp dayPrint) (Da
 	if err != nil {
 		return entry, err
 	}
-	entry.Rows, entry.Corrections = out.rows, m.corrections
+	entry.Rows, entry.Corrections = out.rows, out.corrections
 	for _, f := range files {
 		f.entry.Path = ParquetPath(d)
 		if f.entry.Format != "parquet" {
@@ -274,6 +274,9 @@ type dayFiles struct {
 	pq    *focus.ParquetWriter
 	csv   *focus.CSVWriter
 	rows  int64
+	// corrections counts the written rows of ChargeClass Correction,
+	// delivered ones included.
+	corrections int64
 }
 
 func (x *Exporter) newDayFiles() (*dayFiles, error) {
@@ -319,6 +322,11 @@ func (o *dayFiles) write(rows []focus.Row) error {
 		}
 	}
 	o.rows += int64(len(rows))
+	for i := range rows {
+		if rows[i].ChargeClass != nil {
+			o.corrections++
+		}
+	}
 	return nil
 }
 

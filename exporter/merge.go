@@ -110,9 +110,8 @@ func (p *delivered) group(into []focus.Row) ([]focus.Row, string, error) {
 // since (a key delivered but gone now is corrected to zero; a key new
 // since is a Correction of its whole amount).
 type merger struct {
-	prev        *delivered
-	out         *dayFiles
-	corrections int64
+	prev *delivered
+	out  *dayFiles
 
 	pending    []focus.Row // delivered rows of pendingKey, not yet written
 	pendingKey string
@@ -152,7 +151,6 @@ func (m *merger) one(now *focus.Row) error {
 		if !m.have || m.pendingKey > key {
 			// New since delivery.
 			c, _ := focus.Correction(nil, now)
-			m.corrections++
 			return m.out.write([]focus.Row{c})
 		}
 		if m.pendingKey == key {
@@ -185,7 +183,6 @@ func (m *merger) flushPending(now *focus.Row) error {
 	m.scratch = append(m.scratch[:0], m.pending...)
 	if c, ok := focus.Correction(&sum, target); ok {
 		m.scratch = append(m.scratch, c)
-		m.corrections++
 	}
 	m.have = false
 	return m.out.write(m.scratch)
