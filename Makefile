@@ -65,7 +65,7 @@ fmt:
 bench:
 	$(GO) run ./bench -out bench/results/latest.json -cpuprofile bench/results/catchup-cpu.pprof
 
-## bench-quick: the same at small sizes, under a minute (also run by `make test` through internal/benchrun).
+## bench-quick: the same at small sizes, under a minute (also run by `make test` through bench/benchrun).
 bench-quick:
 	BENCH_QUICK=1 $(GO) run ./bench
 

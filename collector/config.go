@@ -51,15 +51,17 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 }
 
 // RegisterSimFlags registers only the simulation's flags (costd embeds a
-// simulated collector and nothing else of it).
+// simulated collector and nothing else of it). The backfill flags default to
+// what c already holds, so that costd can give its own defaults and the
+// environment (SIM_BACKFILL, SIM_BACKFILL_INTERVAL) still overrides them.
 func (c *Config) RegisterSimFlags(f *config.Flags) {
 	f.Int(&c.MaxBatch, "max-batch", "COLLECTOR_MAX_BATCH", DefaultMaxBatch, "samples per NATS message")
 	f.String(&c.simClusters, "sim-clusters", "SIM_CLUSTERS", "sim-east,sim-west,sim-edge", "simulated cluster names, comma separated")
 	f.Int(&c.Sim.Projects, "sim-projects", "SIM_PROJECTS", 4, "simulated projects per cluster")
 	f.Int(&c.Sim.Namespaces, "sim-namespaces", "SIM_NAMESPACES", 12, "simulated namespaces per cluster")
 	f.Duration(&c.Sim.Interval, "interval", "COLLECTOR_INTERVAL", time.Minute, "collection window")
-	f.Duration(&c.Sim.Backfill, "backfill", "SIM_BACKFILL", 0, "how far back the simulation starts before running live")
-	f.Duration(&c.BackfillInterval, "backfill-interval", "SIM_BACKFILL_INTERVAL", 0, "window of the backfilled samples (default: --interval)")
+	f.Duration(&c.Sim.Backfill, "backfill", "SIM_BACKFILL", c.Sim.Backfill, "how far back the simulation starts before running live")
+	f.Duration(&c.BackfillInterval, "backfill-interval", "SIM_BACKFILL_INTERVAL", c.BackfillInterval, "window of the backfilled samples (default: --interval)")
 }
 
 // Finish derives the fields flags cannot set directly; call after parsing.

@@ -66,6 +66,10 @@ func run(args []string, stderr io.Writer) int {
 	f.String(&o.natsListen, "nats-listen", "COSTD_NATS_LISTEN", "127.0.0.1:14222", "address of the embedded NATS server")
 	f.Int(&o.redisPort, "redis-port", "COSTD_REDIS_PORT", 16379, "port of the redis-server child")
 	f.Duration(&o.retention, "retention", "COST_RETENTION", rollup.DefaultRetention, "how long rollups are kept after their month ends (a month is kept or dropped whole)")
+	// The try-it-out defaults: three clusters, 40 days of history in hourly
+	// windows, then live minutes (the environment and the flags override them).
+	o.collector.Sim.Backfill = 960 * time.Hour
+	o.collector.BackfillInterval = time.Hour
 	o.collector.RegisterSimFlags(f)
 	o.aggregator = aggregator.DefaultConfig()
 	o.aggregator.RegisterFlags(f)
@@ -76,10 +80,6 @@ func run(args []string, stderr io.Writer) int {
 	o.telemetry.RegisterFlags(f)
 	o.notifier = notifier.DefaultConfig()
 	o.notifier.RegisterFlags(f)
-	// The try-it-out defaults: three clusters, 40 days of history in hourly
-	// windows, then live minutes.
-	_ = fs.Set("backfill", "960h")
-	_ = fs.Set("backfill-interval", "1h")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
