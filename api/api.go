@@ -56,11 +56,9 @@ var openAPISpec []byte
 // OpenAPISpec returns the OpenAPI 3 description served at /openapi.yaml.
 func OpenAPISpec() []byte { return slices.Clone(openAPISpec) }
 
-// Currencies are the ISO 4217 codes --currency accepts, exactly those of the
-// published contract and in its order: CNY (the default), USD, THB, RUB,
-// AUD, CAD, CHF, DKK, EUR, GBP, IDR, INR, JPY, HKD and SGD. The API never
-// converts: prices are in this currency and rows echo it.
-var Currencies = []string{"CNY", "USD", "THB", "RUB", "AUD", "CAD", "CHF", "DKK", "EUR", "GBP", "IDR", "INR", "JPY", "HKD", "SGD"}
+// Currencies are the ISO 4217 codes --currency accepts (pricing.Currencies,
+// defined there once for the API and the exporter).
+var Currencies = pricing.Currencies
 
 // Config configures the API server.
 type Config struct {
@@ -90,8 +88,8 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen: %q is not host:port", c.Listen))
 	}
-	if !slices.Contains(Currencies, c.Currency) {
-		errs = append(errs, fmt.Errorf("--currency: %q is not one of %v", c.Currency, Currencies))
+	if err := pricing.CheckCurrency("--currency", c.Currency); err != nil {
+		errs = append(errs, err)
 	}
 	if c.PricingFile != "" {
 		if _, err := c.loadPricing(); err != nil {

@@ -13,14 +13,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 	_ "time/tzdata"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/exporter"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
@@ -59,8 +57,8 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	errs := []error{f.Err(), common.Validate(), natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate()}
-	if !slices.Contains(api.Currencies, currency) {
-		errs = append(errs, fmt.Errorf("--currency: %q is not one of %v", currency, api.Currencies))
+	if err := pricing.CheckCurrency("--currency", currency); err != nil {
+		errs = append(errs, err)
 	}
 	var prices *pricing.List
 	if pricingFile != "" {
