@@ -3,7 +3,6 @@ package allocation_test
 import (
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,11 +19,9 @@ import (
 func TestWatchReloads(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	path := filepath.Join(t.TempDir(), "allocation.yaml")
-	write := func(s string) {
-		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// A file written in place can be read truncated (empty: the default
+	// policy), which a real edit avoids as a volume update does.
+	write := func(s string) { testenv.ReplaceFile(t, path, s) }
 	write("idle: own\n")
 	if _, err := allocation.Watch(filepath.Join(t.TempDir(), "missing.yaml"), 2, 0, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("a missing file was accepted")

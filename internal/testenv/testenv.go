@@ -257,3 +257,17 @@ func (r *Redis) AOFTruncateToCommand(cmd string, k int) error {
 	}
 	return os.Truncate(f, offsets[len(offsets)-k])
 }
+
+// ReplaceFile writes content to path the way a Kubernetes Secret or
+// ConfigMap volume update does: to a file beside it, then renamed over
+// it, so that a watcher never reads a half-written (or truncated) file.
+func ReplaceFile(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
