@@ -9,6 +9,9 @@ import (
 // path, hand-written because reflection-based encoding costs several times
 // more per sample; names are DNS labels, so they need no escaping.
 func AppendJSON(buf []byte, s *Sample) []byte {
+	if s.Capacity != nil {
+		return appendCapacity(buf, s)
+	}
 	buf = append(buf, `{"cluster":"`...)
 	buf = append(buf, s.Cluster...)
 	buf = append(buf, `","project":"`...)
@@ -25,7 +28,40 @@ func AppendJSON(buf []byte, s *Sample) []byte {
 	buf = appendResources(buf, &s.Memory)
 	buf = append(buf, `,"storage":`...)
 	buf = appendResources(buf, &s.Storage)
+	if len(s.Labels) > 0 {
+		// Sorted, so that one namespace's samples are byte-identical;
+		// keys and values are label syntax, which needs no escaping.
+		buf = append(buf, `,"labels":{`...)
+		for i, k := range sortedKeys(s.Labels) {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = append(buf, '"')
+			buf = append(buf, k...)
+			buf = append(buf, `":"`...)
+			buf = append(buf, s.Labels[k]...)
+			buf = append(buf, '"')
+		}
+		buf = append(buf, '}')
+	}
 	return append(buf, '}')
+}
+
+// appendCapacity appends a capacity sample.
+func appendCapacity(buf []byte, s *Sample) []byte {
+	buf = append(buf, `{"cluster":"`...)
+	buf = append(buf, s.Cluster...)
+	buf = append(buf, `","start":"`...)
+	buf = s.Start.UTC().AppendFormat(buf, time.RFC3339)
+	buf = append(buf, `","end":"`...)
+	buf = s.End.UTC().AppendFormat(buf, time.RFC3339)
+	buf = append(buf, `","capacity":{"cpu":`...)
+	buf = strconv.AppendFloat(buf, s.Capacity.CPU, 'g', -1, 64)
+	buf = append(buf, `,"memory":`...)
+	buf = strconv.AppendFloat(buf, s.Capacity.Memory, 'g', -1, 64)
+	buf = append(buf, `,"storage":`...)
+	buf = strconv.AppendFloat(buf, s.Capacity.Storage, 'g', -1, 64)
+	return append(buf, `}}`...)
 }
 
 func appendResources(buf []byte, r *Resources) []byte {

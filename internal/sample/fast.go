@@ -90,8 +90,40 @@ func (p *parser) sample(s *Sample) bool {
 	if s.End, ok = p.time(); !ok || !p.lit(`,"cpu":`) {
 		return false
 	}
-	return p.resources(&s.CPU) && p.lit(`,"memory":`) && p.resources(&s.Memory) &&
-		p.lit(`,"storage":`) && p.resources(&s.Storage) && p.lit("}")
+	if !p.resources(&s.CPU) || !p.lit(`,"memory":`) || !p.resources(&s.Memory) ||
+		!p.lit(`,"storage":`) || !p.resources(&s.Storage) {
+		return false
+	}
+	if p.lit(`,"labels":{`) && !p.labels(s) {
+		return false
+	}
+	return p.lit("}")
+}
+
+// labels reads a labels object's members after its '{', through its '}':
+// strings without escapes, as AppendJSON writes them. A key given twice
+// keeps its last value, as encoding/json does. Keys and values repeat
+// across a message's samples, so they are interned like names.
+func (p *parser) labels(s *Sample) bool {
+	s.Labels = map[string]string{}
+	if p.lit("}") {
+		return true
+	}
+	for {
+		k, ok := p.name()
+		if !ok || !p.lit(":") {
+			return false
+		}
+		v, ok := p.name()
+		if !ok {
+			return false
+		}
+		s.Labels[k] = v
+		if p.lit(",") {
+			continue
+		}
+		return p.lit("}")
+	}
 }
 
 func (p *parser) resources(r *Resources) bool {

@@ -50,7 +50,16 @@ func canonicalSeeds() [][]byte {
 	long.End = base.Start.Add(25 * time.Hour)
 	bad := base
 	bad.Namespace = "Bad Name"
+	labelled := base
+	labelled.Labels = map[string]string{"team": "payments", "example.com/env": "prod"}
+	badLabel := base
+	badLabel.Labels = map[string]string{"team": "a b"}
 	return [][]byte{
+		AppendJSON(nil, &labelled),
+		EncodeBatch(nil, []Sample{labelled, base, badLabel, labelled}),
+		[]byte(`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T10:00:00Z","end":"2025-06-01T10:01:00Z","cpu":{"usage":0,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{"team":"a","team":"b"}}`),
+		[]byte(`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T10:00:00Z","end":"2025-06-01T10:01:00Z","cpu":{"usage":0,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{}}`),
+		[]byte(`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T10:00:00Z","end":"2025-06-01T10:01:00Z","cpu":{"usage":0,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{"team":"a",}}`),
 		AppendJSON(nil, &base),
 		EncodeBatch(nil, []Sample{base, neg, long, bad}),
 		EncodeBatch(nil, nil),

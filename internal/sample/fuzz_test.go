@@ -1,6 +1,7 @@
 package sample_test
 
 import (
+	"maps"
 	"errors"
 	"strings"
 	"testing"
@@ -43,6 +44,12 @@ func FuzzDecode(f *testing.F) {
 		`{"CLUSTER":"a","project":"p","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z"}`,
 		`[1,"x",true,{"cluster":1}]`,
 		`{"cluster":"` + strings.Repeat("a", 900) + `"}`,
+		`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","cpu":{"usage":1,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{"team":"a","example.com/env":"prod"}}`,
+		`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","cpu":{"usage":1,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{"team":"a","team":"b"}}`,
+		`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","cpu":{"usage":1,"request":0,"quota":0},"memory":{"usage":0,"request":0,"quota":0},"storage":{"usage":0,"request":0,"quota":0},"labels":{}}`,
+		`{"cluster":"a","project":"p","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","labels":{"team":""}}`,
+		`{"cluster":"a","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","capacity":{"cpu":64,"memory":2.5e11,"storage":1e12}}`,
+		`{"cluster":"a","namespace":"n","start":"2025-06-01T00:00:00Z","end":"2025-06-01T00:01:00Z","capacity":{"cpu":64}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -84,7 +91,9 @@ func FuzzDecode(f *testing.F) {
 func same(a, b sample.Sample) bool {
 	return a.Cluster == b.Cluster && a.Project == b.Project && a.Namespace == b.Namespace &&
 		a.Start.Equal(b.Start) && a.End.Equal(b.End) &&
-		sameResources(a.CPU, b.CPU) && sameResources(a.Memory, b.Memory) && sameResources(a.Storage, b.Storage)
+		sameResources(a.CPU, b.CPU) && sameResources(a.Memory, b.Memory) && sameResources(a.Storage, b.Storage) &&
+		maps.Equal(a.Labels, b.Labels) && (a.Capacity == nil) == (b.Capacity == nil) &&
+		(a.Capacity == nil || *a.Capacity == *b.Capacity)
 }
 
 func sameResources(a, b sample.Resources) bool {

@@ -1,6 +1,8 @@
 // Package sample defines wire format v1 of a usage sample: one namespace's
 // average CPU, memory and storage over one collection window, as collectors
-// publish it and the aggregator consumes it.
+// publish it and the aggregator consumes it, with the namespace's
+// allocation labels; and of a capacity sample: a cluster's allocatable CPU
+// and memory and its bound volumes' capacity over a window.
 //
 // A sample is validated completely before anything is counted: names follow
 // the Kubernetes rules (so no name can break a Redis key or a NATS subject),
@@ -71,16 +73,95 @@ type Sample struct {
 	CPU       Resources `json:"cpu"`
 	Memory    Resources `json:"memory"`
 	Storage   Resources `json:"storage"`
+	// Labels are the namespace's values of the allocation label keys the
+	// collector attaches (at most MaxLabels; Kubernetes label syntax, keys
+	// verbatim). A key left out counts as unallocated for that key.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Capacity makes this a capacity sample: the cluster's capacity over
+	// [Start, End), with no project, namespace, items or labels.
+	Capacity *Capacity `json:"capacity,omitempty"`
 }
+
+// Capacity is a cluster's capacity, averaged over the window: the
+// allocatable CPU (cores) and memory (bytes) of its Ready nodes, and the
+// capacity (bytes) of its bound PersistentVolumes.
+type Capacity struct {
+	CPU     float64 `json:"cpu"`
+	Memory  float64 `json:"memory"`
+	Storage float64 `json:"storage"`
+}
+
+// MaxCapacityCores and MaxCapacityBytes bound a capacity sample's values:
+// 16 times a namespace's bounds (16 million cores, 16 PiB), far above any
+// cluster, and a day of it (1.4e18 fixed-point units) still fits int64.
+const (
+	MaxCapacityCores = 16 * MaxCores
+	MaxCapacityBytes = 16 * MaxBytes
+)
+
+// IsCapacity tells a capacity sample from a namespace's usage sample.
+func (s *Sample) IsCapacity() bool { return s.Capacity != nil }
 
 // Validate checks every rule of wire format v1 and returns the first broken
 // one, naming the field, wrapped in ErrInvalidSample.
 func (s *Sample) Validate() error {
+	if s.Capacity != nil {
+		return s.validateCapacity()
+	}
 	for _, n := range [...]struct{ what, name string }{{NameCluster, s.Cluster}, {NameProject, s.Project}, {NameNamespace, s.Namespace}} {
 		if err := CheckName(n.what, n.name); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidSample, err)
 		}
 	}
+	if err := s.checkWindow(); err != nil {
+		return err
+	}
+	if err := s.CPU.check("cpu", MaxCores); err != nil {
+		return err
+	}
+	if err := s.Memory.check("memory", MaxBytes); err != nil {
+		return err
+	}
+	if err := s.Storage.check("storage", MaxBytes); err != nil {
+		return err
+	}
+	if s.Labels != nil {
+		return checkLabels(s.Labels)
+	}
+	return nil
+}
+
+// validateCapacity checks a capacity sample: a cluster, a window, the
+// three capacities, and nothing of a usage sample.
+func (s *Sample) validateCapacity() error {
+	if err := CheckName(NameCluster, s.Cluster); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSample, err)
+	}
+	switch {
+	case s.Project != "":
+		return invalid("project: a capacity sample has none")
+	case s.Namespace != "":
+		return invalid("namespace: a capacity sample has none")
+	case s.Labels != nil:
+		return invalid("labels: a capacity sample has none")
+	case s.CPU != Resources{} || s.Memory != Resources{} || s.Storage != Resources{}:
+		return invalid("cpu, memory, storage: a capacity sample has none (its values are under capacity)")
+	}
+	if err := s.checkWindow(); err != nil {
+		return err
+	}
+	c := s.Capacity
+	if err := checkValue("capacity", "cpu", c.CPU, MaxCapacityCores); err != nil {
+		return err
+	}
+	if err := checkValue("capacity", "memory", c.Memory, MaxCapacityBytes); err != nil {
+		return err
+	}
+	return checkValue("capacity", "storage", c.Storage, MaxCapacityBytes)
+}
+
+// checkWindow checks the window's rules.
+func (s *Sample) checkWindow() error {
 	switch {
 	case s.Start.IsZero():
 		return invalid("start: required (RFC 3339)")
@@ -95,13 +176,7 @@ func (s *Sample) Validate() error {
 	case s.End.Sub(s.Start) > MaxWindow:
 		return invalid("window: %s is longer than %s", s.End.Sub(s.Start), MaxWindow)
 	}
-	if err := s.CPU.check("cpu", MaxCores); err != nil {
-		return err
-	}
-	if err := s.Memory.check("memory", MaxBytes); err != nil {
-		return err
-	}
-	return s.Storage.check("storage", MaxBytes)
+	return nil
 }
 
 func (r Resources) check(item string, max float64) error {

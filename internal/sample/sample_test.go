@@ -75,6 +75,16 @@ func TestValidationRules(t *testing.T) {
 		{"unknown field", `"cpu":`, `"cpuu":{},"cpu":`, "unknown field \"cpuu\""},
 		{"string value", `"usage":0.35`, `"usage":"0.35"`, "cannot unmarshal"},
 		{"trailing data", `"quota":1e11}}`, `"quota":1e11}}{}`, "trailing data"},
+		{"labels", `"quota":1e11}`, `"quota":1e11},"labels":{"team":"payments","example.com/cost-center":"CC_42.a"}`, ""},
+		{"eight labels", `"quota":1e11}`, `"quota":1e11},"labels":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1","g":"1","h":"1"}`, ""},
+		{"nine labels", `"quota":1e11}`, `"quota":1e11},"labels":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1","g":"1","h":"1","i":"1"}`, "labels: 9 keys, at most 8"},
+		{"empty label value", `"quota":1e11}`, `"quota":1e11},"labels":{"team":""}`, `labels: label "team": the value is empty`},
+		{"bad label value", `"quota":1e11}`, `"quota":1e11},"labels":{"team":"a b"}`, `labels: label "team": value "a b": byte 1`},
+		{"label value too long", `"quota":1e11}`, `"quota":1e11},"labels":{"team":"` + strings.Repeat("a", 64) + `"}`, "longer than 63"},
+		{"bad label key", `"quota":1e11}`, `"quota":1e11},"labels":{"-team":"a"}`, `labels: label key "-team": must start and end`},
+		{"uppercase key prefix", `"quota":1e11}`, `"quota":1e11},"labels":{"Example.com/team":"a"}`, `the prefix must be a lowercase DNS subdomain`},
+		{"empty key prefix", `"quota":1e11}`, `"quota":1e11},"labels":{"/team":"a"}`, `the prefix before '/' is empty`},
+		{"labels not strings", `"quota":1e11}`, `"quota":1e11},"labels":{"team":1}`, "cannot unmarshal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,5 +153,58 @@ func TestDecodeMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestCapacitySample(t *testing.T) {
+	const capacity = `{"cluster":"prod-east","start":"2025-06-01T10:00:00Z","end":"2025-06-01T10:01:00Z","capacity":{"cpu":64,"memory":2.5e11,"storage":1e12}}`
+	s, err := sample.DecodeOne([]byte(capacity))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.IsCapacity() || s.Capacity.CPU != 64 || s.Capacity.Memory != 2.5e11 || s.Capacity.Storage != 1e12 {
+		t.Fatalf("decoded %+v", s)
+	}
+	if enc := string(sample.AppendJSON(nil, &s)); enc != strings.NewReplacer("2.5e11", "2.5e+11", "1e12", "1e+12").Replace(capacity) {
+		t.Fatalf("encodes as %s", enc)
+	}
+	tests := []struct{ name, from, to, want string }{
+		{"project", `"cluster":"prod-east",`, `"cluster":"prod-east","project":"p",`, "project: a capacity sample has none"},
+		{"namespace", `"cluster":"prod-east",`, `"cluster":"prod-east","namespace":"n",`, "namespace: a capacity sample has none"},
+		{"labels", `"capacity"`, `"labels":{"team":"a"},"capacity"`, "labels: a capacity sample has none"},
+		{"items", `"capacity"`, `"cpu":{"usage":1},"capacity"`, "cpu, memory, storage: a capacity sample has none"},
+		{"negative", `"cpu":64`, `"cpu":-1`, "capacity.cpu: must be >= 0"},
+		{"too large", `"storage":1e12`, `"storage":1e20`, "capacity.storage: 1e+20 is above the bound"},
+		{"window", `"2025-06-01T10:01:00Z"`, `"2025-06-01T09:00:00Z"`, "end: must be after start"},
+		{"cluster", `"prod-east"`, `"Prod"`, "cluster: \"Prod\" is not a lowercase DNS label"},
+		{"unknown field", `"cpu":64`, `"gpu":1,"cpu":64`, `unknown field "gpu"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := strings.Replace(capacity, tt.from, tt.to, 1)
+			if in == capacity {
+				t.Fatalf("test replaces nothing: %q", tt.from)
+			}
+			_, err := sample.DecodeOne([]byte(in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, sample.ErrInvalidSample) {
+				t.Fatalf("got %v, want an invalid-sample error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLabelsEncodeSortedAndFast(t *testing.T) {
+	s, err := sample.DecodeOne([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Labels = map[string]string{"team": "payments", "example.com/env": "prod"}
+	enc := sample.AppendJSON(nil, &s)
+	if !strings.HasSuffix(string(enc), `,"labels":{"example.com/env":"prod","team":"payments"}}`) {
+		t.Fatalf("encodes as %s", enc)
+	}
+	rs, err := sample.Decode([]byte("[" + string(enc) + "," + string(enc) + "]"))
+	if err != nil || len(rs) != 2 || rs[1].Err != nil || rs[1].Sample.Labels["example.com/env"] != "prod" || len(rs[1].Sample.Labels) != 2 {
+		t.Fatalf("decoded %+v, %v", rs, err)
 	}
 }
