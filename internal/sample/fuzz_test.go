@@ -1,8 +1,8 @@
 package sample_test
 
 import (
-	"maps"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 
