@@ -15,6 +15,17 @@ const (
 	ScopeProject        Scope = "pr"
 	ScopeCluster        Scope = "cl"
 	ScopeProjectCluster Scope = "pc"
+	// The allocation scopes (docs/chargeback.md): per value of a kept
+	// label key. A group is (key, value); ScopeGroup is its platform-wide
+	// sum, ScopeProjectGroup its part in one project (the project route),
+	// ScopeGroupNamespace one namespace's part of it (the bill's input: a
+	// namespace relabelled mid-day has a part under each value).
+	ScopeGroup          Scope = "gr"
+	ScopeProjectGroup   Scope = "gp"
+	ScopeGroupNamespace Scope = "gn"
+	// ScopeCapacity is a cluster's capacity (capacity samples): each
+	// item's capacity in unit-seconds is kept in its Effective field.
+	ScopeCapacity Scope = "cp"
 )
 
 // Scopes lists every scope.
@@ -25,6 +36,27 @@ func Scopes() []Scope {
 // Entity names one entity of a scope. Empty fields are not part of it.
 type Entity struct {
 	Project, Cluster, Namespace string
+	// GroupKey and Group are a kept label key and its value (the
+	// allocation scopes).
+	GroupKey, Group string
+}
+
+// groupKeySlash stands for '/' in a label key within a member: members
+// appear in keys with their spaces as '/' (keys.go), so a key's own '/'
+// must be something else, that no label key or name can hold.
+const groupKeySlash = "~"
+
+func encodeGroupKey(k string) string { return strings.ReplaceAll(k, "/", groupKeySlash) }
+func decodeGroupKey(k string) string { return strings.ReplaceAll(k, groupKeySlash, "/") }
+
+// GroupPrefix is the member prefix that selects a label key's groups in
+// ScopeGroup and ScopeGroupNamespace, and with project (not "") a
+// project's groups of the key in ScopeProjectGroup.
+func GroupPrefix(key, project string) string {
+	if project != "" {
+		return encodeGroupKey(key) + Sep + project + Sep
+	}
+	return encodeGroupKey(key) + Sep
 }
 
 // Sep separates the parts of an index member. A space sorts before every
@@ -40,8 +72,14 @@ func (e Entity) Member(sc Scope) string {
 		return e.Project + Sep + e.Cluster + Sep + e.Namespace
 	case ScopeProject:
 		return e.Project
-	case ScopeCluster:
+	case ScopeCluster, ScopeCapacity:
 		return e.Cluster
+	case ScopeGroup:
+		return encodeGroupKey(e.GroupKey) + Sep + e.Group
+	case ScopeProjectGroup:
+		return encodeGroupKey(e.GroupKey) + Sep + e.Project + Sep + e.Group
+	case ScopeGroupNamespace:
+		return encodeGroupKey(e.GroupKey) + Sep + e.Group + Sep + e.Project + Sep + e.Cluster + Sep + e.Namespace
 	default:
 		return e.Project + Sep + e.Cluster
 	}
@@ -61,8 +99,14 @@ func ParseMember(sc Scope, m string) Entity {
 		return Entity{Project: at(0), Cluster: at(1), Namespace: at(2)}
 	case ScopeProject:
 		return Entity{Project: at(0)}
-	case ScopeCluster:
+	case ScopeCluster, ScopeCapacity:
 		return Entity{Cluster: at(0)}
+	case ScopeGroup:
+		return Entity{GroupKey: decodeGroupKey(at(0)), Group: at(1)}
+	case ScopeProjectGroup:
+		return Entity{GroupKey: decodeGroupKey(at(0)), Project: at(1), Group: at(2)}
+	case ScopeGroupNamespace:
+		return Entity{GroupKey: decodeGroupKey(at(0)), Group: at(1), Project: at(2), Cluster: at(3), Namespace: at(4)}
 	default:
 		return Entity{Project: at(0), Cluster: at(1)}
 	}
