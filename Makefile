@@ -7,18 +7,20 @@ SHELL := /bin/bash
 BIN ?= bin
 COSTD_FLAGS ?=
 PRICING ?= deploy/demo/prices.yaml
+# EXPORT is where `make run` writes the FOCUS export (docs/export.md); `make run EXPORT=` writes none.
+EXPORT ?= file://$(CURDIR)/data/export
 # staticcheck at a pinned version, run through the module proxy: nothing to install by hand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: run test test-deps test-debs test-node build vet fmt bench bench-quick fuzz console-vendor screenshots k8s-testbin
 
 ## run: everything in one process (costd): embedded NATS, Redis child, simulated clusters, aggregator, API,
-## with the sample price list. deploy/demo/run.sh runs costd so that it stops with make: on a terminal
+## with the sample price list, exporting FOCUS files to data/export. deploy/demo/run.sh runs costd so that it stops with make: on a terminal
 ## Ctrl-C reaches costd only, which stops cleanly, and make exits 0; a signal to make's process group
 ## (timeout, a supervisor) or a TERM to make stops costd too, instead of leaving it running.
 run:
 	$(GO) build -o $(BIN)/costd ./cmd/costd
-	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(COSTD_FLAGS)
+	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(if $(EXPORT),--export-url $(EXPORT)) $(COSTD_FLAGS)
 
 ## test: first what a fresh machine lacks (test-deps), then go.mod tidy (go mod tidy -diff), vet, gofmt,
 ## staticcheck, and every test with the race detector, against real NATS, Redis, Kubernetes, Chromium, Prometheus.

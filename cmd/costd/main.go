@@ -1,7 +1,8 @@
 // Command costd runs the whole system in one process, for trying it out:
 // an embedded NATS JetStream server, Redis (REDIS_URL, or a redis-server
 // child it starts), simulated collectors for three clusters that backfill
-// the last 40 days and then run live, the aggregator and the usage API.
+// the last 40 days and then run live, the aggregator, the usage API, the
+// notifier (with --rules-file) and the FOCUS exporter (with --export-url).
 // Ctrl-C stops everything cleanly, in reverse order of start.
 package main
 
@@ -24,11 +25,13 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/cmd/internal/wire"
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/exporter"
 	"github.com/alauda/costmeter/internal/app"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/natsconn"
 	"github.com/alauda/costmeter/internal/natsembed"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/redischild"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
@@ -52,6 +55,9 @@ type options struct {
 	// notifier runs when --rules-file is set (rules holds them loaded).
 	notifier notifier.Config
 	rules    *notifier.Rules
+	// exporter runs when --export-url is set, pricing with prices.
+	exporter exporter.Config
+	prices   *pricing.List
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -80,12 +86,21 @@ func run(args []string, stderr io.Writer) int {
 	o.telemetry.RegisterFlags(f)
 	o.notifier = notifier.DefaultConfig()
 	o.notifier.RegisterFlags(f)
+	o.exporter = exporter.DefaultConfig()
+	o.exporter.RegisterFlags(f)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	o.collector.Finish()
 	o.notifier.Retention = o.retention
 	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.Validate(), o.telemetry.Validate(), o.notifier.Validate()}
+	if o.exporter.URL != "" {
+		errs = append(errs, o.exporter.Validate())
+		if o.api.API.PricingFile != "" {
+			// The API's check of the same file reports a problem once.
+			o.prices, _ = pricing.Load(o.api.API.PricingFile)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "costd: invalid configuration:\n%v\n", err)
 		return 2
@@ -175,6 +190,14 @@ func serve(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 	}
 	if err := wire.API(env, o.api, store, rdb, js); err != nil {
 		return err
+	}
+	if o.exporter.URL != "" {
+		x, err := wire.Exporter(ctx, env, o.exporter, rdb, js, o.common.Location(), o.api.API.Currency, o.prices)
+		if err != nil {
+			return err
+		}
+		env.Add("exporter", x.Run)
+		log.Info("exporter on", "url", o.exporter.URL)
 	}
 	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: o.collector.MaxBatch}, log, wire.PublisherOptions(env)...)
 	if err != nil {

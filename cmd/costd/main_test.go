@@ -22,6 +22,7 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/cmd/internal/wire"
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/exporter"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/httpguard"
@@ -78,6 +79,10 @@ func TestCostdEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.rules = loaded
+	// The FOCUS exporter, into a directory.
+	o.exporter = exporter.DefaultConfig()
+	o.exporter.URL = "file://" + filepath.Join(dir, "export")
+	o.exporter.Delay, o.exporter.Poll, o.exporter.Lookback = 0, time.Second, 2
 	o.collector.Sim = collector.SimConfig{Clusters: []string{"sim-a", "sim-b"}, Projects: 3, Namespaces: 6,
 		Interval: time.Minute, Backfill: 48 * time.Hour, BackfillInterval: time.Hour, Live: true}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -116,6 +121,25 @@ func TestCostdEndToEnd(t *testing.T) {
 			return false, err.Error()
 		}
 		return resp.StatusCode == 200 && body.Total > 0 && hooks.Load() > 0, fmt.Sprintf("status %d, total %d, webhooks %d", resp.StatusCode, body.Total, hooks.Load())
+	})
+	// The exporter writes yesterday (ended) with its manifest.
+	yesterday := today.AddDate(0, 0, -1)
+	manifest := filepath.Join(dir, "export", exporter.ManifestPath(rollup.DayFromDate(yesterday.Date())))
+	testenv.Eventually(t, 60*time.Second, "yesterday exported", func() (bool, string) {
+		raw, err := os.ReadFile(manifest)
+		if err != nil {
+			return false, err.Error()
+		}
+		var m exporter.Manifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return false, err.Error()
+		}
+		for _, d := range m.Days {
+			if d.ChargeDate == yesterday.Format(time.DateOnly) {
+				return true, ""
+			}
+		}
+		return false, string(raw)
 	})
 	// The watch route streams from the in-process JetStream: today's
 	// project totals first; an open stream does not hold up the stop.

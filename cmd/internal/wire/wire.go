@@ -1,5 +1,6 @@
 // Package wire builds each component's parts from its configuration, once:
-// its own binary (cmd/aggregator, cmd/api, cmd/notifier, cmd/collector) and
+// its own binary (cmd/aggregator, cmd/api, cmd/notifier, cmd/collector,
+// cmd/exporter) and
 // costd, which hosts them all in one process, call the same function, so
 // the two cannot drift. Connections are opened here with their cleanup
 // registered on the app.Env, in the order they must close in reverse.
@@ -20,12 +21,14 @@ import (
 	"github.com/alauda/costmeter/aggregator"
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/collector"
+	"github.com/alauda/costmeter/exporter"
 	"github.com/alauda/costmeter/internal/app"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/httpguard"
 	"github.com/alauda/costmeter/internal/natsconn"
+	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/notifier"
@@ -221,4 +224,37 @@ func API(env *app.Env, cfg APIConfig, store *rollup.Store, rdb redis.UniversalCl
 // PublisherOptions are the collector publisher's meter and tracer.
 func PublisherOptions(env *app.Env) []collector.PublisherOption {
 	return []collector.PublisherOption{collector.WithPublisherMeter(env.Tel.Meter(CollectorScope)), collector.WithPublisherTracer(env.Tel.Tracer(CollectorScope))}
+}
+
+// ExporterScope is the exporter's OTel instrumentation scope.
+const ExporterScope = "github.com/alauda/costmeter/exporter"
+
+// Exporter builds the FOCUS exporter reading the rollups of rdb in loc,
+// its leases and change events on js, pricing with prices (nil: every
+// cost 0) in currency. It is returned, not added to the run group: the
+// caller runs it (Run) or backfills with it (Backfill).
+func Exporter(ctx context.Context, env *app.Env, cfg exporter.Config, rdb redis.UniversalClient, js jetstream.JetStream, loc *time.Location, currency string, prices *pricing.List) (*exporter.Exporter, error) {
+	opts := []exporter.Option{exporter.WithLogger(env.Log.With("component", "exporter"))}
+	if prices != nil {
+		opts = append(opts, exporter.WithPrices(prices))
+	}
+	x, err := exporter.New(ctx, cfg, rollup.NewReader(rdb), js, loc, currency, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create exporter: %w", err)
+	}
+	return x, nil
+}
+
+// ExporterProbes serves the exporter's probes: Redis answers, NATS is
+// connected.
+func ExporterProbes(env *app.Env, listen string, rdb redis.UniversalClient, nc *nats.Conn) {
+	Probes(env, listen, map[string]health.Check{
+		"redis": func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) },
+		"nats": func(context.Context) error {
+			if nc.Status() != nats.CONNECTED {
+				return fmt.Errorf("nats is %s", nc.Status())
+			}
+			return nil
+		},
+	})
 }
