@@ -1,18 +1,15 @@
 package collector_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +17,6 @@ import (
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/collector/spool"
@@ -72,74 +68,6 @@ func (n *natsServer) restart(jetStream bool) {
 	opts := n.opts
 	opts.JetStream = jetStream
 	n.srv = natstest.RunServer(&opts)
-}
-
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// relayRig is a relay publishing from its own spool, with the metrics and
-// the log it produces.
-type relayRig struct {
-	sp      *spool.Spool
-	relay   *collector.Relay
-	reader  *sdkmetric.ManualReader
-	log     *logBuffer
-	stopped func()
-}
-
-func startRelay(ctx context.Context, t *testing.T, js jetstream.JetStream, dir string, maxBatch int) *relayRig {
-	t.Helper()
-	r := &relayRig{reader: sdkmetric.NewManualReader(), log: &logBuffer{}}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r.reader))
-	log := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: maxBatch, AckTimeout: 2 * time.Second}, log,
-		collector.WithPublisherMeter(mp.Meter("test")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.sp, err = spool.Open(spool.Config{Dir: dir, MaxBytes: 64 << 20}, spool.WithLogger(log), spool.WithMeter(mp.Meter("test")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.relay, err = collector.NewRelay(pub, r.sp, collector.RelayConfig{Window: 4, MaxBackoff: 300 * time.Millisecond}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := r.relay.Run(rctx); err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	var once sync.Once
-	r.stopped = func() {
-		once.Do(func() {
-			stop()
-			wg.Wait()
-			r.sp.Close()
-			mp.Shutdown(context.Background())
-		})
-	}
-	t.Cleanup(r.stopped)
-	return r
 }
 
 // counter sums the data points of the int64 counter name per value of its
@@ -237,7 +165,7 @@ func TestRelayMovesTooLargeBatchAside(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			rig := startRelay(ctx, t, js, dir, 100)
+			rig := startRelay(ctx, t, js, rigConfig{Dir: dir, MaxBatch: 100})
 			// Windows 0-2: 3 samples each (one small message); window 3: 30
 			// samples (one message of ~10 KB); windows 4-9: 3 samples each.
 			for w := range 10 {
@@ -299,7 +227,7 @@ func TestRelayMovesTooLargeBatchAside(t *testing.T) {
 			if err := os.Rename(filepath.Join(dir, spool.RejectedDir, file), filepath.Join(dir, file)); err != nil {
 				t.Fatal(err)
 			}
-			rig = startRelay(ctx, t, js, dir, 100)
+			rig = startRelay(ctx, t, js, rigConfig{Dir: dir, MaxBatch: 100})
 			testenv.Eventually(t, 30*time.Second, "replayed batch published", func() (bool, string) {
 				got, err := streamMsgs(ctx, js)
 				return got == 10 && rig.sp.Len() == 0, fmt.Sprintf("stream %d (%v), spool %d; log:\n%s", got, err, rig.sp.Len(), rig.log)
@@ -336,7 +264,7 @@ func TestRelayMovesBatchesWithoutStreamAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rig := startRelay(ctx, t, js, dir, 100)
+	rig := startRelay(ctx, t, js, rigConfig{Dir: dir, MaxBatch: 100})
 	const windows = 6
 	for w := range windows {
 		for _, c := range clusters {
@@ -406,7 +334,7 @@ func TestRelayKeepsBatchesWhileJetStreamIsAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rig := startRelay(ctx, t, js, dir, 100)
+	rig := startRelay(ctx, t, js, rigConfig{Dir: dir, MaxBatch: 100})
 	emit := func(from, to int) {
 		t.Helper()
 		for w := from; w < to; w++ {

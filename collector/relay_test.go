@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
@@ -100,29 +98,8 @@ func TestRelayNATSOutage(t *testing.T) {
 	if err := stream.Ensure(ctx, js, stream.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 5, AckTimeout: 2 * time.Second}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: 64 << 20}, spool.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 4, MaxBackoff: 300 * time.Millisecond, Streams: ptr(stream.DefaultConfig())}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := relay.Run(rctx); err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	defer func() { stop(); wg.Wait() }()
+	rig := startRelay(ctx, t, js, rigConfig{MaxBatch: 5, Relay: collector.RelayConfig{Streams: ptr(stream.DefaultConfig())}})
+	relay, sp := rig.relay, rig.sp
 
 	sim, err := collector.NewSimulator(collector.SimConfig{Clusters: []string{"c1", "c2"}, Projects: 2, Namespaces: 7, Interval: time.Minute}, nil)
 	if err != nil {
@@ -228,32 +205,8 @@ func TestRelayBoundedSpool(t *testing.T) {
 		return !nc.IsConnected(), nc.Status().String()
 	})
 
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(ctx)
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 100, AckTimeout: 2 * time.Second}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: spool.MinBytes}, spool.WithLogger(quiet), spool.WithMeter(mp.Meter("test")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 8, MaxBackoff: 300 * time.Millisecond}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := relay.Run(rctx); err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	defer func() { stop(); wg.Wait() }()
+	rig := startRelay(ctx, t, js, rigConfig{SpoolBytes: spool.MinBytes, Relay: collector.RelayConfig{Window: 8}})
+	relay, sp, reader := rig.relay, rig.sp, rig.reader
 
 	// 100 windows of 100 namespaces: one message of ~33 KB per window,
 	// ~3.3 MB in all, three times the bound.
@@ -315,32 +268,10 @@ func TestRelayBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(ctx)
-	pub, err := collector.NewPublisher(js, collector.PublisherConfig{MaxBatch: 100}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: spool.MinBytes}, spool.WithLogger(quiet), spool.WithMeter(mp.Meter("test")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
-	relay, err := collector.NewRelay(pub, sp, collector.RelayConfig{Window: 4, Streams: ptr(stream.DefaultConfig()), HighWater: spool.MinBytes / 2}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := relay.Run(rctx); err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	}()
-	defer func() { stop(); wg.Wait() }()
+	// The publisher's default ack wait, the relay's default backoff.
+	rig := startRelay(ctx, t, js, rigConfig{SpoolBytes: spool.MinBytes, AckTimeout: -1,
+		Relay: collector.RelayConfig{Window: 4, MaxBackoff: -1, Streams: ptr(stream.DefaultConfig()), HighWater: spool.MinBytes / 2}})
+	relay, sp, reader := rig.relay, rig.sp, rig.reader
 	testenv.Eventually(t, 10*time.Second, "stream created", func() (bool, string) {
 		_, err := js.Stream(ctx, stream.Samples)
 		return err == nil, fmt.Sprint(err)

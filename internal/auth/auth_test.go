@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,17 +57,8 @@ func entry(name, token, scope string) string {
 	return s + "  projects: [" + scope + "]\n"
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	// Write then rename, as a Secret volume update swaps the file.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
+// writeFile writes then renames, as a Secret volume update swaps the file.
+func writeFile(t *testing.T, path, content string) { testenv.ReplaceFile(t, path, content) }
 
 func TestParseTokenFile(t *testing.T) {
 	h := auth.HashToken("x")
