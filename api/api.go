@@ -8,6 +8,8 @@
 //	GET /platform/cost.alauda.io/v1beta1/costs/usage                     platform-wide
 //	GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage  one project's data
 //	GET /platform/cost.alauda.io/v1beta1/costs/coverage                  completeness per cluster and day (coverage.go)
+//	GET /platform/cost.alauda.io/v1beta1/costs/allocation (and .../projects/{project}/costs/allocation)
+//	    the bill per group of a kept label key (bill.go, docs/chargeback.md)
 //	GET .../costs/usage/watch (both)  Server-Sent Events of rollup changes (watch.go)
 //	GET /platform/cost.alauda.io/v1beta1/notifications (and .../projects/{project}/notifications)
 //	    thresholds the notifier fired, with their delivery state (notifications.go)
@@ -33,15 +35,19 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/alauda/costmeter/internal/allocation"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
+	"github.com/alauda/costmeter/internal/filewatch"
 	"github.com/alauda/costmeter/internal/health"
 	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // Paths of the usage routes.
@@ -69,6 +75,14 @@ type Config struct {
 	// PricingFile is an optional price list (internal/pricing); rows carry
 	// cost when it is set.
 	PricingFile string
+	// AllocationLabels is the comma-separated list of the namespace label
+	// keys the aggregator keeps (its --allocation-labels): the keys the
+	// group kinds and the bill accept as groupBy.
+	AllocationLabels string
+	// AllocationFile is the optional allocation policy of the bill route
+	// (internal/allocation), reloaded when it changes; without it nothing
+	// is shared and idle is its own group.
+	AllocationFile string
 }
 
 // DefaultConfig returns the defaults.
@@ -80,6 +94,44 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.Listen, "listen", "API_LISTEN", d.Listen, "address of the API, /openapi.yaml, /healthz, /readyz and /metrics")
 	f.String(&c.Currency, "currency", "COST_CURRENCY", d.Currency, "currency of costs (ISO 4217: CNY, USD, THB, RUB, AUD, CAD, CHF, DKK, EUR, GBP, IDR, INR, JPY, HKD, SGD)")
 	f.String(&c.PricingFile, "pricing", "COST_PRICING_FILE", "", "price list file (YAML or JSON); when set rows carry cost")
+	f.String(&c.AllocationFile, "allocation-file", "COST_ALLOCATION_FILE", "", "allocation policy of the bill route (YAML: shared namespaces and labels, idle, overheads), reloaded on change; empty: nothing shared, idle its own group")
+}
+
+// AllocationLabelsFlag is the flag (and its environment variable) naming
+// the kept label keys, shared by the aggregator and the API: costd
+// registers it once and gives both the one value.
+const (
+	AllocationLabelsFlag = "allocation-labels"
+	AllocationLabelsEnv  = "COST_ALLOCATION_LABELS"
+)
+
+// RegisterAllocationLabels registers --allocation-labels, for a binary
+// where no other component (the aggregator) registers it.
+func (c *Config) RegisterAllocationLabels(f *config.Flags) {
+	f.String(&c.AllocationLabels, AllocationLabelsFlag, AllocationLabelsEnv, "", "namespace label keys the aggregator keeps rollups of, comma-separated (as its --allocation-labels): the groupBy keys of the group kinds and the bill")
+}
+
+// ParseLabelKeys parses a comma-separated list of label keys: each a
+// Kubernetes label key, no key twice, at most sample.MaxLabels.
+func ParseLabelKeys(list string) ([]string, error) {
+	var keys []string
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	for _, k := range strings.Split(list, ",") {
+		k = strings.TrimSpace(k)
+		if err := sample.CheckLabelKey(k); err != nil {
+			return nil, err
+		}
+		if slices.Contains(keys, k) {
+			return nil, fmt.Errorf("label key %q is listed twice", k)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) > sample.MaxLabels {
+		return nil, fmt.Errorf("%d label keys, at most %d", len(keys), sample.MaxLabels)
+	}
+	return keys, nil
 }
 
 // Validate reports every problem at once.
@@ -91,9 +143,19 @@ func (c Config) Validate() error {
 	if err := pricing.CheckCurrency("--currency", c.Currency); err != nil {
 		errs = append(errs, err)
 	}
+	var prices *pricing.List
 	if c.PricingFile != "" {
-		if _, err := c.loadPricing(); err != nil {
+		var err error
+		if prices, err = c.loadPricing(); err != nil {
 			errs = append(errs, fmt.Errorf("--pricing: %w", err))
+		}
+	}
+	if _, err := ParseLabelKeys(c.AllocationLabels); err != nil {
+		errs = append(errs, fmt.Errorf("--%s: %w", AllocationLabelsFlag, err))
+	}
+	if c.AllocationFile != "" {
+		if _, err := allocation.Load(c.AllocationFile, prices.Decimals()); err != nil {
+			errs = append(errs, fmt.Errorf("--allocation-file: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -138,6 +200,10 @@ type Server struct {
 	tel     telemetryDeps
 	// notifications serves the notification routes (notifications.go).
 	notifications Notifications
+	// groupKeys are the kept label keys (Config.AllocationLabels).
+	groupKeys []string
+	// policies holds the allocation policy in force (bill.go).
+	policies *filewatch.Watcher[*allocation.Policy]
 }
 
 // Option sets an optional dependency of the Server.
@@ -179,6 +245,16 @@ func New(cfg Config, rollups Rollups, loc *time.Location, opts ...Option) (*Serv
 		}
 		s.pricing = p
 	}
+	s.groupKeys, _ = ParseLabelKeys(cfg.AllocationLabels) // checked by Validate
+	if cfg.AllocationFile != "" {
+		w, err := allocation.Watch(cfg.AllocationFile, s.pricing.Decimals(), 0, s.log.With("component", "allocation"))
+		if err != nil {
+			return nil, err
+		}
+		s.policies = w
+	} else {
+		s.policies = filewatch.Static[*allocation.Policy](nil)
+	}
 	if s.tel.meters != nil {
 		if err := s.registerCoverageMetrics(s.tel.meters.Meter(meterScope)); err != nil {
 			return nil, err
@@ -208,6 +284,8 @@ func (s *Server) routes() *gin.Engine {
 	g := e.Group("", s.authn)
 	g.GET(PlatformPath, func(c *gin.Context) { s.usage(c, "") })
 	g.GET(ProjectPath, func(c *gin.Context) { s.usage(c, c.Param("project")) })
+	g.GET(BillPath, func(c *gin.Context) { s.respond(c, "bill query", s.serveBill(c, "")) })
+	g.GET(ProjectBillPath, func(c *gin.Context) { s.respond(c, "bill query", s.serveBill(c, c.Param("project"))) })
 	g.GET(CoveragePath, func(c *gin.Context) { s.respond(c, "coverage query", s.serveCoverage(c)) })
 	g.GET(PlatformWatchPath, func(c *gin.Context) { s.watchRoute(c, "") })
 	g.GET(ProjectWatchPath, func(c *gin.Context) { s.watchRoute(c, c.Param("project")) })
@@ -236,6 +314,11 @@ func (s *Server) recovery(c *gin.Context) {
 	}()
 	c.Next()
 }
+
+// Policies is the allocation policy file's watcher: the caller runs its
+// Run in the run group (with no --allocation-file it holds the empty
+// policy and Run just waits).
+func (s *Server) Policies() *filewatch.Watcher[*allocation.Policy] { return s.policies }
 
 // Handler returns the HTTP handler of every route.
 func (s *Server) Handler() http.Handler { return s.engine }

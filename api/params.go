@@ -33,9 +33,18 @@ const (
 	KindProjectAll   Kind = "project_all"
 	KindNamespaceAll Kind = "namespace_all"
 	KindClusterAll   Kind = "cluster_all"
+	// KindGroup and KindGroupAll are beyond the contract: the values of a
+	// kept namespace label key (groupBy), one (name) or all of them.
+	KindGroup    Kind = "group"
+	KindGroupAll Kind = "group_all"
 )
 
-var kinds = []Kind{KindProject, KindNamespace, KindCluster, KindProjectAll, KindNamespaceAll, KindClusterAll}
+var kinds = []Kind{KindProject, KindNamespace, KindCluster, KindProjectAll, KindNamespaceAll, KindClusterAll, KindGroup, KindGroupAll}
+
+// UnallocatedGroup is the group of the namespaces without the groupBy
+// label (allocation.UnallocatedGroup): a name kind=group accepts though it
+// is no label value.
+const UnallocatedGroup = "__unallocated__"
 
 var steps = map[string]rollup.Step{"day": rollup.StepDay, "week": rollup.StepWeek, "month": rollup.StepMonth}
 
@@ -46,16 +55,21 @@ type Query struct {
 	StepName   string
 	Kind       Kind
 	Name       string
-	Item       rollup.Item
-	Method     rollup.Method
-	Page       int
-	PageSize   int
+	// GroupBy is the label key of the group kinds ("" for the others).
+	GroupBy  string
+	Item     rollup.Item
+	Method   rollup.Method
+	Page     int
+	PageSize int
 	// CSV asks for text/csv; Paged is false when a CSV export asked for
 	// every row (neither currentPage nor pageSize given).
 	CSV   bool
 	Paged bool
 	// OrderBy is "" (the contract's order) or OrderByUsage (orderby.go).
 	OrderBy string
+	// capacity is set by the server for the rows that carry their
+	// cluster's capacity (capacity.go).
+	capacity bool
 }
 
 func badParam(param, format string, args ...any) error {
@@ -63,8 +77,8 @@ func badParam(param, format string, args ...any) error {
 }
 
 // ParseQuery checks every parameter rule of the usage routes and returns
-// the first broken one (in the order start, end, step, kind, name, item,
-// method, currentPage, pageSize, format, orderBy) as an error wrapping
+// the first broken one (in the order start, end, step, kind, name, groupBy,
+// item, method, currentPage, pageSize, format, orderBy) as an error wrapping
 // ErrBadParameter whose message starts with the parameter's name.
 func ParseQuery(v url.Values) (Query, error) {
 	q := Query{Step: rollup.StepMonth, StepName: "month", Kind: KindProjectAll, Item: rollup.Cpu, Method: rollup.Effective, Page: 1, PageSize: DefaultPageSize, Paged: true}
@@ -89,6 +103,9 @@ func ParseQuery(v url.Values) (Query, error) {
 		q.Step, q.StepName = st, s
 	}
 	if q.Kind, q.Name, err = parseKind(v); err != nil {
+		return Query{}, err
+	}
+	if q.GroupBy, err = parseGroupBy(v, q.Kind); err != nil {
 		return Query{}, err
 	}
 	if q.Item, err = parseItem(v); err != nil {
@@ -140,10 +157,19 @@ func parseKind(v url.Values) (Kind, string, error) {
 			}
 		}
 		if kind == "" {
-			return "", "", badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all or cluster_all", s)
+			return "", "", badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all, cluster_all, group or group_all", s)
 		}
 	}
 	switch kind {
+	case KindGroup:
+		name, _ := one(v, "name")
+		if name == "" {
+			return "", "", badParam("name", "required for kind=group (a value of the groupBy label, or %s)", UnallocatedGroup)
+		}
+		if err := checkGroupName("name", name); err != nil {
+			return "", "", err
+		}
+		return kind, name, nil
 	case KindProject, KindNamespace, KindCluster:
 		name, _ := one(v, "name")
 		if name == "" {
@@ -162,6 +188,39 @@ func parseKind(v url.Values) (Kind, string, error) {
 		return kind, name, nil
 	}
 	return kind, "", nil
+}
+
+// checkGroupName checks a group name (a label value, or
+// UnallocatedGroup) given as param.
+func checkGroupName(param, name string) error {
+	if name == UnallocatedGroup {
+		return nil
+	}
+	if err := sample.CheckLabelValue("", name); err != nil {
+		_, msg, _ := strings.Cut(err.Error(), ": ")
+		return badParam(param, "%s", msg)
+	}
+	return nil
+}
+
+// parseGroupBy parses groupBy: a label key, required with the group kinds
+// and refused with the others. Whether the key is kept is the server's
+// to check (Config.AllocationLabels).
+func parseGroupBy(v url.Values, kind Kind) (string, error) {
+	key, ok := one(v, "groupBy")
+	group := kind == KindGroup || kind == KindGroupAll
+	switch {
+	case !group && ok:
+		return "", badParam("groupBy", "only with kind=group or group_all, not kind=%s", kind)
+	case !group:
+		return "", nil
+	case !ok:
+		return "", badParam("groupBy", "required for kind=%s (a kept namespace label key, such as team)", kind)
+	}
+	if err := sample.CheckLabelKey(key); err != nil {
+		return "", badParam("groupBy", "%s", err)
+	}
+	return key, nil
 }
 
 // parseItem parses item (default Cpu).

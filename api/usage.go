@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,6 +36,13 @@ type Row struct {
 	End   string `json:"end"`
 	// Cost is usage priced by the price list, when one is configured.
 	Cost *float64 `json:"cost,omitempty"`
+	// GroupBy and Group are set on the group kinds' rows (beyond the
+	// contract): the label key and its value (or __unallocated__).
+	GroupBy string `json:"groupBy,omitempty"`
+	Group   string `json:"group,omitempty"`
+	// The cluster kinds' rows of the platform route carry the cluster's
+	// capacity (beyond the contract; capacity.go).
+	*CapacityFields
 }
 
 // Response is one page of rows.
@@ -112,13 +120,19 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 	if err != nil {
 		return err
 	}
+	if q.GroupBy != "" && !slices.Contains(s.groupKeys, q.GroupBy) {
+		return s.notKept(q.GroupBy)
+	}
 	sel, err := selectionOf(q, project)
 	if err != nil {
 		return err
 	}
-	// Rows need their days only to price each day; otherwise a sum's
-	// whole months are read from their month parts.
-	sel.Totals = !s.pricing.Has(q.Item, q.Method)
+	// The platform route's cluster rows carry their capacity (capacity.go).
+	q.capacity = project == "" && (q.Kind == KindCluster || q.Kind == KindClusterAll)
+	// Rows need their days only to price each day, or to set each day's
+	// Effective against capacity; otherwise a sum's whole months are read
+	// from their month parts.
+	sel.Totals = !s.pricing.Has(q.Item, q.Method) && !q.capacity
 	buckets := rollup.Buckets(q.Start, q.End, q.Step)
 	if q.CSV && !q.Paged {
 		return s.exportCSV(ctx, c, q, sel, buckets)
@@ -134,8 +148,8 @@ func (s *Server) serveUsage(c *gin.Context, project string) error {
 		return fmt.Errorf("query usage: %w", err)
 	}
 	if q.CSV {
-		w := s.csvWriter(c)
-		s.writeCSV(w, rows)
+		w := s.csvWriter(c, q)
+		s.writeCSV(w, q, rows)
 		w.Flush()
 		return w.Error()
 	}
@@ -153,6 +167,19 @@ func principalName(p *auth.Principal) string {
 // selectionOf maps a query to the entities it reports. On the project
 // route (project set) every selection is confined to that project.
 func selectionOf(q Query, project string) (rollup.Selection, error) {
+	switch q.Kind {
+	case KindGroupAll:
+		if project != "" {
+			return rollup.Selection{Scope: rollup.ScopeProjectGroup, Prefix: rollup.GroupPrefix(q.GroupBy, project)}, nil
+		}
+		return rollup.Selection{Scope: rollup.ScopeGroup, Prefix: rollup.GroupPrefix(q.GroupBy, "")}, nil
+	case KindGroup:
+		e := rollup.Entity{GroupKey: q.GroupBy, Group: q.Name, Project: project}
+		if project != "" {
+			return rollup.Selection{Scope: rollup.ScopeProjectGroup, Member: e.Member(rollup.ScopeProjectGroup)}, nil
+		}
+		return rollup.Selection{Scope: rollup.ScopeGroup, Member: e.Member(rollup.ScopeGroup)}, nil
+	}
 	if project == "" {
 		switch q.Kind {
 		case KindProjectAll:
@@ -240,10 +267,18 @@ func (s *Server) rows(ctx context.Context, q Query, in []rollup.Row) ([]Row, err
 			Project: r.Entity.Project, Cluster: r.Entity.Cluster, Namespace: r.Entity.Namespace,
 			Item: q.Item.String(), Method: q.Method.String(), Usage: usage, Currency: s.cfg.Currency,
 			Start: r.Bucket.First.String(), End: r.Bucket.Last.String(),
+			GroupBy: r.Entity.GroupKey, Group: r.Entity.Group,
 		}
 		if priced {
 			c := cost.Fine()
 			row.Cost = &c
+		}
+		if q.capacity {
+			cc, err := s.capacityOf(ctx, r.Entity.Cluster, r.Bucket)
+			if err != nil {
+				return nil, err
+			}
+			row.CapacityFields = capacityFields(q, r, cc)
 		}
 		out = append(out, row)
 	}
@@ -264,15 +299,25 @@ func (s *Server) addCost(cost *pricing.Sum, q Query, cluster string, r rollup.Ro
 // costPartsPage is how many of a project's clusters costParts reads at once.
 const costPartsPage = 100
 
-// costParts adds the cost of project row r's per-cluster parts (its
-// project-cluster rollups over the same bucket) to cost: exact, at one
-// more store read per project row and page of its clusters.
+// costParts adds the cost of row r's per-cluster parts to cost: a
+// project's project-cluster rollups, a group's group-namespace rollups
+// (in the project, on the project route) over the same bucket. Exact, at
+// one more store read per row and page of its parts.
 func (s *Server) costParts(ctx context.Context, q Query, r rollup.Row, cost *pricing.Sum) error {
 	sel := rollup.Selection{Scope: rollup.ScopeProjectCluster, Prefix: r.Entity.Project + rollup.Sep}
+	what := fmt.Sprintf("the clusters of project %q", r.Entity.Project)
+	if r.Entity.GroupKey != "" {
+		prefix := rollup.GroupPrefix(r.Entity.GroupKey, "") + r.Entity.Group + rollup.Sep
+		if r.Entity.Project != "" {
+			prefix += r.Entity.Project + rollup.Sep
+		}
+		sel = rollup.Selection{Scope: rollup.ScopeGroupNamespace, Prefix: prefix}
+		what = fmt.Sprintf("the namespaces of group %s=%s", r.Entity.GroupKey, r.Entity.Group)
+	}
 	for off := 0; ; off += costPartsPage {
 		page, err := s.reader.Page(ctx, sel, []rollup.Bucket{r.Bucket}, off, costPartsPage)
 		if err != nil {
-			return fmt.Errorf("read the clusters of project %q to price them: %w", r.Entity.Project, err)
+			return fmt.Errorf("read %s to price them: %w", what, err)
 		}
 		for _, part := range page.Rows {
 			s.addCost(cost, q, part.Entity.Cluster, part)
@@ -283,7 +328,10 @@ func (s *Server) costParts(ctx context.Context, q Query, r rollup.Row, cost *pri
 	}
 }
 
-func (s *Server) csvWriter(c *gin.Context) *csv.Writer {
+// csvWriter starts a CSV answer with its header: the contract's columns,
+// cost when priced, then the columns beyond the contract the kind has
+// (groupBy and group; the cluster rows' capacity columns).
+func (s *Server) csvWriter(c *gin.Context, q Query) *csv.Writer {
 	c.Header("Content-Type", "text/csv; charset=utf-8")
 	c.Header("Content-Disposition", `attachment; filename="usage.csv"`)
 	c.Status(http.StatusOK)
@@ -292,11 +340,17 @@ func (s *Server) csvWriter(c *gin.Context) *csv.Writer {
 	if s.pricing != nil {
 		header = append(header, "cost")
 	}
+	if q.GroupBy != "" {
+		header = append(header, "groupBy", "group")
+	}
+	if q.capacity {
+		header = append(header, "capacity", "idle", "overcommit", "capacityKnownDays", "capacityUnknownDays")
+	}
 	_ = w.Write(header)
 	return w
 }
 
-func (s *Server) writeCSV(w *csv.Writer, rows []Row) {
+func (s *Server) writeCSV(w *csv.Writer, q Query, rows []Row) {
 	for _, r := range rows {
 		rec := []string{r.Project, r.Cluster, r.Namespace, r.Item, r.Method, formatFloat(r.Usage), r.Currency, r.Start, r.End}
 		if s.pricing != nil {
@@ -305,6 +359,13 @@ func (s *Server) writeCSV(w *csv.Writer, rows []Row) {
 				cost = formatFloat(*r.Cost)
 			}
 			rec = append(rec, cost)
+		}
+		if q.GroupBy != "" {
+			rec = append(rec, r.GroupBy, r.Group)
+		}
+		if c := r.CapacityFields; q.capacity && c != nil {
+			rec = append(rec, formatFloat(c.Capacity), formatFloat(c.Idle), formatFloat(c.Overcommit),
+				strconv.Itoa(c.CapacityKnownDays), strconv.Itoa(c.CapacityUnknownDays))
 		}
 		_ = w.Write(rec) // errors stick in w.Error
 	}
@@ -336,15 +397,15 @@ func (s *Server) exportCSV(ctx context.Context, c *gin.Context, q Query, sel rol
 	if err != nil {
 		return fmt.Errorf("export usage: %w", err)
 	}
-	w := s.csvWriter(c)
-	s.writeCSV(w, rows)
+	w := s.csvWriter(c, q)
+	s.writeCSV(w, q, rows)
 	for off := csvChunk; off < total; off += csvChunk {
 		_, rows, err := chunk(off)
 		if err != nil {
 			w.Flush()
 			return fmt.Errorf("export usage at row %d: %w", off, err)
 		}
-		s.writeCSV(w, rows)
+		s.writeCSV(w, q, rows)
 	}
 	w.Flush()
 	return w.Error()

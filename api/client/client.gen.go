@@ -19,6 +19,87 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for BillClusterItemItem.
+const (
+	BillClusterItemItemCpu     BillClusterItemItem = "Cpu"
+	BillClusterItemItemMemory  BillClusterItemItem = "Memory"
+	BillClusterItemItemStorage BillClusterItemItem = "Storage"
+)
+
+// Valid indicates whether the value is a known member of the BillClusterItemItem enum.
+func (e BillClusterItemItem) Valid() bool {
+	switch e {
+	case BillClusterItemItemCpu:
+		return true
+	case BillClusterItemItemMemory:
+		return true
+	case BillClusterItemItemStorage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for BillLineItemItem.
+const (
+	BillLineItemItemCpu     BillLineItemItem = "Cpu"
+	BillLineItemItemMemory  BillLineItemItem = "Memory"
+	BillLineItemItemStorage BillLineItemItem = "Storage"
+)
+
+// Valid indicates whether the value is a known member of the BillLineItemItem enum.
+func (e BillLineItemItem) Valid() bool {
+	switch e {
+	case BillLineItemItemCpu:
+		return true
+	case BillLineItemItemMemory:
+		return true
+	case BillLineItemItemStorage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for BillPoolItemsItem.
+const (
+	BillPoolItemsItemCpu     BillPoolItemsItem = "Cpu"
+	BillPoolItemsItemMemory  BillPoolItemsItem = "Memory"
+	BillPoolItemsItemStorage BillPoolItemsItem = "Storage"
+)
+
+// Valid indicates whether the value is a known member of the BillPoolItemsItem enum.
+func (e BillPoolItemsItem) Valid() bool {
+	switch e {
+	case BillPoolItemsItemCpu:
+		return true
+	case BillPoolItemsItemMemory:
+		return true
+	case BillPoolItemsItemStorage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for BillPoolSplit.
+const (
+	Even     BillPoolSplit = "even"
+	Weighted BillPoolSplit = "weighted"
+)
+
+// Valid indicates whether the value is a known member of the BillPoolSplit enum.
+func (e BillPoolSplit) Valid() bool {
+	switch e {
+	case Even:
+		return true
+	case Weighted:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for CostUsageItemCurrency.
 const (
 	AUD CostUsageItemCurrency = "AUD"
@@ -571,6 +652,42 @@ func (e Step) Valid() bool {
 	}
 }
 
+// Defines values for UsageKind.
+const (
+	UsageKindCluster      UsageKind = "cluster"
+	UsageKindClusterAll   UsageKind = "cluster_all"
+	UsageKindGroup        UsageKind = "group"
+	UsageKindGroupAll     UsageKind = "group_all"
+	UsageKindNamespace    UsageKind = "namespace"
+	UsageKindNamespaceAll UsageKind = "namespace_all"
+	UsageKindProject      UsageKind = "project"
+	UsageKindProjectAll   UsageKind = "project_all"
+)
+
+// Valid indicates whether the value is a known member of the UsageKind enum.
+func (e UsageKind) Valid() bool {
+	switch e {
+	case UsageKindCluster:
+		return true
+	case UsageKindClusterAll:
+		return true
+	case UsageKindGroup:
+		return true
+	case UsageKindGroupAll:
+		return true
+	case UsageKindNamespace:
+		return true
+	case UsageKindNamespaceAll:
+		return true
+	case UsageKindProject:
+		return true
+	case UsageKindProjectAll:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for WatchItem.
 const (
 	WatchItemCpu     WatchItem = "Cpu"
@@ -586,6 +703,27 @@ func (e WatchItem) Valid() bool {
 	case WatchItemMemory:
 		return true
 	case WatchItemStorage:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetPlatformBillParamsStep.
+const (
+	GetPlatformBillParamsStepDay   GetPlatformBillParamsStep = "day"
+	GetPlatformBillParamsStepMonth GetPlatformBillParamsStep = "month"
+	GetPlatformBillParamsStepWeek  GetPlatformBillParamsStep = "week"
+)
+
+// Valid indicates whether the value is a known member of the GetPlatformBillParamsStep enum.
+func (e GetPlatformBillParamsStep) Valid() bool {
+	switch e {
+	case GetPlatformBillParamsStepDay:
+		return true
+	case GetPlatformBillParamsStepMonth:
+		return true
+	case GetPlatformBillParamsStepWeek:
 		return true
 	default:
 		return false
@@ -617,6 +755,8 @@ func (e GetPlatformUsageParamsStep) Valid() bool {
 const (
 	GetPlatformUsageParamsKindCluster      GetPlatformUsageParamsKind = "cluster"
 	GetPlatformUsageParamsKindClusterAll   GetPlatformUsageParamsKind = "cluster_all"
+	GetPlatformUsageParamsKindGroup        GetPlatformUsageParamsKind = "group"
+	GetPlatformUsageParamsKindGroupAll     GetPlatformUsageParamsKind = "group_all"
 	GetPlatformUsageParamsKindNamespace    GetPlatformUsageParamsKind = "namespace"
 	GetPlatformUsageParamsKindNamespaceAll GetPlatformUsageParamsKind = "namespace_all"
 	GetPlatformUsageParamsKindProject      GetPlatformUsageParamsKind = "project"
@@ -629,6 +769,10 @@ func (e GetPlatformUsageParamsKind) Valid() bool {
 	case GetPlatformUsageParamsKindCluster:
 		return true
 	case GetPlatformUsageParamsKindClusterAll:
+		return true
+	case GetPlatformUsageParamsKindGroup:
+		return true
+	case GetPlatformUsageParamsKindGroupAll:
 		return true
 	case GetPlatformUsageParamsKindNamespace:
 		return true
@@ -772,6 +916,27 @@ func (e WatchPlatformUsageParamsItem) Valid() bool {
 	}
 }
 
+// Defines values for GetProjectBillParamsStep.
+const (
+	GetProjectBillParamsStepDay   GetProjectBillParamsStep = "day"
+	GetProjectBillParamsStepMonth GetProjectBillParamsStep = "month"
+	GetProjectBillParamsStepWeek  GetProjectBillParamsStep = "week"
+)
+
+// Valid indicates whether the value is a known member of the GetProjectBillParamsStep enum.
+func (e GetProjectBillParamsStep) Valid() bool {
+	switch e {
+	case GetProjectBillParamsStepDay:
+		return true
+	case GetProjectBillParamsStepMonth:
+		return true
+	case GetProjectBillParamsStepWeek:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for GetProjectUsageParamsStep.
 const (
 	GetProjectUsageParamsStepDay   GetProjectUsageParamsStep = "day"
@@ -797,6 +962,8 @@ func (e GetProjectUsageParamsStep) Valid() bool {
 const (
 	GetProjectUsageParamsKindCluster      GetProjectUsageParamsKind = "cluster"
 	GetProjectUsageParamsKindClusterAll   GetProjectUsageParamsKind = "cluster_all"
+	GetProjectUsageParamsKindGroup        GetProjectUsageParamsKind = "group"
+	GetProjectUsageParamsKindGroupAll     GetProjectUsageParamsKind = "group_all"
 	GetProjectUsageParamsKindNamespace    GetProjectUsageParamsKind = "namespace"
 	GetProjectUsageParamsKindNamespaceAll GetProjectUsageParamsKind = "namespace_all"
 	GetProjectUsageParamsKindProject      GetProjectUsageParamsKind = "project"
@@ -809,6 +976,10 @@ func (e GetProjectUsageParamsKind) Valid() bool {
 	case GetProjectUsageParamsKindCluster:
 		return true
 	case GetProjectUsageParamsKindClusterAll:
+		return true
+	case GetProjectUsageParamsKindGroup:
+		return true
+	case GetProjectUsageParamsKindGroupAll:
 		return true
 	case GetProjectUsageParamsKindNamespace:
 		return true
@@ -952,6 +1123,113 @@ func (e WatchProjectUsageParamsItem) Valid() bool {
 	}
 }
 
+// BillBucket defines model for BillBucket.
+type BillBucket struct {
+	// Allocated Σ of every line's total over those clusters: equal to clusterCost.
+	Allocated float64 `json:"allocated"`
+
+	// CapacityKnown False when some cluster-day had no capacity sample (its idle is unknown; see clusters[].items[].unknownDays).
+	CapacityKnown bool `json:"capacityKnown"`
+
+	// ClusterCost What the clusters cost: capacity × price (Effective × price on days of unknown capacity) + overheads.
+	ClusterCost float64       `json:"clusterCost"`
+	Clusters    []BillCluster `json:"clusters"`
+	End         string        `json:"end"`
+
+	// Groups The lines summed over clusters, by group.
+	Groups []BillLine `json:"groups"`
+
+	// Lines The lines per cluster and group, by cluster then group.
+	Lines []BillLine `json:"lines"`
+	Pools []BillPool `json:"pools"`
+	Start string     `json:"start"`
+}
+
+// BillCluster defines model for BillCluster.
+type BillCluster struct {
+	Allocated   float64 `json:"allocated"`
+	Cluster     string  `json:"cluster"`
+	ClusterCost float64 `json:"clusterCost"`
+
+	// Days Cluster-days billed.
+	Days     int               `json:"days"`
+	Items    []BillClusterItem `json:"items"`
+	Overhead float64           `json:"overhead"`
+}
+
+// BillClusterItem One item of a cluster: capacity, idle and overcommit (unit-hours) over the days whose capacity is known; effective over every day.
+type BillClusterItem struct {
+	Capacity   float64             `json:"capacity"`
+	Cost       float64             `json:"cost"`
+	Effective  float64             `json:"effective"`
+	Idle       float64             `json:"idle"`
+	Item       BillClusterItemItem `json:"item"`
+	Overcommit float64             `json:"overcommit"`
+
+	// UnknownDays Days without a capacity sample: idle unknown, cost = Effective × price.
+	UnknownDays int `json:"unknownDays"`
+}
+
+// BillClusterItemItem defines model for BillClusterItem.Item.
+type BillClusterItemItem string
+
+// BillLine One group's bill: total = direct + shared + idle + overhead. Groups the engine names: __unallocated__ (namespaces without the label), __idle__ (idle capacity with idle: own, or with nobody to carry it), __shared__ (shared cost with nobody to carry it).
+type BillLine struct {
+	// Cluster Absent on the groups (summed over clusters).
+	Cluster  *string        `json:"cluster,omitempty"`
+	Direct   float64        `json:"direct"`
+	Group    string         `json:"group"`
+	Idle     float64        `json:"idle"`
+	Items    []BillLineItem `json:"items"`
+	Overhead float64        `json:"overhead"`
+	Shared   float64        `json:"shared"`
+	Total    float64        `json:"total"`
+}
+
+// BillLineItem One item's part of a line, and the quantities (unit-hours) behind it.
+type BillLineItem struct {
+	Direct         float64          `json:"direct"`
+	DirectQuantity float64          `json:"directQuantity"`
+	Idle           float64          `json:"idle"`
+	IdleQuantity   float64          `json:"idleQuantity"`
+	Item           BillLineItemItem `json:"item"`
+	Shared         float64          `json:"shared"`
+	SharedQuantity float64          `json:"sharedQuantity"`
+}
+
+// BillLineItemItem defines model for BillLineItem.Item.
+type BillLineItemItem string
+
+// BillPool One shared rule's cost on one cluster before it was spread over the groups.
+type BillPool struct {
+	Cluster string `json:"cluster"`
+	Items   []struct {
+		Amount   float64           `json:"amount"`
+		Item     BillPoolItemsItem `json:"item"`
+		Quantity float64           `json:"quantity"`
+	} `json:"items"`
+
+	// Rule The policy rule: namespaces[0], labels[1].
+	Rule  string        `json:"rule"`
+	Split BillPoolSplit `json:"split"`
+}
+
+// BillPoolItemsItem defines model for BillPool.Items.Item.
+type BillPoolItemsItem string
+
+// BillPoolSplit defines model for BillPool.Split.
+type BillPoolSplit string
+
+// BillResponse defines model for BillResponse.
+type BillResponse struct {
+	Currency string `json:"currency"`
+
+	// Decimals Printed precision: every amount is a whole number of 10^-decimals of the currency.
+	Decimals int          `json:"decimals"`
+	GroupBy  string       `json:"groupBy"`
+	Items    []BillBucket `json:"items"`
+}
+
 // CommentFrame A comment line (see the Watch response for the texts).
 type CommentFrame struct {
 	Comment string `json:"comment"`
@@ -983,20 +1261,41 @@ type Config struct {
 // bucket start, then project, cluster, namespace (orderBy=usage: see
 // that parameter).
 type CostUsageItem struct {
+	// Capacity Beyond the contract, on the cluster kinds' rows of the platform route only: the cluster's capacity of the item over the bucket's days whose capacity is known, in unit-hours.
+	Capacity *float64 `json:"capacity,omitempty"`
+
+	// CapacityKnownDays Beyond the contract (cluster rows of the platform route): days of the bucket with a capacity sample of the cluster.
+	CapacityKnownDays *int `json:"capacityKnownDays,omitempty"`
+
+	// CapacityUnknownDays Beyond the contract (cluster rows of the platform route): days of the bucket without one; their idle is unknown, not zero, and not in capacity, idle or overcommit.
+	CapacityUnknownDays *int `json:"capacityUnknownDays,omitempty"`
+
 	// Cluster Empty for project rows.
 	Cluster string `json:"cluster"`
 
-	// Cost Sum over the days of usage × the price in force that day; only with a price list.
+	// Cost Sum over the days of usage × the price in force that day on the row's cluster (a row spanning clusters sums its clusters' parts); only with a price list.
 	Cost     *float64              `json:"cost,omitempty"`
 	Currency CostUsageItemCurrency `json:"currency"`
 
 	// End Last day of the clipped bucket, YYYYMMDD.
-	End    string              `json:"end"`
+	End string `json:"end"`
+
+	// Group Beyond the contract: the label value (or __unallocated__), on the group kinds' rows only.
+	Group *string `json:"group,omitempty"`
+
+	// GroupBy Beyond the contract: the label key, on the group kinds' rows only.
+	GroupBy *string `json:"groupBy,omitempty"`
+
+	// Idle Beyond the contract (cluster rows of the platform route): Σ over the known days of max(0, capacity − the cluster's Effective), whatever the method.
+	Idle   *float64            `json:"idle,omitempty"`
 	Item   CostUsageItemItem   `json:"item"`
 	Method CostUsageItemMethod `json:"method"`
 
 	// Namespace Set for namespace rows only.
 	Namespace string `json:"namespace"`
+
+	// Overcommit Beyond the contract (cluster rows of the platform route): Σ over the known days of max(0, Effective − capacity).
+	Overcommit *float64 `json:"overcommit,omitempty"`
 
 	// Project Empty for cluster rows of the platform route.
 	Project string `json:"project"`
@@ -1278,6 +1577,15 @@ type WatchSynced struct {
 	Truncated bool `json:"truncated"`
 }
 
+// AllocationCluster defines model for allocationCluster.
+type AllocationCluster = string
+
+// AllocationGroupBy defines model for allocationGroupBy.
+type AllocationGroupBy = string
+
+// AllocationName defines model for allocationName.
+type AllocationName = string
+
 // CurrentPage defines model for currentPage.
 type CurrentPage = int
 
@@ -1286,6 +1594,9 @@ type End = openapi_types.Date
 
 // Format defines model for format.
 type Format string
+
+// GroupBy defines model for groupBy.
+type GroupBy = string
 
 // Item defines model for item.
 type Item string
@@ -1311,8 +1622,14 @@ type Start = openapi_types.Date
 // Step defines model for step.
 type Step string
 
+// UsageKind defines model for usageKind.
+type UsageKind string
+
 // WatchItem defines model for watchItem.
 type WatchItem string
+
+// Bill defines model for Bill.
+type Bill = BillResponse
 
 // Error defines model for Error.
 type Error = Status
@@ -1322,6 +1639,30 @@ type Notifications = NotificationList
 
 // Usage defines model for Usage.
 type Usage = CostUsageResponse
+
+// GetPlatformBillParams defines parameters for GetPlatformBill.
+type GetPlatformBillParams struct {
+	// Start First day, inclusive, YYYY-MM-DD.
+	Start Start `form:"start" json:"start"`
+
+	// End Last day, inclusive, YYYY-MM-DD; not before start, at most 366 days after it.
+	End End `form:"end" json:"end"`
+
+	// Step Bucket width; the first and last bucket are clipped to [start, end]. Weeks are ISO weeks (Monday to Sunday).
+	Step *GetPlatformBillParamsStep `form:"step,omitempty" json:"step,omitempty"`
+
+	// GroupBy A kept label key (--allocation-labels); any other is a 400 naming groupBy.
+	GroupBy AllocationGroupBy `form:"groupBy" json:"groupBy"`
+
+	// Name Keep only this group's lines (a label value, __unallocated__, __idle__ or __shared__), after allocation.
+	Name *AllocationName `form:"name,omitempty" json:"name,omitempty"`
+
+	// Cluster Keep only this cluster's lines and reconciliation, after allocation.
+	Cluster *AllocationCluster `form:"cluster,omitempty" json:"cluster,omitempty"`
+}
+
+// GetPlatformBillParamsStep defines parameters for GetPlatformBill.
+type GetPlatformBillParamsStep string
 
 // GetPlatformCoverageParams defines parameters for GetPlatformCoverage.
 type GetPlatformCoverageParams struct {
@@ -1347,10 +1688,19 @@ type GetPlatformUsageParams struct {
 
 	// Step Bucket width; the first and last bucket are clipped to [start, end]. Weeks are ISO weeks (Monday to Sunday).
 	Step *GetPlatformUsageParamsStep `form:"step,omitempty" json:"step,omitempty"`
+
+	// Kind The contract's kinds, and beyond it group and group_all: the values
+	// of the kept namespace label key groupBy (one, name, or all).
 	Kind *GetPlatformUsageParamsKind `form:"kind,omitempty" json:"kind,omitempty"`
 
-	// Name The entity to report; required for project, namespace and cluster, ignored for the _all kinds.
-	Name        *Name                         `form:"name,omitempty" json:"name,omitempty"`
+	// Name The entity to report; required for project, namespace, cluster and group (a label value, or __unallocated__), ignored for the _all kinds.
+	Name *Name `form:"name,omitempty" json:"name,omitempty"`
+
+	// GroupBy Beyond the contract: the label key of kind group and group_all,
+	// required with them and refused with the other kinds; a key the
+	// aggregator does not keep (--allocation-labels) is a 400 naming
+	// groupBy. Namespaces without the label count under __unallocated__.
+	GroupBy     *GroupBy                      `form:"groupBy,omitempty" json:"groupBy,omitempty"`
 	Item        *GetPlatformUsageParamsItem   `form:"item,omitempty" json:"item,omitempty"`
 	Method      *GetPlatformUsageParamsMethod `form:"method,omitempty" json:"method,omitempty"`
 	CurrentPage *CurrentPage                  `form:"currentPage,omitempty" json:"currentPage,omitempty"`
@@ -1389,7 +1739,7 @@ type GetPlatformUsageParamsOrderBy string
 type WatchPlatformUsageParams struct {
 	Kind *WatchPlatformUsageParamsKind `form:"kind,omitempty" json:"kind,omitempty"`
 
-	// Name The entity to report; required for project, namespace and cluster, ignored for the _all kinds.
+	// Name The entity to report; required for project, namespace, cluster and group (a label value, or __unallocated__), ignored for the _all kinds.
 	Name *Name `form:"name,omitempty" json:"name,omitempty"`
 
 	// Item Which item's events; one item per stream.
@@ -1408,6 +1758,30 @@ type ListNotificationsParams struct {
 	PageSize    *PageSize    `form:"pageSize,omitempty" json:"pageSize,omitempty"`
 }
 
+// GetProjectBillParams defines parameters for GetProjectBill.
+type GetProjectBillParams struct {
+	// Start First day, inclusive, YYYY-MM-DD.
+	Start Start `form:"start" json:"start"`
+
+	// End Last day, inclusive, YYYY-MM-DD; not before start, at most 366 days after it.
+	End End `form:"end" json:"end"`
+
+	// Step Bucket width; the first and last bucket are clipped to [start, end]. Weeks are ISO weeks (Monday to Sunday).
+	Step *GetProjectBillParamsStep `form:"step,omitempty" json:"step,omitempty"`
+
+	// GroupBy A kept label key (--allocation-labels); any other is a 400 naming groupBy.
+	GroupBy AllocationGroupBy `form:"groupBy" json:"groupBy"`
+
+	// Name Keep only this group's lines (a label value, __unallocated__, __idle__ or __shared__), after allocation.
+	Name *AllocationName `form:"name,omitempty" json:"name,omitempty"`
+
+	// Cluster Keep only this cluster's lines and reconciliation, after allocation.
+	Cluster *AllocationCluster `form:"cluster,omitempty" json:"cluster,omitempty"`
+}
+
+// GetProjectBillParamsStep defines parameters for GetProjectBill.
+type GetProjectBillParamsStep string
+
 // GetProjectUsageParams defines parameters for GetProjectUsage.
 type GetProjectUsageParams struct {
 	// Start First day, inclusive, YYYY-MM-DD.
@@ -1418,10 +1792,19 @@ type GetProjectUsageParams struct {
 
 	// Step Bucket width; the first and last bucket are clipped to [start, end]. Weeks are ISO weeks (Monday to Sunday).
 	Step *GetProjectUsageParamsStep `form:"step,omitempty" json:"step,omitempty"`
+
+	// Kind The contract's kinds, and beyond it group and group_all: the values
+	// of the kept namespace label key groupBy (one, name, or all).
 	Kind *GetProjectUsageParamsKind `form:"kind,omitempty" json:"kind,omitempty"`
 
-	// Name The entity to report; required for project, namespace and cluster, ignored for the _all kinds.
-	Name        *Name                        `form:"name,omitempty" json:"name,omitempty"`
+	// Name The entity to report; required for project, namespace, cluster and group (a label value, or __unallocated__), ignored for the _all kinds.
+	Name *Name `form:"name,omitempty" json:"name,omitempty"`
+
+	// GroupBy Beyond the contract: the label key of kind group and group_all,
+	// required with them and refused with the other kinds; a key the
+	// aggregator does not keep (--allocation-labels) is a 400 naming
+	// groupBy. Namespaces without the label count under __unallocated__.
+	GroupBy     *GroupBy                     `form:"groupBy,omitempty" json:"groupBy,omitempty"`
 	Item        *GetProjectUsageParamsItem   `form:"item,omitempty" json:"item,omitempty"`
 	Method      *GetProjectUsageParamsMethod `form:"method,omitempty" json:"method,omitempty"`
 	CurrentPage *CurrentPage                 `form:"currentPage,omitempty" json:"currentPage,omitempty"`
@@ -1460,7 +1843,7 @@ type GetProjectUsageParamsOrderBy string
 type WatchProjectUsageParams struct {
 	Kind *WatchProjectUsageParamsKind `form:"kind,omitempty" json:"kind,omitempty"`
 
-	// Name The entity to report; required for project, namespace and cluster, ignored for the _all kinds.
+	// Name The entity to report; required for project, namespace, cluster and group (a label value, or __unallocated__), ignored for the _all kinds.
 	Name *Name `form:"name,omitempty" json:"name,omitempty"`
 
 	// Item Which item's events; one item per stream.
@@ -1661,6 +2044,24 @@ type ClientInterface interface {
 	// Corresponds with GET /platform/cost.alauda.io/v1beta1/config (the `GetConfig` operationId).
 	GetConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetPlatformBill The bill per group of a kept label key (beyond the contract; needs platform scope).
+	//
+	// Every cluster-day of each bucket is allocated whole under the
+	// allocation policy (--allocation-file; docs/chargeback.md): each
+	// cluster's cost (capacity × that cluster's Effective price, plus its
+	// overheads) is split over the groups of groupBy in integers of the
+	// printed unit, so per bucket clusterCost equals allocated exactly.
+	// A cluster-day is billed when the cluster has a namespace with a
+	// non-zero rollup or a capacity sample that day; without a capacity
+	// sample its idle is unknown (unknownDays, capacityKnown false) and
+	// its cost is its Effective priced. name and cluster filter the lines
+	// after allocation: a kept line's numbers are those of the unfiltered
+	// bill; a name filter keeps the clusters' reconciliation whole, a
+	// cluster filter narrows it to that cluster.
+	//
+	// Corresponds with GET /platform/cost.alauda.io/v1beta1/costs/allocation (the `GetPlatformBill` operationId).
+	GetPlatformBill(ctx context.Context, params *GetPlatformBillParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetPlatformCoverage Completeness per cluster and billing day (needs platform scope).
 	//
 	// One row per cluster and billing day in [start, end] on which the
@@ -1703,11 +2104,26 @@ type ClientInterface interface {
 	// Corresponds with GET /platform/cost.alauda.io/v1beta1/notifications (the `ListNotifications` operationId).
 	ListNotifications(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetProjectBill The bill's lines of one project's groups (beyond the contract).
+	//
+	// The platform bill, allocated over whole clusters exactly as the
+	// platform route does, confined to the lines of the (cluster, group)
+	// pairs the project's namespaces are in (their numbers unchanged:
+	// a group's line also carries its namespaces in other projects on
+	// that cluster), and the reconciliation (clusterCost, allocated,
+	// clusters, pools) of the clusters those lines are on.
+	//
+	// Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/allocation (the `GetProjectBill` operationId).
+	GetProjectBill(ctx context.Context, project string, params *GetProjectBillParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetProjectUsage One project's usage, whatever the parameters say.
 	//
 	// project_all gives the project's rows; namespace_all its namespaces;
 	// cluster_all its share of each cluster (rows carry project and
 	// cluster); kind=project with another project's name answers 403.
+	// group_all and group give the groups of the project's namespaces
+	// only (rows carry project, groupBy and group); cluster rows here
+	// carry no capacity (a cluster's capacity is not a project's).
 	//
 	// Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage (the `GetProjectUsage` operationId).
 	GetProjectUsage(ctx context.Context, project string, params *GetProjectUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1784,6 +2200,34 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /platform/cost.alauda.io/v1beta1/config (the `GetConfig` operationId).
 func (c *Client) GetConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetConfigRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetPlatformBill The bill per group of a kept label key (beyond the contract; needs platform scope).
+//
+// Every cluster-day of each bucket is allocated whole under the
+// allocation policy (--allocation-file; docs/chargeback.md): each
+// cluster's cost (capacity × that cluster's Effective price, plus its
+// overheads) is split over the groups of groupBy in integers of the
+// printed unit, so per bucket clusterCost equals allocated exactly.
+// A cluster-day is billed when the cluster has a namespace with a
+// non-zero rollup or a capacity sample that day; without a capacity
+// sample its idle is unknown (unknownDays, capacityKnown false) and
+// its cost is its Effective priced. name and cluster filter the lines
+// after allocation: a kept line's numbers are those of the unfiltered
+// bill; a name filter keeps the clusters' reconciliation whole, a
+// cluster filter narrows it to that cluster.
+//
+// Corresponds with GET /platform/cost.alauda.io/v1beta1/costs/allocation (the `GetPlatformBill` operationId).
+func (c *Client) GetPlatformBill(ctx context.Context, params *GetPlatformBillParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetPlatformBillRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1876,11 +2320,36 @@ func (c *Client) ListNotifications(ctx context.Context, params *ListNotification
 	return c.Client.Do(req)
 }
 
+// GetProjectBill The bill's lines of one project's groups (beyond the contract).
+//
+// The platform bill, allocated over whole clusters exactly as the
+// platform route does, confined to the lines of the (cluster, group)
+// pairs the project's namespaces are in (their numbers unchanged:
+// a group's line also carries its namespaces in other projects on
+// that cluster), and the reconciliation (clusterCost, allocated,
+// clusters, pools) of the clusters those lines are on.
+//
+// Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/allocation (the `GetProjectBill` operationId).
+func (c *Client) GetProjectBill(ctx context.Context, project string, params *GetProjectBillParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetProjectBillRequest(c.Server, project, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetProjectUsage One project's usage, whatever the parameters say.
 //
 // project_all gives the project's rows; namespace_all its namespaces;
 // cluster_all its share of each cluster (rows carry project and
 // cluster); kind=project with another project's name answers 403.
+// group_all and group give the groups of the project's namespaces
+// only (rows carry project, groupBy and group); cluster rows here
+// carry no capacity (a cluster's capacity is not a project's).
 //
 // Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage (the `GetProjectUsage` operationId).
 func (c *Client) GetProjectUsage(ctx context.Context, project string, params *GetProjectUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2044,6 +2513,108 @@ func NewGetConfigRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetPlatformBillRequest constructs an http.Request for the GetPlatformBill method
+func NewGetPlatformBillRequest(server string, params *GetPlatformBillParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/platform/cost.alauda.io/v1beta1/costs/allocation")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "start", params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "end", params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Step != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "step", *params.Step, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "groupBy", params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cluster != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cluster", *params.Cluster, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -2219,6 +2790,18 @@ func NewGetPlatformUsageRequest(server string, params *GetPlatformUsageParams) (
 		if params.Name != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.GroupBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "groupBy", *params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2458,6 +3041,115 @@ func NewListNotificationsRequest(server string, params *ListNotificationsParams)
 	return req, nil
 }
 
+// NewGetProjectBillRequest constructs an http.Request for the GetProjectBill method
+func NewGetProjectBillRequest(server string, project string, params *GetProjectBillParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "project", project, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/platform/cost.alauda.io/v1beta1/projects/%s/costs/allocation", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "start", params.Start, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "end", params.End, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Step != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "step", *params.Step, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if queryFrag, err := runtime.StyleParamWithOptions("form", true, "groupBy", params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+			return nil, err
+		} else {
+			for _, qp := range strings.Split(queryFrag, "&") {
+				rawQueryFragments = append(rawQueryFragments, qp)
+			}
+		}
+
+		if params.Name != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cluster != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cluster", *params.Cluster, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetProjectUsageRequest constructs an http.Request for the GetProjectUsage method
 func NewGetProjectUsageRequest(server string, project string, params *GetProjectUsageParams) (*http.Request, error) {
 	var err error
@@ -2536,6 +3228,18 @@ func NewGetProjectUsageRequest(server string, project string, params *GetProject
 		if params.Name != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "name", *params.Name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.GroupBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "groupBy", *params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2888,6 +3592,26 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /platform/cost.alauda.io/v1beta1/config (the `GetConfig` operationId).
 	GetConfigWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetConfigResponse, error)
 
+	// GetPlatformBillWithResponse The bill per group of a kept label key (beyond the contract; needs platform scope).
+	//
+	// Every cluster-day of each bucket is allocated whole under the
+	// allocation policy (--allocation-file; docs/chargeback.md): each
+	// cluster's cost (capacity × that cluster's Effective price, plus its
+	// overheads) is split over the groups of groupBy in integers of the
+	// printed unit, so per bucket clusterCost equals allocated exactly.
+	// A cluster-day is billed when the cluster has a namespace with a
+	// non-zero rollup or a capacity sample that day; without a capacity
+	// sample its idle is unknown (unknownDays, capacityKnown false) and
+	// its cost is its Effective priced. name and cluster filter the lines
+	// after allocation: a kept line's numbers are those of the unfiltered
+	// bill; a name filter keeps the clusters' reconciliation whole, a
+	// cluster filter narrows it to that cluster.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /platform/cost.alauda.io/v1beta1/costs/allocation (the `GetPlatformBill` operationId).
+	GetPlatformBillWithResponse(ctx context.Context, params *GetPlatformBillParams, reqEditors ...RequestEditorFn) (*GetPlatformBillResponse, error)
+
 	// GetPlatformCoverageWithResponse Completeness per cluster and billing day (needs platform scope).
 	//
 	// One row per cluster and billing day in [start, end] on which the
@@ -2938,11 +3662,28 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /platform/cost.alauda.io/v1beta1/notifications (the `ListNotifications` operationId).
 	ListNotificationsWithResponse(ctx context.Context, params *ListNotificationsParams, reqEditors ...RequestEditorFn) (*ListNotificationsResponse, error)
 
+	// GetProjectBillWithResponse The bill's lines of one project's groups (beyond the contract).
+	//
+	// The platform bill, allocated over whole clusters exactly as the
+	// platform route does, confined to the lines of the (cluster, group)
+	// pairs the project's namespaces are in (their numbers unchanged:
+	// a group's line also carries its namespaces in other projects on
+	// that cluster), and the reconciliation (clusterCost, allocated,
+	// clusters, pools) of the clusters those lines are on.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/allocation (the `GetProjectBill` operationId).
+	GetProjectBillWithResponse(ctx context.Context, project string, params *GetProjectBillParams, reqEditors ...RequestEditorFn) (*GetProjectBillResponse, error)
+
 	// GetProjectUsageWithResponse One project's usage, whatever the parameters say.
 	//
 	// project_all gives the project's rows; namespace_all its namespaces;
 	// cluster_all its share of each cluster (rows carry project and
 	// cluster); kind=project with another project's name answers 403.
+	// group_all and group give the groups of the project's namespaces
+	// only (rows carry project, groupBy and group); cluster rows here
+	// carry no capacity (a cluster's capacity is not a project's).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3184,6 +3925,96 @@ func (r GetConfigResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetConfigResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetPlatformBillResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Bill
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Error
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetPlatformBillResponse) GetJSON200() *Bill {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetPlatformBillResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetPlatformBillResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetPlatformBillResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetPlatformBillResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetPlatformBillResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetPlatformBillResponse) GetJSON503() *Error {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r GetPlatformBillResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r GetPlatformBillResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetPlatformBillResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetPlatformBillResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetPlatformBillResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3530,6 +4361,96 @@ func (r ListNotificationsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListNotificationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetProjectBillResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Bill
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Error
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetProjectBillResponse) GetJSON200() *Bill {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetProjectBillResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetProjectBillResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetProjectBillResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetProjectBillResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetProjectBillResponse) GetJSON500() *Error {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetProjectBillResponse) GetJSON503() *Error {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r GetProjectBillResponse) GetJSON504() *Error {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r GetProjectBillResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetProjectBillResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetProjectBillResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetProjectBillResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3885,6 +4806,32 @@ func (c *ClientWithResponses) GetConfigWithResponse(ctx context.Context, reqEdit
 	return ParseGetConfigResponse(rsp)
 }
 
+// GetPlatformBillWithResponse The bill per group of a kept label key (beyond the contract; needs platform scope).
+//
+// Every cluster-day of each bucket is allocated whole under the
+// allocation policy (--allocation-file; docs/chargeback.md): each
+// cluster's cost (capacity × that cluster's Effective price, plus its
+// overheads) is split over the groups of groupBy in integers of the
+// printed unit, so per bucket clusterCost equals allocated exactly.
+// A cluster-day is billed when the cluster has a namespace with a
+// non-zero rollup or a capacity sample that day; without a capacity
+// sample its idle is unknown (unknownDays, capacityKnown false) and
+// its cost is its Effective priced. name and cluster filter the lines
+// after allocation: a kept line's numbers are those of the unfiltered
+// bill; a name filter keeps the clusters' reconciliation whole, a
+// cluster filter narrows it to that cluster.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /platform/cost.alauda.io/v1beta1/costs/allocation (the `GetPlatformBill` operationId).
+func (c *ClientWithResponses) GetPlatformBillWithResponse(ctx context.Context, params *GetPlatformBillParams, reqEditors ...RequestEditorFn) (*GetPlatformBillResponse, error) {
+	rsp, err := c.GetPlatformBill(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetPlatformBillResponse(rsp)
+}
+
 // GetPlatformCoverageWithResponse Completeness per cluster and billing day (needs platform scope).
 //
 // One row per cluster and billing day in [start, end] on which the
@@ -3959,11 +4906,34 @@ func (c *ClientWithResponses) ListNotificationsWithResponse(ctx context.Context,
 	return ParseListNotificationsResponse(rsp)
 }
 
+// GetProjectBillWithResponse The bill's lines of one project's groups (beyond the contract).
+//
+// The platform bill, allocated over whole clusters exactly as the
+// platform route does, confined to the lines of the (cluster, group)
+// pairs the project's namespaces are in (their numbers unchanged:
+// a group's line also carries its namespaces in other projects on
+// that cluster), and the reconciliation (clusterCost, allocated,
+// clusters, pools) of the clusters those lines are on.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /platform/cost.alauda.io/v1beta1/projects/{project}/costs/allocation (the `GetProjectBill` operationId).
+func (c *ClientWithResponses) GetProjectBillWithResponse(ctx context.Context, project string, params *GetProjectBillParams, reqEditors ...RequestEditorFn) (*GetProjectBillResponse, error) {
+	rsp, err := c.GetProjectBill(ctx, project, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetProjectBillResponse(rsp)
+}
+
 // GetProjectUsageWithResponse One project's usage, whatever the parameters say.
 //
 // project_all gives the project's rows; namespace_all its namespaces;
 // cluster_all its share of each cluster (rows carry project and
 // cluster); kind=project with another project's name answers 403.
+// group_all and group give the groups of the project's namespaces
+// only (rows carry project, groupBy and group); cluster rows here
+// carry no capacity (a cluster's capacity is not a project's).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4140,6 +5110,81 @@ func ParseGetConfigResponse(rsp *http.Response) (*GetConfigResponse, error) {
 			return nil, err
 		}
 		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetPlatformBillResponse parses an HTTP response from a GetPlatformBillWithResponse call
+func ParseGetPlatformBillResponse(rsp *http.Response) (*GetPlatformBillResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetPlatformBillResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Bill
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest Error
@@ -4404,6 +5449,81 @@ func ParseListNotificationsResponse(rsp *http.Response) (*ListNotificationsRespo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Notifications
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetProjectBillResponse parses an HTTP response from a GetProjectBillWithResponse call
+func ParseGetProjectBillResponse(rsp *http.Response) (*GetProjectBillResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetProjectBillResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Bill
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -40,6 +40,7 @@ func run(args []string, stderr io.Writer) int {
 			f.String(&natsURL, "nats-url", "NATS_URL", "", "NATS server URL(s) for the watch routes (rollup events); empty: watch disabled")
 			natsSec.RegisterFlags(f)
 			cfg.RegisterFlags(f)
+			cfg.RegisterAllocationLabels(f)
 		},
 		Validate: func() error {
 			var natsURLErr error

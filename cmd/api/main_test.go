@@ -18,6 +18,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{"--timezone", "Mars/Olympus"},
 		{"--pricing", "/does/not/exist.yaml"},
 		{"--redis-url", "http://x"},
+		{"--allocation-labels", "team,bad key"},
+		{"--allocation-file", "/does/not/exist.yaml"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(args, &stderr); code != 2 {

@@ -83,6 +83,7 @@ func run(args []string, stderr io.Writer) int {
 	// mode; the API logs a warning).
 	o.api.Auth.Mode = auth.ModeNone
 	o.api.RegisterFlags(f)
+	shareLabels := o.api.ShareAllocationLabels(f) // one --allocation-labels for the aggregator and the API
 	o.telemetry.RegisterFlags(f)
 	o.notifier = notifier.DefaultConfig()
 	o.notifier.RegisterFlags(f)
@@ -92,6 +93,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.collector.Finish()
+	shareLabels()
 	o.notifier.Retention = o.retention
 	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.Validate(), o.telemetry.Validate(), o.notifier.Validate()}
 	if o.exporter.URL != "" {

@@ -207,10 +207,10 @@ func TestInvalidConfiguration(t *testing.T) {
 		t.Errorf("broken rules file: exit %d, want 2 naming the rule:\n%s", code, broken.String())
 	}
 	var stderr strings.Builder
-	if code := run([]string{"--timezone", "Nowhere/Land", "--sim-namespaces", "0"}, &stderr); code != 2 {
+	if code := run([]string{"--timezone", "Nowhere/Land", "--sim-namespaces", "0", "--allocation-labels", "a,a", "--allocation-file", "/does/not/exist.yaml"}, &stderr); code != 2 {
 		t.Fatalf("exit %d, want 2", code)
 	}
-	for _, want := range []string{"--timezone", "--sim-namespaces"} {
+	for _, want := range []string{"--timezone", "--sim-namespaces", "--allocation-labels", "--allocation-file"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}

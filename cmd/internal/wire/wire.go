@@ -176,13 +176,31 @@ type APIConfig struct {
 
 // RegisterFlags registers the API's flags with defaults; auth's default
 // mode is the caller's (cmd/api has none: --auth must be chosen; costd
-// tries it out with none).
+// tries it out with none). --allocation-labels is not among them: it is
+// the aggregator's too, and a binary registers it once
+// (RegisterAllocationLabels, or ShareAllocationLabels).
 func (c *APIConfig) RegisterFlags(f *config.Flags) {
 	c.API = api.DefaultConfig()
 	c.API.RegisterFlags(f)
 	c.Auth.RegisterFlags(f)
 	c.Guard = httpguard.DefaultConfig()
 	c.Guard.RegisterFlags(f)
+}
+
+// RegisterAllocationLabels registers --allocation-labels for the API
+// alone (cmd/api).
+func (c *APIConfig) RegisterAllocationLabels(f *config.Flags) { c.API.RegisterAllocationLabels(f) }
+
+// ShareAllocationLabels is for a binary hosting the aggregator as well
+// (costd): it registers --allocation-labels unless the aggregator already
+// did, and returns the function that, after parsing, gives the API the
+// flag's one value.
+func (c *APIConfig) ShareAllocationLabels(f *config.Flags) (after func()) {
+	if f.FlagSet().Lookup(api.AllocationLabelsFlag) == nil {
+		c.API.RegisterAllocationLabels(f)
+		return func() {}
+	}
+	return func() { c.API.AllocationLabels = f.FlagSet().Lookup(api.AllocationLabelsFlag).Value.String() }
 }
 
 // Validate reports every problem at once.
@@ -217,6 +235,7 @@ func API(env *app.Env, cfg APIConfig, store *rollup.Store, rdb redis.UniversalCl
 		return app.Invalid(fmt.Errorf("create api: %w", err))
 	}
 	env.Add("auth", authn.Run)
+	env.Add("allocation policy", srv.Policies().Run)
 	env.Add("api", srv.Run)
 	return nil
 }
