@@ -58,6 +58,9 @@ const (
 
 // Config tunes the aggregator.
 type Config struct {
+	// AllocationLabels are the label keys to keep group rollups of,
+	// comma-separated (GroupKeys).
+	AllocationLabels string
 	// BatchSize is how many messages one fetch asks for. A collector's
 	// message holds up to 500 samples (~165 KB), so 128 messages are ~21 MB
 	// per worker: large enough to merge a backlog's consecutive windows of
@@ -127,13 +130,47 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.Bool(&c.Events, "events", "AGGREGATOR_EVENTS", d.Events, "publish rollup events to the COST_ROLLUPS stream after each commit")
 	f.Duration(&c.LagInterval, "lag-interval", "AGGREGATOR_LAG_INTERVAL", d.LagInterval, "how often the consumer lag (pending messages) is measured for /metrics")
 	f.Duration(&c.Stream.RollupsMaxAge, "events-max-age", "COST_EVENTS_MAX_AGE", d.Stream.RollupsMaxAge, "how long rollup events stay in their stream")
+	f.String(&c.AllocationLabels, AllocationLabelsFlag, "COST_ALLOCATION_LABELS", "", "namespace label keys to keep day rollups per value of, comma-separated (team,cost-center,example.com/env; at most 8): a namespace without one counts under __unallocated__; a key added later is counted from then on")
 	c.Stream.RegisterReplicas(f)
 	c.Stream.DuplicateWindow, c.Stream.AckWait = d.Stream.DuplicateWindow, d.Stream.AckWait
+}
+
+// AllocationLabelsFlag is the flag of Config.AllocationLabels (the API
+// reads the same flag in a binary hosting both).
+const AllocationLabelsFlag = "allocation-labels"
+
+// GroupKeys parses AllocationLabels: each a Kubernetes label key, kept
+// verbatim, at most sample.MaxLabels, none twice (the error names the
+// flag). The store is built with rollup.WithGroupKeys of them.
+func (c Config) GroupKeys() ([]string, error) {
+	if strings.TrimSpace(c.AllocationLabels) == "" {
+		return nil, nil
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for _, k := range strings.Split(c.AllocationLabels, ",") {
+		k = strings.TrimSpace(k)
+		if err := sample.CheckLabelKey(k); err != nil {
+			return nil, fmt.Errorf("--%s: %w", AllocationLabelsFlag, err)
+		}
+		if seen[k] {
+			return nil, fmt.Errorf("--%s: label key %q is listed twice", AllocationLabelsFlag, k)
+		}
+		seen[k] = true
+		keys = append(keys, k)
+	}
+	if len(keys) > sample.MaxLabels {
+		return nil, fmt.Errorf("--%s: %d label keys, at most %d", AllocationLabelsFlag, len(keys), sample.MaxLabels)
+	}
+	return keys, nil
 }
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
 	var errs []error
+	if _, err := c.GroupKeys(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.BatchSize < 1 || c.BatchSize > 10_000 {
 		errs = append(errs, fmt.Errorf("--batch-size: %d is not within 1..10000", c.BatchSize))
 	}
@@ -522,9 +559,14 @@ func (a *Aggregator) decodeMsg(m jetstream.Msg, now time.Time, loc *time.Locatio
 			continue
 		}
 		pieces := rollup.Split(&r.Sample, loc)
-		e := rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}
+		c := rollup.Contribution{Entity: rollup.Entity{Project: r.Sample.Project, Cluster: r.Sample.Cluster, Namespace: r.Sample.Namespace}, Labels: r.Sample.Labels}
+		if r.Sample.IsCapacity() {
+			// A cluster's capacity: counted apart from its namespaces.
+			c = rollup.Contribution{Scope: rollup.ScopeCapacity, Entity: rollup.Entity{Cluster: r.Sample.Cluster}}
+		}
 		for _, p := range pieces {
-			d.cs = append(d.cs, rollup.Contribution{Entity: e, Piece: p})
+			c.Piece = p
+			d.cs = append(d.cs, c)
 		}
 		d.accepted = append(d.accepted, accepted{from: from, raw: r.Raw, start: r.Sample.Start, end: r.Sample.End, pieces: len(pieces)})
 	}
@@ -593,8 +635,12 @@ func (a *Aggregator) settle(ctx context.Context, b *batch, res rollup.Result, ac
 		if overlap {
 			e := cs[0].Entity // the sample's own, as each of its pieces'
 			w := sample.Sample{Cluster: e.Cluster, Namespace: e.Namespace, Start: s.start, End: s.end}
+			of := w.Key()
+			if cs[0].Scope == rollup.ScopeCapacity {
+				of = "the capacity of cluster " + e.Cluster
+			}
 			letters = append(letters, deadLetter{from: s.from, reason: ReasonOverlap, data: s.raw,
-				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339), w.Key())})
+				detail: fmt.Sprintf("window %s..%s of %s partly overlaps a window already counted", w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339), of)})
 		}
 		verdicts, cs = verdicts[s.pieces:], cs[s.pieces:]
 	}

@@ -55,7 +55,11 @@ func runChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	store, _ := rollup.NewStore(rdb, time.UTC, testRetention)
+	var keys []string
+	if k := os.Getenv("COSTMETER_GROUP_KEYS"); k != "" {
+		keys = strings.Split(k, ",")
+	}
+	store, _ := rollup.NewStore(rdb, time.UTC, testRetention, rollup.WithGroupKeys(keys))
 	if err := store.LoadScripts(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -60,7 +60,7 @@ func run(args []string, stderr io.Writer) int {
 			if err != nil {
 				return err
 			}
-			store, err := wire.Store(ctx, rdb, common.Location(), retention, true, rollup.WithWaitReplicas(waitReplicas, 2*time.Second))
+			store, err := wire.Store(ctx, rdb, common.Location(), retention, true, rollup.WithWaitReplicas(waitReplicas, 2*time.Second), rollup.WithGroupKeys(groupKeys(cfg)))
 			if err != nil {
 				return err
 			}
@@ -76,4 +76,10 @@ func run(args []string, stderr io.Writer) int {
 			return nil
 		},
 	}, args, stderr)
+}
+
+// groupKeys are the kept label keys of a validated configuration.
+func groupKeys(cfg aggregator.Config) []string {
+	keys, _ := cfg.GroupKeys()
+	return keys
 }

@@ -27,6 +27,9 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"all at once", []string{"--timezone", "x", "--batch-size", "0", "--workers", "100"}, nil, []string{"--timezone", "--batch-size", "--workers"}},
 		{"bad env", nil, map[string]string{"AGGREGATOR_BATCH_SIZE": "lots"}, []string{"AGGREGATOR_BATCH_SIZE"}},
 		{"bad log format", []string{"--log-format", "xml"}, nil, []string{"--log-format"}},
+		{"bad label key", []string{"--allocation-labels", "team,Bad Key"}, nil, []string{`--allocation-labels: label key "Bad Key"`}},
+		{"label key twice", []string{"--allocation-labels", "team,team"}, nil, []string{`--allocation-labels: label key "team" is listed twice`}},
+		{"too many label keys", []string{"--allocation-labels", "a,b,c,d,e,f,g,h,i"}, nil, []string{"--allocation-labels: 9 label keys, at most 8"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -158,7 +158,8 @@ func serve(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 	if err := redisconn.Ping(ctx, rdb); err != nil {
 		return err
 	}
-	store, err := wire.Store(ctx, rdb, o.common.Location(), o.retention, true)
+	groupKeys, _ := o.aggregator.GroupKeys() // validated with the flags
+	store, err := wire.Store(ctx, rdb, o.common.Location(), o.retention, true, rollup.WithGroupKeys(groupKeys))
 	if err != nil {
 		return err
 	}

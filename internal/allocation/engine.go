@@ -26,8 +26,9 @@ const (
 	// nobody else to carry it: idle and overheads of a cluster-day without
 	// namespaces.
 	IdleGroup = "__idle__"
-	// UnallocatedGroup is the group of namespaces without the label.
-	UnallocatedGroup = "__unallocated__"
+	// UnallocatedGroup is the group of namespaces without the label: the
+	// rollups' own (the aggregator counts them under it).
+	UnallocatedGroup = rollup.Unallocated
 	// SharedGroup carries shared cost on a cluster-day where every
 	// namespace is shared, so no group is left to carry it.
 	SharedGroup = "__shared__"

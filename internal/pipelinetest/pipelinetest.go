@@ -30,9 +30,30 @@ import (
 // suite that compares it with Redis proves the arithmetic as well as the
 // delivery. It is safe for concurrent use.
 type Ledger struct {
-	loc *time.Location
-	mu  sync.Mutex
-	m   map[ledgerKey]rollup.Values
+	loc  *time.Location
+	mu   sync.Mutex
+	m    map[ledgerKey]rollup.Values
+	keys []string // the kept label keys (KeepGroups)
+}
+
+// KeepGroups makes the ledger book the group rollups of keys too (as a
+// store with rollup.WithGroupKeys(keys)), and Diff check them both ways.
+// Call it before Add.
+func (l *Ledger) KeepGroups(keys ...string) *Ledger {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.keys = append([]string(nil), keys...)
+	return l
+}
+
+// scopes are the scopes Diff checks: the usage scopes, the groups' when
+// kept, and the capacities.
+func (l *Ledger) scopes() []rollup.Scope {
+	out := rollup.Scopes()
+	if len(l.keys) > 0 {
+		out = append(out, rollup.ScopeGroup, rollup.ScopeProjectGroup, rollup.ScopeGroupNamespace)
+	}
+	return append(out, rollup.ScopeCapacity)
 }
 
 type ledgerKey struct {
@@ -57,11 +78,28 @@ func (l *Ledger) Add(samples ...sample.Sample) {
 		s := &samples[i]
 		e := rollup.Entity{Project: s.Project, Cluster: s.Cluster, Namespace: s.Namespace}
 		for d, v := range cut(s, l.loc) {
-			for _, sc := range rollup.Scopes() {
-				k := ledgerKey{sc, e.Member(sc), d}
+			book := func(sc rollup.Scope, member string) {
+				k := ledgerKey{sc, member, d}
 				sum := l.m[k]
 				sum.Add(&v)
 				l.m[k] = sum
+			}
+			if s.IsCapacity() {
+				book(rollup.ScopeCapacity, e.Member(rollup.ScopeCapacity))
+				continue
+			}
+			for _, sc := range rollup.Scopes() {
+				book(sc, e.Member(sc))
+			}
+			for _, k := range l.keys {
+				g := e
+				g.GroupKey, g.Group = k, s.Labels[k]
+				if g.Group == "" {
+					g.Group = "__unallocated__"
+				}
+				for _, sc := range []rollup.Scope{rollup.ScopeGroup, rollup.ScopeProjectGroup, rollup.ScopeGroupNamespace} {
+					book(sc, g.Member(sc))
+				}
 			}
 		}
 	}
@@ -105,9 +143,16 @@ func cut(s *sample.Sample, loc *time.Location) map[rollup.Day]rollup.Values {
 				v[rollup.Field(it, x.m)] += int64(math.Round(x.v * float64(secs*rollup.Scale) / divisor))
 			}
 		}
-		book(rollup.Cpu, s.CPU, 1)
-		book(rollup.Memory, s.Memory, bytesPerGiB)
-		book(rollup.Storage, s.Storage, bytesPerGiB)
+		if c := s.Capacity; c != nil {
+			// A capacity: each item's in its Effective field.
+			v[rollup.Field(rollup.Cpu, rollup.Effective)] += int64(math.Round(c.CPU * float64(secs*rollup.Scale)))
+			v[rollup.Field(rollup.Memory, rollup.Effective)] += int64(math.Round(c.Memory * float64(secs*rollup.Scale) / bytesPerGiB))
+			v[rollup.Field(rollup.Storage, rollup.Effective)] += int64(math.Round(c.Storage * float64(secs*rollup.Scale) / bytesPerGiB))
+		} else {
+			book(rollup.Cpu, s.CPU, 1)
+			book(rollup.Memory, s.Memory, bytesPerGiB)
+			book(rollup.Storage, s.Storage, bytesPerGiB)
+		}
 		out[day] = v
 		from = to
 	}
@@ -163,7 +208,7 @@ func (l *Ledger) Diff(ctx context.Context, rdb DayReader) string {
 		byScope[k.scope] = append(byScope[k.scope], k)
 		months[k.day.Month()] = k.day
 	}
-	for _, sc := range rollup.Scopes() {
+	for _, sc := range l.scopes() {
 		booked := byScope[sc]
 		slices.SortFunc(booked, func(a, b ledgerKey) int {
 			return cmp.Or(cmp.Compare(a.day, b.day), cmp.Compare(a.member, b.member))

@@ -13,7 +13,7 @@ import (
 // apply them, and apply again piece by piece what a run cannot judge
 // whole.
 func (s *Store) applyRuns(ctx context.Context, cs []Contribution, changes bool) (Result, error) {
-	runs, alone := mergeRuns(cs)
+	runs, alone := mergeRuns(cs, func(c *Contribution) string { return s.groupSig(s.groupValues(c)) })
 	if runs == nil {
 		return s.apply(ctx, cs, changes)
 	}
@@ -66,20 +66,23 @@ type run struct {
 }
 
 // mergeRuns merges each namespace-day's contiguous pieces into runs
+// (pieces of a capacity apart, and pieces under other groups, sig, apart)
 // (runs come in another order than cs even when nothing merges: the
 // verdicts must be mapped back through each run's pieces). A piece that
 // overlaps its run (the same window twice in one batch) is left out and
 // returned in alone, to be applied after the runs. When no namespace-day
 // has two pieces, runs is nil: cs is applied as it is.
-func mergeRuns(cs []Contribution) (runs []run, alone []int) {
+func mergeRuns(cs []Contribution, sig func(*Contribution) string) (runs []run, alone []int) {
 	type key struct {
-		day Day
-		e   Entity
+		day   Day
+		e     Entity
+		cap   bool
+		group string
 	}
 	groups := map[key][]int{}
 	var order []key
 	for i := range cs {
-		k := key{cs[i].Day, cs[i].Entity}
+		k := key{cs[i].Day, cs[i].Entity, cs[i].capacity(), sig(&cs[i])}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
@@ -137,8 +140,12 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 	if len(cs) == 0 {
 		return Result{}, nil
 	}
-	batches := cutBatches(cs)
-	if err := s.runApply(ctx, cs, batches, changes); err != nil {
+	groups := make([][]string, len(cs))
+	for i := range cs {
+		groups[i] = s.groupValues(&cs[i])
+	}
+	batches := s.cutBatches(cs, groups)
+	if err := s.runApply(ctx, cs, groups, batches, changes); err != nil {
 		return Result{}, err
 	}
 	res := Result{Verdicts: make([]Verdict, len(cs))}
@@ -150,7 +157,11 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 		for j, i := range b.idx {
 			res.Verdicts[i] = b.reply.verdicts[j]
 			if b.reply.index[j] {
-				ix.addPiece(&cs[i])
+				g := groups[i]
+				if b.reply.noGroups[j] {
+					g = nil
+				}
+				ix.addPiece(&cs[i], s.groupKeys, g)
 			}
 		}
 		res.Changes = append(res.Changes, b.reply.changes...)
@@ -172,8 +183,9 @@ func (s *Store) apply(ctx context.Context, cs []Contribution, changes bool) (Res
 
 // cutBatches cuts cs into apply scripts: by shard and month, in sumOrder,
 // at most maxPiecesPerScript pieces each, with each script's
-// pre-aggregated sums.
-func cutBatches(cs []Contribution) []*shardBatch {
+// pre-aggregated sums: project, cluster, project-cluster, and per kept
+// key (groups[i] are piece i's values) group and project-group.
+func (s *Store) cutBatches(cs []Contribution, groups [][]string) []*shardBatch {
 	var (
 		batches []*shardBatch
 		open    = map[string]*shardBatch{} // the shard-month's batch being filled
@@ -190,14 +202,25 @@ func cutBatches(cs []Contribution) []*shardBatch {
 			batches = append(batches, b)
 		}
 		b.idx = append(b.idx, i)
-		for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
-			k := aggKey{day: cs[i].Day, scope: sc, member: e.Member(sc)}
+		if cs[i].capacity() {
+			continue
+		}
+		add := func(sc Scope, member string) {
+			k := aggKey{day: cs[i].Day, scope: sc, member: member}
 			v := b.aggs[k]
 			if v == nil {
 				v = new(Values)
 				b.aggs[k] = v
 			}
 			v.Add(&cs[i].Values)
+		}
+		for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
+			add(sc, e.Member(sc))
+		}
+		for j, v := range groups[i] {
+			g := Entity{GroupKey: s.groupKeys[j], Group: v, Project: e.Project}
+			add(ScopeGroup, g.Member(ScopeGroup))
+			add(ScopeProjectGroup, g.Member(ScopeProjectGroup))
 		}
 	}
 	return batches
@@ -210,8 +233,9 @@ type applyReply struct {
 	overflows int64     // increments that overflowed int64 (not applied)
 	// index tells, per piece, whether its entities need their index
 	// writes: the namespace's first piece on that day (or under that
-	// project), or a duplicate.
-	index []bool
+	// project or groups), or a duplicate; noGroups that a duplicate's
+	// groups do not (it came under groups it did not count in).
+	index, noGroups []bool
 	// changes are the new day rollups of the namespaces the script
 	// touched, when asked for.
 	changes []Change
@@ -229,10 +253,11 @@ func decodeApplyReply(raw []any, b *shardBatch, month Day) (applyReply, error) {
 	if len(vs) != len(b.idx) || len(ix) != len(b.idx) {
 		return applyReply{}, fmt.Errorf("apply month %s: %d verdicts for %d pieces", b.month, len(vs), len(b.idx))
 	}
-	rep := applyReply{verdicts: make([]Verdict, len(vs)), overflows: overflows, index: make([]bool, len(ix))}
+	rep := applyReply{verdicts: make([]Verdict, len(vs)), overflows: overflows, index: make([]bool, len(ix)), noGroups: make([]bool, len(ix))}
 	for j := range vs {
 		rep.verdicts[j] = Verdict(vs[j])
-		rep.index[j] = ix[j] == '1'
+		rep.index[j] = ix[j] != '0'
+		rep.noGroups[j] = ix[j] == '2'
 	}
 	first := MonthFirst(month)
 	for j := 0; j+2 < len(flat); j += 3 {
@@ -303,10 +328,10 @@ const scriptsPerRoundTrip = 64
 // trips in flight at once (the next prepared and sent while Redis runs
 // one) were tried: BenchmarkApplySteady/batch=10000 showed no
 // difference, and queries under load waited behind both.
-func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) error {
+func (s *Store) runApply(ctx context.Context, cs []Contribution, groups [][]string, batches []*shardBatch, changes bool) error {
 	for len(batches) > 0 {
 		n := min(len(batches), scriptsPerRoundTrip)
-		if err := s.runApplyOnce(ctx, cs, batches[:n], changes); err != nil {
+		if err := s.runApplyOnce(ctx, cs, groups, batches[:n], changes); err != nil {
 			return err
 		}
 		batches = batches[n:]
@@ -315,13 +340,13 @@ func (s *Store) runApply(ctx context.Context, cs []Contribution, batches []*shar
 }
 
 // applyArgs are the arguments of b's apply script (see applyScript).
-func (s *Store) applyArgs(cs []Contribution, b *shardBatch, want int) []any {
+func (s *Store) applyArgs(cs []Contribution, groups [][]string, b *shardBatch, want int) []any {
 	keys := make([]aggKey, 0, len(b.aggs))
 	for k := range b.aggs {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(a, b int) bool { return keys[a].less(keys[b]) })
-	args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(8+2*Fields))
+	args := make([]any, 0, 4+len(keys)*(4+2*Fields)+len(b.idx)*(11+2*len(s.groupKeys)+2*Fields))
 	args = append(args, shardMonth(b.shard, b.month), len(b.idx), len(keys), want, s.monthExpireAt(cs[b.idx[0]].Day))
 	for _, k := range keys {
 		args = append(args, dd(k.day), string(k.scope), valueKeyMember(k.member))
@@ -329,14 +354,23 @@ func (s *Store) applyArgs(cs []Contribution, b *shardBatch, want int) []any {
 	}
 	for _, i := range b.idx {
 		c := &cs[i]
-		args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To, looseFlag(&c.Values))
+		if c.capacity() {
+			args = append(args, dd(c.Day), s.dayExpireAt(c.Day), "", c.Entity.Cluster, "", c.From, c.To, capacityFlag, "", 0)
+			args = appendValues(args, &c.Values)
+			continue
+		}
+		g := groups[i]
+		args = append(args, dd(c.Day), s.dayExpireAt(c.Day), c.Entity.Project, c.Entity.Cluster, c.Entity.Namespace, c.From, c.To, looseFlag(&c.Values), c.Entity.Project+s.groupSig(g), len(g))
+		for j, v := range g {
+			args = append(args, encodeGroupKey(s.groupKeys[j]), v)
+		}
 		args = appendValues(args, &c.Values)
 	}
 	return args
 }
 
 // runApplyOnce runs the apply scripts of batches in one pipeline.
-func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*shardBatch, changes bool) error {
+func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, groups [][]string, batches []*shardBatch, changes bool) error {
 	want := 0
 	if changes {
 		want = 1
@@ -344,7 +378,7 @@ func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(batches))
 	for bi, b := range batches {
-		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, s.applyArgs(cs, b, want)...)
+		cmds[bi] = applyScript.EvalSha(ctx, pipe, []string{coverageKey(b.shard, cs[b.idx[0]].Day)}, s.applyArgs(cs, groups, b, want)...)
 	}
 	_, _ = pipe.Exec(ctx)   // each command's own error is read below
 	var again []*shardBatch // the scripts Redis did not know (it restarted)
@@ -370,7 +404,7 @@ func (s *Store) runApplyOnce(ctx context.Context, cs []Contribution, batches []*
 	// Only those run again: the others ran (another client may have loaded
 	// the script meanwhile), and running them again would turn their
 	// verdicts into duplicates. Running any again would count nothing twice.
-	return s.runApplyOnce(ctx, cs, again, changes)
+	return s.runApplyOnce(ctx, cs, groups, again, changes)
 }
 
 // sums reads back the project and cluster day sums the batches touched,
@@ -381,7 +415,7 @@ func (s *Store) sums(ctx context.Context, batches []*shardBatch) ([]Change, erro
 	seen := map[aggKey]bool{}
 	for _, b := range batches {
 		for k := range b.aggs {
-			if k.scope != ScopeProjectCluster && !seen[k] {
+			if (k.scope == ScopeProject || k.scope == ScopeCluster) && !seen[k] {
 				seen[k] = true
 				keys = append(keys, k)
 			}
@@ -437,6 +471,10 @@ func appendValues(args []any, v *Values) []any {
 	}
 	return args
 }
+
+// capacityFlag is applyScript's flag of a capacity piece (in place of
+// the loose flag).
+const capacityFlag = "c"
 
 // looseFlag is applyScript's loose flag of a piece: "1" when an item's
 // Effective is below its Usage or Request, which breaks the bound the

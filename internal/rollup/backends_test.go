@@ -32,6 +32,8 @@ func TestBackends(t *testing.T) {
 		{"RangeIndex", testRangeIndex},
 		{"ClusterCoverage", testClusterCoverage},
 		{"KeyLayout", testKeyLayout},
+		{"Groups", testGroups},
+		{"Capacity", testCapacity},
 	}
 	for _, b := range backends {
 		for _, tt := range tests {

@@ -50,8 +50,37 @@ const MaxCoverageDays = 400
 // clusters, never with namespaces. Each shard keeps the union for its
 // namespaces; the shards' parts are united here.
 func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster string) ([]ClusterDay, error) {
+	return r.coverage(ctx, "coverage", first, last, cluster, clusterCoverageKey, nil, parseSpans)
+}
+
+// CapacityCoverage reads, like ClusterCoverage, the seconds of every
+// cluster's (or only cluster's) capacity samples counted on the days
+// first..last that had one: a cluster-day missing here has no capacity
+// known (its ScopeCapacity rollup is absent), which is not a capacity
+// of zero. It reads one small hash per day (and shard, or only the
+// cluster's shard).
+func (r *Reader) CapacityCoverage(ctx context.Context, first, last Day, cluster string) ([]ClusterDay, error) {
+	var shards []int
+	if cluster != "" {
+		shards = []int{shardOf(cluster, "")}
+	}
+	return r.coverage(ctx, "capacity coverage", first, last, cluster, capacityCoverageKey, shards, func(v string) []Span {
+		_, spans, _ := strings.Cut(v, ";")
+		return parseSpans(spans)
+	})
+}
+
+// coverage reads per-cluster coverage hashes of the days first..last
+// (key), of the shards (nil: every shard), and unites each cluster-day's
+// spans across them.
+func (r *Reader) coverage(ctx context.Context, what string, first, last Day, cluster string, key func(int, Day) string, shards []int, parse func(string) []Span) ([]ClusterDay, error) {
 	if last < first || last-first >= MaxCoverageDays {
-		return nil, fmt.Errorf("read coverage %s..%s: at most %d days", first, last, MaxCoverageDays)
+		return nil, fmt.Errorf("read %s %s..%s: at most %d days", what, first, last, MaxCoverageDays)
+	}
+	if shards == nil {
+		for sh := range Shards {
+			shards = append(shards, sh)
+		}
 	}
 	pipe := r.rdb.Pipeline()
 	type read struct {
@@ -61,18 +90,18 @@ func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster s
 	}
 	reads := make([]read, 0, (last-first+1)*Shards)
 	for d := first; d <= last; d++ {
-		for sh := 0; sh < Shards; sh++ {
+		for _, sh := range shards {
 			rd := read{day: d}
 			if cluster != "" {
-				rd.one = pipe.HGet(ctx, clusterCoverageKey(sh, d), cluster)
+				rd.one = pipe.HGet(ctx, key(sh, d), cluster)
 			} else {
-				rd.all = pipe.HGetAll(ctx, clusterCoverageKey(sh, d))
+				rd.all = pipe.HGetAll(ctx, key(sh, d))
 			}
 			reads = append(reads, rd)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read coverage %s..%s: %w", first, last, err)
+		return nil, fmt.Errorf("read %s %s..%s: %w", what, first, last, err)
 	}
 	type cday struct {
 		cluster string
@@ -86,15 +115,15 @@ func (r *Reader) ClusterCoverage(ctx context.Context, first, last Day, cluster s
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("read coverage of %s on %s: %w", cluster, rd.day, err)
+				return nil, fmt.Errorf("read %s of %s on %s: %w", what, cluster, rd.day, err)
 			}
 			k := cday{cluster, rd.day}
-			parts[k] = append(parts[k], parseSpans(v)...)
+			parts[k] = append(parts[k], parse(v)...)
 			continue
 		}
 		for c, v := range rd.all.Val() {
 			k := cday{c, rd.day}
-			parts[k] = append(parts[k], parseSpans(v)...)
+			parts[k] = append(parts[k], parse(v)...)
 		}
 	}
 	out := make([]ClusterDay, 0, len(parts))

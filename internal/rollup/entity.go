@@ -28,6 +28,30 @@ const (
 	ScopeCapacity Scope = "cp"
 )
 
+// Unallocated is the group of a namespace that does not carry a kept
+// label key (docs/chargeback.md). Label values start with a letter or
+// digit, so it clashes with no value.
+const Unallocated = "__unallocated__"
+
+// isSum tells the scopes kept as sums of namespaces (each shard keeps its
+// part, with a month part and rankings) from those kept whole in one
+// shard (a namespace's, a group-namespace's and a cluster's capacity).
+func (sc Scope) isSum() bool {
+	switch sc {
+	case ScopeProject, ScopeCluster, ScopeProjectCluster, ScopeGroup, ScopeProjectGroup:
+		return true
+	}
+	return false
+}
+
+// scopeShard is the shard that holds member of a scope kept whole in one
+// shard (not isSum): its namespace's, or for a capacity its cluster's
+// (shardOf(cluster, "")).
+func scopeShard(sc Scope, member string) int {
+	e := ParseMember(sc, member)
+	return shardOf(e.Cluster, e.Namespace)
+}
+
 // Scopes lists every scope.
 func Scopes() []Scope {
 	return []Scope{ScopeNamespace, ScopeProject, ScopeCluster, ScopeProjectCluster}

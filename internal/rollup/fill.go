@@ -24,7 +24,7 @@ import (
 // the days outside clipped month parts, and read again day by day the
 // rows that a month part could not give exactly.
 func (r *Reader) fillValues(ctx context.Context, sc Scope, rows []Row, presence func(Entity) map[string]uint32, totals bool) error {
-	byMonth := totals && sc != ScopeNamespace
+	byMonth := totals && sc.isSum()
 	reads := planFill(sc, rows, presence, byMonth)
 	if err := r.readValues(ctx, valueReadsOf(reads, func(f *fillRead) *valueRead { return &f.valueRead })); err != nil {
 		return err

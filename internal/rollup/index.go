@@ -37,9 +37,20 @@ func (x *indexSet) add(e indexEntry) {
 }
 
 // addPiece adds the entity-days of c: its namespace (with its name index
-// member) and its sums.
-func (x *indexSet) addPiece(c *Contribution) {
+// member), its sums and, per kept key (values are c's, in keys' order),
+// its group, project-group and group-namespace; or a capacity's cluster.
+func (x *indexSet) addPiece(c *Contribution, keys, values []string) {
 	e := c.Entity
+	if c.capacity() {
+		x.add(indexEntry{day: c.Day, scope: ScopeCapacity, member: e.Member(ScopeCapacity)})
+		return
+	}
+	for j, v := range values {
+		g := Entity{GroupKey: keys[j], Group: v, Project: e.Project, Cluster: e.Cluster, Namespace: e.Namespace}
+		for _, sc := range []Scope{ScopeGroup, ScopeProjectGroup, ScopeGroupNamespace} {
+			x.add(indexEntry{day: c.Day, scope: sc, member: g.Member(sc)})
+		}
+	}
 	x.add(indexEntry{day: c.Day, scope: ScopeNamespace, member: e.Member(ScopeNamespace), name: e.Namespace + Sep + e.Project + Sep + e.Cluster})
 	for _, sc := range []Scope{ScopeProject, ScopeCluster, ScopeProjectCluster} {
 		x.add(indexEntry{day: c.Day, scope: sc, member: e.Member(sc)})

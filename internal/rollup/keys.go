@@ -95,29 +95,31 @@ const keySep = ":"
 // The families' names: the part of a key after its shard-month, month or
 // shard prefix (keyTable). The scripts receive them from scriptLayout.
 const (
-	famValue           = "r"
-	famMonthSum        = "m"
-	famCoverage        = "cov"
-	famClusterCoverage = "cc"
-	famRank            = "rk"
-	famLoose           = "rkloose"
-	famApplied         = "applied"
-	famIndex           = "ix"
-	famMasks           = "pm"
-	famVersion         = "ver"
-	famNames           = "nn"
-	famRangeCache      = "bx"
-	famRangePointer    = "bxv"
-	famRangeRegistry   = "bxr"
-	famConfig          = "{cfg}"
+	famValue            = "r"
+	famMonthSum         = "m"
+	famCoverage         = "cov"
+	famClusterCoverage  = "cc"
+	famCapacityCoverage = "kc"
+	famRank             = "rk"
+	famLoose            = "rkloose"
+	famApplied          = "applied"
+	famIndex            = "ix"
+	famMasks            = "pm"
+	famVersion          = "ver"
+	famNames            = "nn"
+	famRangeCache       = "bx"
+	famRangePointer     = "bxv"
+	famRangeRegistry    = "bxr"
+	famConfig           = "{cfg}"
 )
 
 // keyFamily is one row of the key table.
 type keyFamily struct {
 	// Form is the key's form: literal text and placeholders. {T} is a
 	// shard's hash tag, YYYYMM and DD a month and a day of the month of
-	// the billing zone, <scope> one of ns, pr, cl, pc and <sum> one of pr,
-	// cl, pc, <m> an index member with its spaces as '/', <field> a
+	// the billing zone, <scope> one of ns, pr, cl, pc, gr, gp, gn, cp and
+	// <sum> one of pr, cl, pc, gr, gp (<ranked> a scope with rankings: a
+	// sum or ns), <m> an index member with its spaces as '/', <field> a
 	// ranked field (rankFields), <mask> and <ver> decimal numbers,
 	// <build> a temporary suffix, <stream> a JetStream stream name.
 	Form string
@@ -130,11 +132,12 @@ type keyFamily struct {
 // keyTable is the complete key layout, in the order of the prose above.
 var keyTable = []keyFamily{
 	// Shard keys, written by applyScript in one commit per namespace-day.
-	{"c:{T}:YYYYMM:r:DD:<scope>:<m>", "string", "the day rollup: Fields big-endian int64 (BITFIELD i64 #Field); ns: the namespace's, pr, cl, pc: this shard's part of the sum"},
+	{"c:{T}:YYYYMM:r:DD:<scope>:<m>", "string", "the day rollup: Fields big-endian int64 (BITFIELD i64 #Field); ns: the namespace's, gn: the namespace's part of a group (the namespace's shard), cp: a cluster's capacity in Effective (shard of cluster and \"\"), pr, cl, pc, gr, gp: this shard's part of the sum"},
 	{"c:{T}:YYYYMM:m:<sum>:<m>", "string", "this shard's part of the month's sum (BITFIELD OVERFLOW SAT), then a 32-bit mask of the days that moved it (bit monthMaskBit+DD-1, in the same write), so a month is Shards reads, not Shards per day"},
-	{"c:{T}:YYYYMM:cov:DD", "hash", "cluster/namespace -> \"project;from-to,from-to\": the seconds of the day counted (exactly once)"},
+	{"c:{T}:YYYYMM:cov:DD", "hash", "cluster/namespace -> \"project[|keys=values];from-to,from-to\": the seconds of the day counted (exactly once); the kept label keys' digest and values when keys are kept (Store.groupSig)"},
 	{"c:{T}:YYYYMM:cc:DD", "hash", "cluster -> \"from-to,from-to\": union of the seconds counted for the cluster's namespaces of this shard (readers unite the shards' parts)"},
-	{"c:{T}:YYYYMM:rk:<scope>:<field>", "zset", "member -> minus its month total of field in this shard: the usage ranking (orderBy=usage; rank.go), ZINCRBY with the values"},
+	{"c:{T}:YYYYMM:kc:DD", "hash", "cluster -> \";from-to,from-to\": the seconds of the day counted of the cluster's capacity samples (exactly once, apart from its namespaces)"},
+	{"c:{T}:YYYYMM:rk:<ranked>:<field>", "zset", "member -> minus its month total of field in this shard: the usage ranking (orderBy=usage; rank.go), ZINCRBY with the values"},
 	{"c:{T}:YYYYMM:rkloose", "string", "\"1\" once a piece of the month in this shard had an Effective below its Usage or Request: the rankings bound no Usage or Request (rank.go)"},
 	{"c:{T}:applied:<stream>", "zset", "applied stream sequence ranges \"first-last\", score first (markScript): the healing watermark"},
 	// Index keys, written by indexScript (idempotent).
@@ -168,8 +171,9 @@ func keyPlaceholders() map[string]string {
 		"{YYYYMM}": `\{\d{6}\}`,
 		"YYYYMM":   `\d{6}`,
 		"DD":       `(?:0[1-9]|[12]\d|3[01])`,
-		"<scope>":  `(?:ns|pr|cl|pc)`,
-		"<sum>":    `(?:pr|cl|pc)`,
+		"<scope>":  `(?:ns|pr|cl|pc|gr|gp|gn|cp)`,
+		"<sum>":    `(?:pr|cl|pc|gr|gp)`,
+		"<ranked>": `(?:ns|pr|cl|pc|gr|gp)`,
 		"<m>":      `[^ ]+`,
 		"<field>":  `(?:` + strings.Join(fields, "|") + `)`,
 		"<mask>":   `\d+`,
@@ -250,12 +254,6 @@ func shardOf(cluster, namespace string) int {
 	return int(h % Shards)
 }
 
-// memberShard is the shard of a namespace member.
-func memberShard(m string) int {
-	e := ParseMember(ScopeNamespace, m)
-	return shardOf(e.Cluster, e.Namespace)
-}
-
 // shardPrefix is the common prefix of every key of shard i.
 func shardPrefix(i int) string { return keyPrefix + "{" + shardTags[i] + "}" + keySep }
 
@@ -298,6 +296,13 @@ func coverageKey(i int, d Day) string {
 // namespaces' coverage.
 func clusterCoverageKey(i int, d Day) string {
 	return shardMonth(i, d.Month()) + famClusterCoverage + keySep + dd(d)
+}
+
+// capacityCoverageKey is shard i's capacity coverage hash of day d: per
+// cluster, the seconds its capacity samples counted (a cluster's capacity
+// lives in shard shardOf(cluster, "")).
+func capacityCoverageKey(i int, d Day) string {
+	return shardMonth(i, d.Month()) + famCapacityCoverage + keySep + dd(d)
 }
 
 // rankKey is shard i's usage ranking of scope sc and field in month.

@@ -38,7 +38,8 @@ func testKeyLayout(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour)
+	keys := []string{"team", "example.com/env"}
+	store, err := rollup.NewStore(rdb, time.UTC, 20*365*24*time.Hour, rollup.WithGroupKeys(keys))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func testKeyLayout(t *testing.T, rdb redis.UniversalClient) {
 	// Two days of June (the 20th lies outside the clipped bucket below, so
 	// the bucket needs a cache) and the last hour of May, and one sample
 	// whose Effective is below its Usage, which marks the rankings loose.
-	l := pipelinetest.NewLedger()
+	l := pipelinetest.NewLedger().KeepGroups(keys...)
 	one := 1.0
 	loose := sample.Sample{
 		Cluster: "east", Project: "p0", Namespace: "loose",
@@ -78,6 +79,17 @@ func testKeyLayout(t *testing.T, rdb redis.UniversalClient) {
 		time.Date(2025, 6, 20, 10, 0, 0, 0, time.UTC),
 	} {
 		samples := pipelinetest.Gen("east", 12, at, 3, 20*time.Minute)
+		for i := range samples {
+			// Teams on some namespaces, an environment on others.
+			switch i % 3 {
+			case 0:
+				samples[i].Labels = map[string]string{"team": "t" + samples[i].Namespace}
+			case 1:
+				samples[i].Labels = map[string]string{"example.com/env": "prod"}
+			}
+		}
+		samples = append(samples, sample.Sample{Cluster: "east", Start: at, End: at.Add(time.Hour),
+			Capacity: &sample.Capacity{CPU: 64, Memory: 256 << 30, Storage: 1 << 40}})
 		if err := pub.Publish(ctx, samples); err != nil {
 			t.Fatal(err)
 		}
@@ -98,24 +110,29 @@ func testKeyLayout(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 
-	keys := scanAll(t, ctx, rdb)
+	all := scanAll(t, ctx, rdb)
 	met := map[string]int{}
 	var bad []string
 	types := map[string]*redis.StatusCmd{}
+	expiry := map[string]*redis.DurationCmd{}
 	pipe := rdb.Pipeline()
-	for _, k := range keys {
+	for _, k := range all {
 		types[k] = pipe.Type(ctx, k)
+		expiry[k] = pipe.ExpireTime(ctx, k)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keys {
+	for _, k := range all {
 		f, ok := rollup.MatchKey(k)
 		switch {
 		case !ok:
 			bad = append(bad, k+": no row of the key table describes it")
 		case types[k].Val() != f.Type:
 			bad = append(bad, k+": a "+types[k].Val()+", the table ("+f.Form+") says "+f.Type)
+		case expiry[k].Val() < 0 && !strings.Contains(f.Form, ":applied:") && f.Form != "c:{cfg}" && !strings.HasSuffix(f.Form, ":bxr"):
+			// Everything of a month expires with it (keys.go).
+			bad = append(bad, k+": no expiry")
 		default:
 			met[f.Form]++
 		}
@@ -129,7 +146,7 @@ func testKeyLayout(t *testing.T, rdb redis.UniversalClient) {
 			t.Errorf("the test proves nothing for %s: no such key was written", f.Form)
 		}
 	}
-	t.Logf("%d keys, every one in the table: %v", len(keys), met)
+	t.Logf("%d keys, every one in the table: %v", len(all), met)
 }
 
 // scanAll returns every key of rdb (of every master of a cluster).

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -95,6 +96,15 @@ func byTotal(a, b Ranked) int {
 // depends on the data: with a range covering most of its months, about n
 // members per list.
 func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, field, n int) ([]Ranked, error) {
+	return r.TopByUsagePrefix(ctx, sc, "", first, last, field, n)
+}
+
+// TopByUsagePrefix is TopByUsage among the members of sc that start with
+// prefix (a label key's groups: GroupPrefix(key, "") in ScopeGroup). The
+// rankings hold every member, so the members of other prefixes are read
+// and passed over: the cost grows with the depth of the whole ranking
+// that the page needs (for groups, times the number of kept keys).
+func (r *Reader) TopByUsagePrefix(ctx context.Context, sc Scope, prefix string, first, last Day, field, n int) ([]Ranked, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -103,7 +113,7 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 		return nil, ErrRankingIncomplete
 	}
 	parts := partsOf(Bucket{First: first, Last: last})
-	if rf == field && sc == ScopeNamespace && len(parts) == 1 && parts[0].first == MonthFirst(first) && parts[0].last == MonthLast(first) {
+	if rf == field && sc == ScopeNamespace && prefix == "" && len(parts) == 1 && parts[0].first == MonthFirst(first) && parts[0].last == MonthLast(first) {
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.ZSliceCmd, Shards)
 		for i := range Shards {
@@ -136,7 +146,7 @@ func (r *Reader) TopByUsage(ctx context.Context, sc Scope, first, last Day, fiel
 			return nil, ErrRankingIncomplete
 		}
 	}
-	return r.threshold(ctx, sc, first, last, parts, rf, field, n)
+	return r.threshold(ctx, sc, prefix, first, last, parts, rf, field, n)
 }
 
 // loose reports whether any shard-month of parts has loose rankings.
@@ -161,7 +171,7 @@ func (r *Reader) loose(ctx context.Context, parts []part) (bool, error) {
 
 // threshold is TopByUsage over a range that is not one whole month.
 // The rankings of rf bound field's totals.
-func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts []part, rf, field, n int) ([]Ranked, error) {
+func (r *Reader) threshold(ctx context.Context, sc Scope, prefix string, first, last Day, parts []part, rf, field, n int) ([]Ranked, error) {
 	type list struct {
 		shard int
 		key   string
@@ -206,7 +216,9 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 				m, _ := z.Member.(string)
 				if !seen[m] {
 					seen[m] = true
-					fresh = append(fresh, m)
+					if strings.HasPrefix(m, prefix) {
+						fresh = append(fresh, m)
+					}
 				}
 			}
 		}
@@ -238,7 +250,7 @@ func (r *Reader) threshold(ctx context.Context, sc Scope, first, last Day, parts
 		}
 		bound := 0.0
 		for _, b := range perShard {
-			if sc == ScopeNamespace {
+			if !sc.isSum() {
 				bound = math.Max(bound, b)
 			} else {
 				bound += b

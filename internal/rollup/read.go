@@ -54,8 +54,8 @@ func DecodeValues(b []byte) Values {
 // DayValues reads the day rollup of member in scope sc (for a sum, every
 // shard's part added up); ok is false when there is none.
 func (r *Reader) DayValues(ctx context.Context, d Day, sc Scope, member string) (Values, bool, error) {
-	if sc == ScopeNamespace {
-		b, err := r.rdb.Get(ctx, valueKey(memberShard(member), d, sc, member)).Bytes()
+	if !sc.isSum() {
+		b, err := r.rdb.Get(ctx, valueKey(scopeShard(sc, member), d, sc, member)).Bytes()
 		if errors.Is(err, redis.Nil) {
 			return Values{}, false, nil
 		}
@@ -150,8 +150,8 @@ func (r *Reader) readValues(ctx context.Context, reads []*valueRead) error {
 	var gets [Shards]shardGet
 	for _, rd := range reads {
 		w := &rd.want
-		if w.scope == ScopeNamespace {
-			sh := memberShard(w.member)
+		if !w.scope.isSum() {
+			sh := scopeShard(w.scope, w.member)
 			gets[sh].keys = append(gets[sh].keys, valueKey(sh, w.day, w.scope, w.member))
 			gets[sh].to = append(gets[sh].to, rd)
 			continue

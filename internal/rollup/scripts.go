@@ -29,6 +29,8 @@ type scriptLayout struct {
 	Rank, Loose                                string
 	Index, Masks, Version, Names               string
 	NS, PR, CL, PC                             Scope
+	GR, GP, GN, CP                             Scope
+	CapacityCoverage, CapacityFlag             string
 	RankFields                                 []int
 	MaskBit                                    int
 }
@@ -41,6 +43,8 @@ func layoutForScripts() scriptLayout {
 		Rank: famRank, Loose: famLoose,
 		Index: famIndex, Masks: famMasks, Version: famVersion, Names: famNames,
 		NS: ScopeNamespace, PR: ScopeProject, CL: ScopeCluster, PC: ScopeProjectCluster,
+		GR: ScopeGroup, GP: ScopeProjectGroup, GN: ScopeGroupNamespace, CP: ScopeCapacity,
+		CapacityCoverage: famCapacityCoverage, CapacityFlag: capacityFlag,
 		RankFields: rf[:],
 		MaskBit:    monthMaskBit,
 	}
@@ -100,17 +104,27 @@ func newScript(name string) *redis.Script {
 // ARGV: prefix (shardMonth), nPieces, nAggregates, wantChanges ('1' or
 // '0'), monthExpireAt (of the rankings), then nAggregates of (dd, scope,
 // keyform, values), then nPieces of (dd, dayExpireAt, project, cluster,
-// namespace, from, to, loose ('1' or '0'), values), where values is (k,
-// k×(token, amount), one ranking increment per ranked field).
+// namespace, from, to, flag, coverage tag, ng, ng×(encoded label key,
+// value), values), where values is (k, k×(token, amount), one ranking
+// increment per ranked field). flag is loose ('1' or '0') for a
+// namespace, capacityFlag for a cluster's capacity (project, namespace
+// and tag empty, ng 0: its own coverage, capacityCoverageKey, and its
+// ScopeCapacity rollup, no sum). The coverage tag is the project and
+// Store.groupSig: a piece under another tag than the day's last is fresh
+// (index writes). A new piece adds the namespace's values to its
+// ScopeGroupNamespace rollup of each (key, value); group and
+// project-group sums come with the aggregates, taken back like the
+// others.
 // Returns {verdicts, overflows, changes, index} (decoded by
 // decodeApplyReply): one character per piece ('0' applied, '1'
 // duplicate, '2' overlap), how many increments overflowed int64, when
 // asked the new day rollup of every namespace the batch touched (applied
 // or duplicate) as flat (dd, member, value) triples, and one character
 // per piece, '1' when the piece's entities need their index writes: the
-// namespace's first piece on that day (or under that project), or a
+// namespace's first piece on that day (or under that coverage tag), or a
 // duplicate (whose first application's index writes may not have
-// happened).
+// happened); '2' for a duplicate whose groups must not be indexed (sent
+// under groups that are not the day's last and hold no value for it).
 var applyScript = newScript("apply.lua")
 
 // indexScript (lua/index.lua) records entities in a month's indexes:

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 // DefaultRetention is how long rollups are kept after their month ends.
@@ -28,9 +33,19 @@ const (
 
 // Contribution is one day's piece of one sample, ready to apply.
 type Contribution struct {
+	// Scope is ScopeCapacity for a cluster's capacity (Entity.Cluster
+	// only; each item's capacity in Piece.Values' Effective field); any
+	// other value (the zero one included) is a namespace's usage.
+	Scope  Scope
 	Entity Entity
+	// Labels are the namespace's labels the sample carried: the Store
+	// counts the piece under each kept key's value (WithGroupKeys).
+	Labels map[string]string
 	Piece
 }
+
+// capacity tells a capacity contribution from a namespace's.
+func (c *Contribution) capacity() bool { return c.Scope == ScopeCapacity }
 
 // Change is the day rollup of one entity after a batch touched it.
 type Change struct {
@@ -64,6 +79,11 @@ type Store struct {
 
 	waitReplicas int
 	waitTimeout  time.Duration
+
+	// groupKeys are the kept label keys (WithGroupKeys), keysTag their
+	// short digest (groupSig).
+	groupKeys []string
+	keysTag   string
 }
 
 // NewStore returns a Store for the billing zone loc.
@@ -77,6 +97,24 @@ func NewStore(rdb redis.UniversalClient, loc *time.Location, retention time.Dura
 	s := &Store{Reader: NewReader(rdb), rdb: rdb, loc: loc, retention: retention}
 	for _, o := range opts {
 		o(s)
+	}
+	seen := map[string]bool{}
+	for _, k := range s.groupKeys {
+		if seen[k] {
+			return nil, fmt.Errorf("rollup store: label key %q kept twice", k)
+		}
+		seen[k] = true
+		if err := sample.CheckLabelKey(k); err != nil {
+			return nil, fmt.Errorf("rollup store: kept label key: %w", err)
+		}
+	}
+	if len(s.groupKeys) > sample.MaxLabels {
+		return nil, fmt.Errorf("rollup store: %d kept label keys, at most %d", len(s.groupKeys), sample.MaxLabels)
+	}
+	if len(s.groupKeys) > 0 {
+		h := fnv.New32a()
+		h.Write([]byte(strings.Join(s.groupKeys, ",")))
+		s.keysTag = strconv.FormatUint(uint64(h.Sum32()), 36)
 	}
 	return s, nil
 }
@@ -93,6 +131,46 @@ type StoreOption func(*Store)
 // waits for nothing.
 func WithWaitReplicas(n int, timeout time.Duration) StoreOption {
 	return func(s *Store) { s.waitReplicas, s.waitTimeout = n, timeout }
+}
+
+// WithGroupKeys makes the Store keep group rollups for the label keys
+// (ScopeGroup, ScopeProjectGroup, ScopeGroupNamespace): every namespace
+// piece counts under each key's value in its Labels, or Unallocated when
+// it has none. A key added later is counted from then on; nothing is
+// rebuilt.
+func WithGroupKeys(keys []string) StoreOption {
+	return func(s *Store) { s.groupKeys = append([]string(nil), keys...) }
+}
+
+// GroupKeys returns the kept label keys, in the order given.
+func (s *Store) GroupKeys() []string { return append([]string(nil), s.groupKeys...) }
+
+// groupValues returns c's value of every kept key (Unallocated when it
+// has none), in the order of the keys; nil for a capacity.
+func (s *Store) groupValues(c *Contribution) []string {
+	if len(s.groupKeys) == 0 || c.capacity() {
+		return nil
+	}
+	out := make([]string, len(s.groupKeys))
+	for i, k := range s.groupKeys {
+		v, ok := c.Labels[k]
+		if !ok || v == "" {
+			v = Unallocated
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// groupSig is what a namespace's coverage records beside its project, so
+// that a piece under other values (a relabelled namespace) is fresh on
+// the day and gets its index writes: the keys' digest and the values. It
+// is "" when no key is kept, so the coverage is as it was before groups.
+func (s *Store) groupSig(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return "|" + s.keysTag + "=" + strings.Join(values, ",")
 }
 
 // Location returns the billing time zone.

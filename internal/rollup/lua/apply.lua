@@ -7,6 +7,8 @@ local SEP = {{lua .Sep}}
 local VALUE, MONTHSUM, COVERAGE, CLUSTERCOV = {{lua .Value}}, {{lua .MonthSum}}, {{lua .Coverage}}, {{lua .ClusterCoverage}}
 local RANK, LOOSE = {{lua .Rank}}, {{lua .Loose}}
 local NS, PR, CL, PC = {{lua .NS}}, {{lua .PR}}, {{lua .CL}}, {{lua .PC}}
+local GR, GP, GN, CP = {{lua .GR}}, {{lua .GP}}, {{lua .GN}}, {{lua .CP}}
+local CAPCOV, CAPFLAG = {{lua .CapacityCoverage}}, {{lua .CapacityFlag}}
 local MSEP, KSEP = {{lua .MemberSep}}, {{lua .KeyFormSep}}
 local RANKED = { {{- range $i, $f := .RankFields}}{{if $i}}, {{end}}'{{$f}}'{{end -}} }
 local MASKBIT = {{.MaskBit}}
@@ -48,8 +50,13 @@ local function expire(key, at)
   end
 end
 
--- incr adds the values at ARGV[at] (negated when neg) to key and to
--- member's rankings, and returns the index after them. With monthKey (a
+-- skip returns the index after the values at ARGV[at].
+local function skip(at)
+  return at + 1 + 2 * tonumber(ARGV[at]) + #RANKED
+end
+
+-- incr adds the values at ARGV[at] (negated when neg) to key and, when
+-- scope is set, to member's rankings, and returns the index after them. With monthKey (a
 -- sum's month part), the same values go there too, saturating (a month
 -- part at the int64 limit is read day by day instead; fillValues), and
 -- day dd's bit is set in the mask after the values (bit MASKBIT+dd-1).
@@ -84,6 +91,7 @@ local function incr(key, at, negate, scope, member, monthKey, dd)
     end
   end
   for item = 1, #RANKED do
+    if not scope then break end
     local r = ARGV[after + item - 1]
     if r ~= '' then
       if negate then r = neg(r) end
@@ -95,8 +103,9 @@ local function incr(key, at, negate, scope, member, monthKey, dd)
   return after + #RANKED
 end
 
--- cover returns 0 (new, recorded), 1 (duplicate) or 2 (overlap), and
--- whether the namespace is new on the day (or under this project).
+-- cover returns 0 (new, recorded), 1 (duplicate) or 2 (overlap), whether
+-- the namespace is new on the day (or under this project), and for a
+-- duplicate whether the day's last piece had the same project.
 local function cover(key, field, proj, from, to)
   local cur = call('HGET', key, field)
   if not cur then
@@ -119,7 +128,7 @@ local function cover(key, field, proj, from, to)
   end
   for _, x in ipairs(iv) do
     if x[1] < to and from < x[2] then
-      if from >= x[1] and to <= x[2] then return 1, false end
+      if from >= x[1] and to <= x[2] then return 1, false, oldp == proj end
       return 2, false
     end
   end
@@ -170,53 +179,109 @@ local loose = false
 for _ = 1, np do
   local dd, dayExp, p, c, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local from, to = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-  local at = i + 8
-  local ck = pre .. COVERAGE .. SEP .. dd
-  local v, fresh = cover(ck, c .. KSEP .. n, p, from, to)
-  verdicts[#verdicts + 1] = v
+  local flag, covp, ng = ARGV[i + 7], ARGV[i + 8], tonumber(ARGV[i + 9])
+  local g0 = i + 10 -- ng of (key, value)
+  local at = g0 + 2 * ng
+  local nexti = skip(at)
   local r = pre .. VALUE .. SEP .. dd .. SEP
-  local nskey = r .. NS .. SEP .. p .. KSEP .. c .. KSEP .. n
-  local member = p .. MSEP .. c .. MSEP .. n
-  if v ~= 2 and want and not nsSeen[nskey] then
-    nsSeen[nskey] = true
-    nsOrder[#nsOrder + 1] = {dd, member, nskey}
-  end
   local ix = '0'
-  if v == 0 then
-    if ARGV[i + 7] == '1' then loose = true end
-    local cc = dd .. ' ' .. c
-    local e = clusterCov[cc]
-    if not e then
-      e = {dd = dd, c = c, exp = dayExp, spans = {}}
-      clusterCov[cc] = e
-      clusterOrder[#clusterOrder + 1] = cc
-    end
-    e.spans[#e.spans + 1] = {from, to}
-    i = incr(nskey, at, false, NS, member)
-    if fresh then
+  if flag == CAPFLAG then
+    -- A cluster's capacity: its own coverage, its own rollup, no sum.
+    local ck = pre .. CAPCOV .. SEP .. dd
+    local v, fresh = cover(ck, c, '', from, to)
+    verdicts[#verdicts + 1] = v
+    if v == 0 then
+      local key = r .. CP .. SEP .. c
+      incr(key, at, false)
+      if fresh then
+        ix = '1'
+        expire(ck, dayExp)
+        expire(key, dayExp)
+      end
+    elseif v == 1 then
       ix = '1'
-      expire(ck, dayExp)
-      expire(nskey, dayExp)
-      expire(r .. PR .. SEP .. p, dayExp)
-      expire(r .. CL .. SEP .. c, dayExp)
-      expire(r .. PC .. SEP .. p .. KSEP .. c, dayExp)
     end
   else
-    local prkey, clkey, pckey = r .. PR .. SEP .. p, r .. CL .. SEP .. c, r .. PC .. SEP .. p .. KSEP .. c
-    local m = pre .. MONTHSUM .. SEP
-    incr(prkey, at, true, PR, p, m .. PR .. SEP .. p, dd)
-    incr(clkey, at, true, CL, c, m .. CL .. SEP .. c, dd)
-    i = incr(pckey, at, true, PC, p .. MSEP .. c, m .. PC .. SEP .. p .. KSEP .. c, dd)
-    if v == 1 then
-      ix = '1'
-      -- A namespace that moved project may meet a sum key of its new
-      -- project for the first time as a duplicate.
-      expire(prkey, dayExp)
-      expire(clkey, dayExp)
-      expire(pckey, dayExp)
+    local ck = pre .. COVERAGE .. SEP .. dd
+    local v, fresh, same = cover(ck, c .. KSEP .. n, covp, from, to)
+    verdicts[#verdicts + 1] = v
+    local nskey = r .. NS .. SEP .. p .. KSEP .. c .. KSEP .. n
+    local member = p .. MSEP .. c .. MSEP .. n
+    if v ~= 2 and want and not nsSeen[nskey] then
+      nsSeen[nskey] = true
+      nsOrder[#nsOrder + 1] = {dd, member, nskey}
+    end
+    if v == 0 then
+      if flag == '1' then loose = true end
+      local cc = dd .. ' ' .. c
+      local e = clusterCov[cc]
+      if not e then
+        e = {dd = dd, c = c, exp = dayExp, spans = {}}
+        clusterCov[cc] = e
+        clusterOrder[#clusterOrder + 1] = cc
+      end
+      e.spans[#e.spans + 1] = {from, to}
+      incr(nskey, at, false, NS, member)
+      -- The namespace's part of each of its groups (no ranking).
+      for j = g0, g0 + 2 * ng - 1, 2 do
+        local gk, gv = ARGV[j], ARGV[j + 1]
+        local gnkey = r .. GN .. SEP .. gk .. KSEP .. gv .. KSEP .. p .. KSEP .. c .. KSEP .. n
+        incr(gnkey, at, false)
+        if fresh then
+          expire(gnkey, dayExp)
+          expire(r .. GR .. SEP .. gk .. KSEP .. gv, dayExp)
+          expire(r .. GP .. SEP .. gk .. KSEP .. p .. KSEP .. gv, dayExp)
+        end
+      end
+      if fresh then
+        ix = '1'
+        expire(ck, dayExp)
+        expire(nskey, dayExp)
+        expire(r .. PR .. SEP .. p, dayExp)
+        expire(r .. CL .. SEP .. c, dayExp)
+        expire(r .. PC .. SEP .. p .. KSEP .. c, dayExp)
+      end
+    else
+      -- Not new: take back its part of the sums, added up front.
+      local prkey, clkey, pckey = r .. PR .. SEP .. p, r .. CL .. SEP .. c, r .. PC .. SEP .. p .. KSEP .. c
+      local m = pre .. MONTHSUM .. SEP
+      incr(prkey, at, true, PR, p, m .. PR .. SEP .. p, dd)
+      incr(clkey, at, true, CL, c, m .. CL .. SEP .. c, dd)
+      incr(pckey, at, true, PC, p .. MSEP .. c, m .. PC .. SEP .. p .. KSEP .. c, dd)
+      for j = g0, g0 + 2 * ng - 1, 2 do
+        local gk, gv = ARGV[j], ARGV[j + 1]
+        local grform, gpform = gk .. KSEP .. gv, gk .. KSEP .. p .. KSEP .. gv
+        local grkey, gpkey = r .. GR .. SEP .. grform, r .. GP .. SEP .. gpform
+        incr(grkey, at, true, GR, gk .. MSEP .. gv, m .. GR .. SEP .. grform, dd)
+        incr(gpkey, at, true, GP, gk .. MSEP .. p .. MSEP .. gv, m .. GP .. SEP .. gpform, dd)
+        if v == 1 then
+          expire(grkey, dayExp)
+          expire(gpkey, dayExp)
+        end
+      end
+      if v == 1 then
+        ix = '1'
+        -- The duplicate's groups are indexed only when they are the
+        -- day's last or hold a value: a window sent again under other
+        -- labels must not list groups that counted nothing.
+        if ng > 0 and not same then
+          for j = g0, g0 + 2 * ng - 1, 2 do
+            if call('EXISTS', r .. GN .. SEP .. ARGV[j] .. KSEP .. ARGV[j + 1] .. KSEP .. p .. KSEP .. c .. KSEP .. n) == 0 then
+              ix = '2'
+              break
+            end
+          end
+        end
+        -- A namespace that moved project may meet a sum key of its new
+        -- project for the first time as a duplicate.
+        expire(prkey, dayExp)
+        expire(clkey, dayExp)
+        expire(pckey, dayExp)
+      end
     end
   end
   index[#index + 1] = ix
+  i = nexti
 end
 for _, cc in ipairs(clusterOrder) do
   local e = clusterCov[cc]
