@@ -12,7 +12,7 @@ EXPORT ?= file://$(CURDIR)/data/export
 # staticcheck at a pinned version, run through the module proxy: nothing to install by hand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test test-deps test-debs test-node build vet fmt bench bench-quick fuzz console-vendor screenshots k8s-testbin
+.PHONY: run test test-deps test-debs test-node build vet fmt bench bench-quick bench-live fuzz console-vendor screenshots k8s-testbin
 
 ## run: everything in one process (costd): embedded NATS, Redis child, simulated clusters, aggregator, API,
 ## with the sample price list, exporting FOCUS files to data/export. deploy/demo/run.sh runs costd so that it stops with make: on a terminal
@@ -62,10 +62,17 @@ fmt:
 	gofmt -l -w .
 
 ## bench: one run against fresh servers (embedded NATS, redis-server child): raw limits of JetStream and
-## Redis, ingest end to end (steady and catch-up), API queries at 10k and 100k namespaces, memory; prints
-## one table, writes bench/results/latest.json and a CPU profile of the catch-up drain. About 13 minutes.
+## Redis, ingest end to end (steady and catch-up), API queries at 10k and 100k namespaces, the live traffic
+## of 100k namespaces across a billing midnight (single Redis and Redis Cluster, 11 minutes each), memory;
+## prints one table, writes bench/results/latest.json, a CPU profile of the catch-up drain and the live
+## phase's Redis latency reports (bench/results/live-*-redis.txt). About 40 minutes.
 bench:
 	$(GO) run ./bench -out bench/results/latest.json -cpuprofile bench/results/catchup-cpu.pprof
+
+## bench-live: the live phase alone (docs/performance.md), single Redis and Redis Cluster, about 25 minutes;
+## writes bench/results/live.json and bench/results/live-*-redis.txt.
+bench-live:
+	$(GO) run ./bench -phases live -out bench/results/live.json
 
 ## bench-quick: the same at small sizes, under a minute (also run by `make test` through bench/benchrun).
 bench-quick:

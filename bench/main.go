@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -33,7 +34,10 @@ func run() int {
 	heapProfile := fs.String("heapprofile", "", "write the live heap at the end of the catch-up drain to this file")
 	verbose := fs.Bool("v", false, "log the servers and the aggregator at debug level")
 	loadNS := fs.Int("load-namespaces", 0, "namespaces of the under-load phase (default: the mode's size, 100,000 in full mode)")
-	skip := fs.String("skip", "", "comma-separated phases to leave out (raw, steady, catch-up, queries, freshness, load)")
+	skip := fs.String("skip", "", "comma-separated phases to leave out (raw, steady, catch-up, queries, backlog, load, live)")
+	only := fs.String("phases", "", "comma-separated phases to run, the others left out (default: all)")
+	liveNS := fs.Int("live-namespaces", 0, "namespaces of the live phase (default: the mode's size, 100,000 in 30 clusters in full mode)")
+	liveBackends := fs.String("live-backends", "single,cluster", "the live phase's Redis setups: single, cluster or both")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -44,15 +48,23 @@ func run() int {
 	if *loadNS > 0 {
 		cfg.Sizes.LoadNamespaces = *loadNS
 	}
+	if *liveNS > 0 {
+		cfg.Sizes.LiveNamespaces = *liveNS
+	}
 	if *skip != "" {
 		cfg.Skip = strings.Split(*skip, ",")
 	}
+	if *only != "" {
+		cfg.Phases = strings.Split(*only, ",")
+	}
+	cfg.LiveBackends = strings.Split(*liveBackends, ",")
 	if *out == "" {
 		*out = "bench/results/latest.json"
 		if *quick {
 			*out = "bench/results/quick.json"
 		}
 	}
+	cfg.ResultsDir = filepath.Dir(*out)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: invalid configuration:\n%v\n", err)
 		return 2

@@ -80,6 +80,15 @@ type Sizes struct {
 	// single Redis and on a Redis Cluster, with QueryClients querying
 	// meanwhile.
 	LoadNamespaces, LoadWindows int
+	// The live phase: LiveNamespaces namespaces in LiveClusters clusters
+	// (one collector each) publish LiveWindows one-minute windows, one at
+	// each boundary, LiveMinute of real time apart; the windows from
+	// LiveMidnight on are of a new day. LiveUsers dashboard users query
+	// meanwhile, and LiveProbes namespaces a window are polled in the API
+	// until the window shows.
+	LiveNamespaces, LiveClusters, LiveWindows, LiveMidnight int
+	LiveMinute                                              time.Duration
+	LiveUsers, LiveProbes                                   int
 }
 
 // FullSizes are the sizes of `make bench`.
@@ -90,6 +99,7 @@ func FullSizes() Sizes {
 		CatchupClusters: 2, CatchupNamespaces: 1_000, CatchupBackfill: 24 * time.Hour,
 		QueryNamespaces: []int{10_000, 100_000}, QueryRequests: 100, QueryClients: 10,
 		LoadNamespaces: 100_000, LoadWindows: 3,
+		LiveNamespaces: 100_000, LiveClusters: 30, LiveWindows: 11, LiveMidnight: 3, LiveMinute: time.Minute, LiveUsers: 20, LiveProbes: 4,
 	}
 }
 
@@ -101,6 +111,7 @@ func QuickSizes() Sizes {
 		CatchupClusters: 2, CatchupNamespaces: 100, CatchupBackfill: time.Hour,
 		QueryNamespaces: []int{300, 3_000}, QueryRequests: 5, QueryClients: 10,
 		LoadNamespaces: 1_000, LoadWindows: 2,
+		LiveNamespaces: 600, LiveClusters: 3, LiveWindows: 6, LiveMidnight: 2, LiveMinute: 5 * time.Second, LiveUsers: 5, LiveProbes: 2,
 	}
 }
 
@@ -128,9 +139,17 @@ type Config struct {
 	// HeapProfile, when set, receives the live heap at the end of the
 	// catch-up drain.
 	HeapProfile string
-	// Skip names phases left out: raw, steady, catch-up, queries,
-	// freshness, load.
+	// Skip names phases left out (see Phases).
 	Skip []string
+	// Phases, when not empty, names the only phases run: raw, steady,
+	// catch-up, queries, backlog, load, live.
+	Phases []string
+	// LiveBackends are the Redis setups of the live phase: single,
+	// cluster (empty: both).
+	LiveBackends []string
+	// ResultsDir receives the files beside the report (the live phase's
+	// Redis latency reports); "" writes none.
+	ResultsDir string
 	// RedisNice, when not 0, is the nice value of every redis-server the
 	// bench starts (negative: Redis first when the cores are contended,
 	// as on a host of its own; needs root).
@@ -167,6 +186,20 @@ func (c Config) Validate() error {
 	}
 	if s.LoadNamespaces < 20 || s.LoadWindows < 1 {
 		errs = append(errs, errors.New("under-load sizes: at least 20 namespaces and 1 window"))
+	}
+	if s.LiveClusters < 1 || s.LiveNamespaces < s.LiveClusters || s.LiveMidnight < 1 || s.LiveWindows <= s.LiveMidnight ||
+		s.LiveMinute < time.Second || s.LiveUsers < 1 || s.LiveProbes < 1 || s.LiveProbes > s.LiveNamespaces {
+		errs = append(errs, errors.New("live sizes: at least as many namespaces as clusters, a window before midnight and one after, a minute of at least 1 s, a user, a probe (and no more probes than namespaces)"))
+	}
+	for _, p := range append(slices.Clone(c.Skip), c.Phases...) {
+		if !slices.Contains(phaseNames, p) {
+			errs = append(errs, fmt.Errorf("phase %q: not one of %s", p, strings.Join(phaseNames, ", ")))
+		}
+	}
+	for _, b := range c.LiveBackends {
+		if b != "single" && b != "cluster" {
+			errs = append(errs, fmt.Errorf("live backend %q: not single or cluster", b))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -216,6 +249,34 @@ func (r *Report) value(section, name string) float64 {
 
 func met(ok bool) *bool { return &ok }
 
+// phases are the parts of a run, in order.
+var phases = []struct {
+	name, short string
+	run         func(context.Context, *servers, Config, *Report, *slog.Logger) error
+}{
+	{"raw limits", "raw", runRaw},
+	{"ingest steady", "steady", runSteady},
+	{"ingest catch-up", "catch-up", runCatchup},
+	{"queries", "queries", runQueries},
+	{"backlog (freshness rows under a load above ingest)", "backlog", runFreshness},
+	{"under load, single redis and redis cluster", "load", runUnderLoad},
+	{"live traffic, single redis and redis cluster", "live", runLive},
+}
+
+// phaseNames are the phases' short names, for Skip and Phases.
+var phaseNames = func() []string {
+	var out []string
+	for _, p := range phases {
+		out = append(out, p.short)
+	}
+	return out
+}()
+
+// wantsBackend tells whether the live phase runs on backend.
+func (c Config) wantsBackend(backend string) bool {
+	return len(c.LiveBackends) == 0 || slices.Contains(c.LiveBackends, backend)
+}
+
 // Run starts fresh servers and measures everything, logging progress to
 // log. The report holds what was measured even when an error stops it.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
@@ -231,19 +292,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	defer srv.close()
 	redisVer, _ := srv.rdb.InfoMap(ctx, "server").Result()
 	rep.Versions = fmt.Sprintf("%s, nats-server %s, redis %s", runtime.Version(), server.VERSION, redisVer["Server"]["redis_version"])
-	phases := []struct {
-		name, short string
-		run         func(context.Context, *servers, Config, *Report, *slog.Logger) error
-	}{
-		{"raw limits", "raw", runRaw},
-		{"ingest steady", "steady", runSteady},
-		{"ingest catch-up", "catch-up", runCatchup},
-		{"queries", "queries", runQueries},
-		{"freshness", "freshness", runFreshness},
-		{"under load, single redis and redis cluster", "load", runUnderLoad},
-	}
 	for _, p := range phases {
-		if slices.Contains(cfg.Skip, p.short) {
+		if slices.Contains(cfg.Skip, p.short) || len(cfg.Phases) > 0 && !slices.Contains(cfg.Phases, p.short) {
 			log.Info("phase skipped", "name", p.name)
 			continue
 		}
@@ -274,7 +324,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "costmeter bench, %s mode, %s; %s\n%s; aggregator --batch-size %d (messages of %d samples), --workers %d; redis-server nice %d\n\n", mode, r.Started.Format(time.RFC3339), r.Machine, r.Versions, r.AggregatorBatch, defaultBatch, r.AggregatorWorkers, r.RedisNice)
 	fmt.Fprintf(&b, "%-9s %-58s %14s %-12s %-16s %s\n", "SECTION", "MEASURE", "VALUE", "UNIT", "TARGET", "MET")
 	rows := slices.Clone(r.Rows)
-	order := []string{secRaw, secIngest, secQuery, secLoad, secMemory}
+	order := []string{secRaw, secIngest, secQuery, secLoad, secLive, secMemory}
 	slices.SortStableFunc(rows, func(a, b Row) int { return slices.Index(order, a.Section) - slices.Index(order, b.Section) })
 	section := ""
 	for _, row := range rows {

@@ -2,6 +2,7 @@ package benchrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -182,6 +183,8 @@ type slowCommands struct {
 	what              string
 	over10, over5     int
 	scriptPercentiles string
+	// err: a node's SLOWLOG could not be read (worst is then not known).
+	err error
 }
 
 // slowest arms SLOWLOG (every command of 1 ms or more), the latency
@@ -201,6 +204,9 @@ func slowest(ctx context.Context, nodes []*redis.Client) func() slowCommands {
 		var worstP99 float64
 		for _, n := range nodes {
 			logs, err := n.SlowLogGet(ctx, 100000).Result()
+			if err != nil {
+				out.err = errors.Join(out.err, fmt.Errorf("read the slow log of %s: %w", n.Options().Addr, err))
+			}
 			if err == nil {
 				for _, l := range logs {
 					if l.Duration >= 10*time.Millisecond {

@@ -142,6 +142,19 @@ func load(ctx context.Context, store *rollup.Store, n int) (int, error) {
 
 // loadDays writes n namespaces × the days from first until before end.
 func loadDays(ctx context.Context, store *rollup.Store, n int, first, end rollup.Day) (int, error) {
+	return loadSpan(ctx, store, n, queryClusters, first, end, 86400)
+}
+
+// preloadCPU is namespace i's CPU usage over secs seconds as loadSpan
+// writes it ((i%97+1)/10 cores), in fixed-point units.
+func preloadCPU(i int, secs int32) int64 {
+	return int64(i%97+1) * int64(secs) * rollup.Scale / 10
+}
+
+// loadSpan writes n namespaces (in nClusters clusters) × the days from
+// first until before end, each a piece of the whole day but the last,
+// which covers [0, lastTo) seconds of its day.
+func loadSpan(ctx context.Context, store *rollup.Store, n, nClusters int, first, end rollup.Day, lastTo int32) (int, error) {
 	const batch, workers = 4000, 4
 	total := n * int(end-first)
 	var wg sync.WaitGroup
@@ -155,15 +168,19 @@ func loadDays(ctx context.Context, store *rollup.Store, n int, first, end rollup
 				cs = cs[:0]
 				for k := j; k < min(j+batch, total); k++ {
 					d, i := first+rollup.Day(k/n), k%n
+					to := int32(86400)
+					if d == end-1 {
+						to = lastTo
+					}
 					var v rollup.Values
-					cpu := int64(i%97+1) * 86400 * rollup.Scale / 10
+					cpu := preloadCPU(i, to)
 					v[rollup.Field(rollup.Cpu, rollup.Usage)] = cpu
 					v[rollup.Field(rollup.Cpu, rollup.Request)] = cpu * 2
 					v[rollup.Field(rollup.Cpu, rollup.Effective)] = cpu * 2
-					v[rollup.Field(rollup.Memory, rollup.Usage)] = int64(i%13+1) * 86400 * rollup.Scale
+					v[rollup.Field(rollup.Memory, rollup.Usage)] = int64(i%13+1) * int64(to) * rollup.Scale
 					cs = append(cs, rollup.Contribution{
-						Entity: rollup.Entity{Project: "p" + strconv.Itoa(i%queryProjects), Cluster: "c" + strconv.Itoa(i%queryClusters), Namespace: fmt.Sprintf("ns-%06d", i)},
-						Piece:  rollup.Piece{Day: d, From: 0, To: 86400, Values: v},
+						Entity: rollup.Entity{Project: "p" + strconv.Itoa(i%queryProjects), Cluster: "c" + strconv.Itoa(i%nClusters), Namespace: fmt.Sprintf("ns-%06d", i)},
+						Piece:  rollup.Piece{Day: d, From: 0, To: to, Values: v},
 					})
 				}
 				if _, err := store.Apply(ctx, cs, "bench", nil, false); err != nil {

@@ -33,6 +33,7 @@ const (
 	secQuery   = "query"
 	secMemory  = "memory"
 	secLoad    = "load"
+	secLive    = "live"
 	rawPublish = "jetstream publish (async, acked), batches of 500"
 	rawConsume = "jetstream consume + ack (2 pull workers, fetch as the aggregator), batches of 500"
 	rawIncr    = "redis BITFIELD INCRBY i64 ×12 fields, pipelined 1000, 2 conns"
