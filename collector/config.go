@@ -38,6 +38,12 @@ type Config struct {
 	Sim              SimConfig
 	simClusters      string
 	BackfillInterval time.Duration
+	// AllocationLabels (--allocation-labels) and AllocationLabelMap
+	// (--allocation-label-map) configure the allocation labels every
+	// source but file attaches; Validate builds Labeler from them.
+	AllocationLabels   string
+	AllocationLabelMap string
+	Labeler            *Labeler
 }
 
 // RegisterFlags registers the collector's flags.
@@ -47,6 +53,8 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
 	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
 	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz, /readyz and /metrics for the kubernetes and simulate sources (empty: none)")
+	f.String(&c.AllocationLabels, "allocation-labels", "COLLECTOR_ALLOCATION_LABELS", "", "namespace label keys each sample carries the values of, comma separated, verbatim (e.g. team,cost-center,example.com/env; at most 8)")
+	f.String(&c.AllocationLabelMap, "allocation-label-map", "COLLECTOR_ALLOCATION_LABEL_MAP", "", "YAML file mapping namespace globs to values of the --allocation-labels keys, for namespaces without their own (first match wins)")
 	c.RegisterSimFlags(f)
 }
 
@@ -61,6 +69,7 @@ func (c *Config) RegisterSimFlags(f *config.Flags) {
 	f.Int(&c.Sim.Namespaces, "sim-namespaces", "SIM_NAMESPACES", 12, "simulated namespaces per cluster")
 	f.Duration(&c.Sim.Interval, "interval", "COLLECTOR_INTERVAL", time.Minute, "collection window")
 	f.Duration(&c.Sim.Backfill, "backfill", "SIM_BACKFILL", c.Sim.Backfill, "how far back the simulation starts before running live")
+	f.Bool(&c.Sim.Capacity, "sim-capacity", "SIM_CAPACITY", c.Sim.Capacity, "also send each simulated cluster's capacity (allocatable CPU and memory, bound volumes) per window")
 	f.Duration(&c.BackfillInterval, "backfill-interval", "SIM_BACKFILL_INTERVAL", c.BackfillInterval, "window of the backfilled samples (default: --interval)")
 }
 
@@ -100,6 +109,13 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--source: %q is not file, simulate, kubernetes or prometheus", c.Source))
 	}
+	keys, err := ParseLabelKeys(c.AllocationLabels)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--allocation-labels: %w", err))
+	} else if c.Labeler, err = NewLabeler(keys, c.AllocationLabelMap); err != nil {
+		errs = append(errs, fmt.Errorf("--allocation-label-map: %w", err))
+	}
+	c.Sim.Labeler = c.Labeler
 	if c.MaxBatch < 1 || c.MaxBatch > 2000 {
 		errs = append(errs, fmt.Errorf("--max-batch: %d is not within 1..2000", c.MaxBatch))
 	}

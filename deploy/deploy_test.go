@@ -347,6 +347,7 @@ func TestCollectorRBACIsReadOnly(t *testing.T) {
 	informer := []string{"get", "list", "watch"}
 	allowed := map[string][]string{
 		"/namespaces": informer, "/pods": informer, "/resourcequotas": informer, "/persistentvolumeclaims": informer,
+		"/nodes": informer, "/persistentvolumes": informer, // the cluster's capacity
 		"metrics.k8s.io/pods": {"get", "list"},
 	}
 	seen := map[string]bool{}

@@ -1,7 +1,8 @@
 // Command collector measures namespaces (--source kubernetes), reads them
 // from a cluster's Prometheus (--source prometheus, live or a backfill of
 // --from..--to), simulates them (--source simulate) or imports NDJSON
-// samples (--source file), and publishes usage samples to NATS JetStream. The first two keep every batch
+// samples (--source file), and publishes usage samples (with the namespaces'
+// --allocation-labels) and capacity samples to NATS JetStream. The first two keep every batch
 // in an on-disk spool (--spool-dir, --spool-max-bytes) until JetStream
 // acknowledged it and serve /healthz and /readyz on --listen.
 package main
@@ -75,6 +76,7 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if cfg.Source == collector.SourcePrometheus {
 		pcfg.Cluster, pcfg.ProjectLabel, pcfg.DefaultProject = kcfg.Cluster, kcfg.ProjectLabel, kcfg.DefaultProject
 		pcfg.Interval, pcfg.Step, pcfg.Location = cfg.Sim.Interval, kcfg.ScrapeInterval, common.Location()
+		pcfg.Labeler = cfg.Labeler
 		errs = append(errs, pcfg.Validate())
 		if pcfg.FillGaps {
 			errs = append(errs, redisSec.Validate(common.RedisURL))
@@ -267,7 +269,7 @@ func collect(ctx context.Context, cfg collector.Config, kcfg kube.Config, psrc *
 			fmt.Fprintf(stderr, "collector: %v\n", err)
 			return 2
 		}
-		src, err := kube.New(kcfg, kc, mc, kube.WithLogger(log))
+		src, err := kube.New(kcfg, kc, mc, kube.WithLogger(log), kube.WithLabeler(cfg.Labeler))
 		if err != nil {
 			fmt.Fprintf(stderr, "collector: %v\n", err)
 			return 2

@@ -208,6 +208,12 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"prometheus half a range", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-01"}, []string{"--from, --to: give both"}},
 		{"prometheus bad dates", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-02", "--to", "2025-06-01"}, []string{"--to: 2025-06-01 is before --from"}},
 		{"prometheus fill-gaps live", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--fill-gaps"}, []string{"--fill-gaps: needs --from and --to"}},
+		{"bad label key", []string{"--source", "simulate", "--allocation-labels", "team,Bad Key"}, []string{`--allocation-labels: label key "Bad Key"`}},
+		{"too many label keys", []string{"--source", "simulate", "--allocation-labels", "a,b,c,d,e,f,g,h,i"}, []string{"--allocation-labels: 9 label keys, at most 8"}},
+		{"label map without keys", []string{"--source", "simulate", "--allocation-label-map", "/nonexistent.yaml"}, []string{"--allocation-label-map: a label map needs --allocation-labels"}},
+		{"label map missing", []string{"--source", "simulate", "--allocation-labels", "team", "--allocation-label-map", "/nonexistent.yaml"}, []string{"--allocation-label-map: open /nonexistent.yaml"}},
+		{"prometheus keys sanitised alike", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--allocation-labels", "example.com/env,example-com.env"},
+			[]string{`--allocation-labels: "example.com/env" and "example-com.env" are both label_example_com_env`}},
 		{"prometheus unreachable", []string{"--source", "prometheus", "--prometheus-url", "http://127.0.0.1:1", "--cluster", "c1", "--from", "2025-06-01", "--to", "2025-06-01"}, []string{"prometheus at http://127.0.0.1:1 does not answer"}},
 	}
 	for _, tt := range tests {

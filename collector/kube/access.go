@@ -27,11 +27,12 @@ func (p permission) String() string {
 }
 
 // requiredAccess is what the source does with the API server: its shared
-// informers list and watch four kinds, and it lists pod metrics (which
-// cannot be watched). nodes/proxy, for volume stats, is optional.
+// informers list and watch six kinds (nodes and persistent volumes for the
+// cluster's capacity), and it lists pod metrics (which cannot be watched).
+// nodes/proxy, for volume stats, is optional.
 func requiredAccess() []permission {
 	var out []permission
-	for _, r := range []string{"namespaces", "pods", "resourcequotas", "persistentvolumeclaims"} {
+	for _, r := range []string{"namespaces", "pods", "resourcequotas", "persistentvolumeclaims", "nodes", "persistentvolumes"} {
 		out = append(out, permission{"list", "", r}, permission{"watch", "", r})
 	}
 	return append(out, permission{"list", "metrics.k8s.io", "pods"})

@@ -203,7 +203,7 @@ func (e *live) newSource(ctx context.Context, sa string) (*kube.Source, informer
 	cfg.VolumeStats = false
 	factory := informers.NewSharedInformerFactory(kc, 0)
 	src, err := kube.New(cfg, kc, mc, kube.WithClock(e.clock.Now), kube.WithInformerFactory(factory),
-		kube.WithLogger(slog.New(slog.NewTextHandler(e.logs, nil))))
+		kube.WithLogger(slog.New(slog.NewTextHandler(e.logs, nil))), kube.WithLabeler(labeler(e.t)))
 	return src, factory, err
 }
 
@@ -231,6 +231,13 @@ func (e *live) scrapeAt(at time.Time) []sample.Sample {
 // before[s] runs before the scrape at w+s.
 func (e *live) window(w time.Time, before map[int]func()) []sample.Sample {
 	e.t.Helper()
+	return e.mine(e.windowAll(w, before))
+}
+
+// windowAll is window with every sample the last scrape emitted, the
+// cluster's capacity sample included.
+func (e *live) windowAll(w time.Time, before map[int]func()) []sample.Sample {
+	e.t.Helper()
 	var out []sample.Sample
 	for k := 1; k <= 4; k++ {
 		if f := before[k*15]; f != nil {
@@ -244,7 +251,7 @@ func (e *live) window(w time.Time, before map[int]func()) []sample.Sample {
 	if len(out) == 0 {
 		e.t.Fatalf("the window %s did not close", w.Format(time.TimeOnly))
 	}
-	return e.mine(out)
+	return out
 }
 
 // mine keeps the samples of the test's namespaces; every sample must be

@@ -5,8 +5,9 @@
 //
 // # What it reads
 //
-// Namespaces, pods, resource quotas and persistent volume claims come from
-// shared informers (one watch each, no list per window). Pod usage comes
+// Namespaces, pods, resource quotas, persistent volume claims, nodes and
+// persistent volumes come from shared informers (one watch each, no list per
+// window). Pod usage comes
 // from the metrics API (metrics.k8s.io PodMetrics, which cannot be watched,
 // so it is listed once per scrape). Storage usage comes from the kubelets'
 // volume stats through the API server's node proxy, where RBAC allows it;
@@ -16,7 +17,8 @@
 //
 // Read only, cluster-wide (RBAC.md has the ClusterRole to copy):
 //
-//	""               namespaces, pods, resourcequotas, persistentvolumeclaims  get list watch
+//	""               namespaces, pods, resourcequotas, persistentvolumeclaims,
+//	                 nodes, persistentvolumes                                  get list watch
 //	metrics.k8s.io   pods                                                     get list
 //	""               nodes/proxy (optional, for storage usage)                 get
 //
@@ -53,7 +55,14 @@
 //     and requests.storage over the namespace's ResourceQuotas) and bound
 //     claims' capacities count for the whole slot;
 //   - the namespace's project is its --project-label value when the window
-//     closes (--default-project without it).
+//     closes (--default-project without it), and so are its allocation
+//     labels (WithLabeler: its values of --allocation-labels, else the
+//     label map's);
+//   - the cluster's capacity, sent as one capacity sample after the
+//     window's namespaces: the allocatable CPU and memory of the nodes that
+//     are Ready and not cordoned (spec.unschedulable: no new pod can be
+//     placed there, so it is no room anyone can use) and the capacity of
+//     the persistent volumes in phase Bound, each for the whole slot.
 //
 // At t each namespace's sums are divided by the interval: averages over
 // the window, as wire format v1 defines them. The first scrape after a
@@ -76,6 +85,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 
+	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/internal/config"
 	"github.com/alauda/costmeter/internal/sample"
 )
@@ -195,6 +205,12 @@ func WithClock(now func() time.Time) Option { return func(s *Source) { s.now = n
 func WithInformerFactory(f informers.SharedInformerFactory) Option {
 	return func(s *Source) { s.factory = f }
 }
+
+// WithLabeler makes every sample carry its namespace's allocation labels
+// (--allocation-labels, --allocation-label-map), read from the namespace
+// informer: the labels a namespace has when a window closes are the
+// labels of that window's sample, as its project is.
+func WithLabeler(l *collector.Labeler) Option { return func(s *Source) { s.labeler = l } }
 
 // WithVolumeStats replaces the kubelet volume stats reader.
 func WithVolumeStats(v VolumeStats) Option { return func(s *Source) { s.volumes = v } }

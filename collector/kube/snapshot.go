@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
+
+	"github.com/alauda/costmeter/collector"
 )
 
 // observation is what one scrape read from the cluster: the informers'
@@ -19,6 +21,8 @@ type observation struct {
 	deleted    map[types.UID]*corev1.Pod // last state the watch delivered
 	quotas     []*corev1.ResourceQuota
 	claims     []*corev1.PersistentVolumeClaim
+	nodes      []*corev1.Node
+	volumes    []*corev1.PersistentVolume
 	// metrics is the metrics API's list; nil with metricsErr set when it
 	// did not answer.
 	metrics    []metricsv1beta1.PodMetrics
@@ -49,7 +53,9 @@ func newHistory() history {
 // window is accounted with.
 type snapshot struct {
 	at         time.Time
-	projects   map[string]string // existing namespaces → project
+	projects   map[string]string            // existing namespaces → project
+	labels     map[string]map[string]string // existing namespaces → allocation labels (nil: none)
+	capacity   capacity
 	pods       []podState
 	podNames   map[string]bool // namespace/name of pods present
 	quotas     map[string]quota
@@ -70,6 +76,12 @@ type podState struct {
 	req, use   amounts
 }
 
+// capacity is the cluster's: allocatable CPU (nanocores) and memory of
+// its Ready, schedulable nodes, capacity of its bound volumes.
+type capacity struct {
+	cpu, mem, storage int64
+}
+
 type quota struct {
 	cpu, mem, storage int64
 }
@@ -85,6 +97,7 @@ type claim struct {
 type snapshotBuilder struct {
 	projectLabel   string
 	defaultProject string
+	labeler        *collector.Labeler
 	// usageHorizon is how long a pod's last usage from the metrics API
 	// stands for it when the API has nothing newer (the pod is missing from
 	// its answer, or the API is unavailable): one window. After that the
@@ -97,11 +110,15 @@ type snapshotBuilder struct {
 // scrape needs (usage read, pods found finished).
 func (b snapshotBuilder) build(obs observation, h *history) *snapshot {
 	at := obs.at
-	snap := &snapshot{at: at, projects: map[string]string{}, podNames: map[string]bool{}, quotas: map[string]quota{},
+	snap := &snapshot{at: at, projects: map[string]string{}, labels: map[string]map[string]string{}, podNames: map[string]bool{}, quotas: map[string]quota{},
 		claims: map[string][]claim{}, claimNodes: map[string]bool{}, badProjects: map[string]string{}}
 	for _, ns := range obs.namespaces {
 		snap.projects[ns.Name] = b.project(ns, snap)
+		if l := b.labeler.Labels(ns.Name, ns.Labels); l != nil {
+			snap.labels[ns.Name] = l
+		}
 	}
+	snap.capacity = clusterCapacity(obs.nodes, obs.volumes)
 	b.recordUsage(obs, h)
 
 	present := make(map[types.UID]bool, len(obs.pods))
@@ -150,6 +167,37 @@ func (b snapshotBuilder) build(obs observation, h *history) *snapshot {
 		snap.claims[c.Namespace] = append(snap.claims[c.Namespace], claim{name: c.Name, bytes: q.Value()})
 	}
 	return snap
+}
+
+// clusterCapacity sums the allocatable CPU and memory of the nodes that
+// are Ready and schedulable (a cordoned node takes no new pods, so its
+// room is not capacity anyone can use) and the capacity of the bound
+// persistent volumes.
+func clusterCapacity(nodes []*corev1.Node, volumes []*corev1.PersistentVolume) capacity {
+	var c capacity
+	for _, n := range nodes {
+		if n.Spec.Unschedulable || !nodeReady(n) {
+			continue
+		}
+		c.cpu += nanocores(n.Status.Allocatable[corev1.ResourceCPU])
+		c.mem += n.Status.Allocatable.Memory().Value()
+	}
+	for _, v := range volumes {
+		if v.Status.Phase != corev1.VolumeBound {
+			continue
+		}
+		c.storage += v.Spec.Capacity.Storage().Value()
+	}
+	return c
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // recordUsage keeps the metrics API's latest usage of every pod it

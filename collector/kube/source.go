@@ -35,6 +35,7 @@ type Source struct {
 	mc      metricsclient.Interface
 	factory informers.SharedInformerFactory
 	volumes VolumeStats
+	labeler *collector.Labeler
 	log     *slog.Logger
 	now     func() time.Time
 	builder snapshotBuilder
@@ -43,6 +44,8 @@ type Source struct {
 	pods       corelisters.PodLister
 	quotas     corelisters.ResourceQuotaLister
 	claims     corelisters.PersistentVolumeClaimLister
+	nodes      corelisters.NodeLister
+	pvs        corelisters.PersistentVolumeLister
 	synced     []cache.InformerSynced
 
 	mu      sync.Mutex
@@ -50,9 +53,10 @@ type Source struct {
 	started bool
 
 	// Scrape state, owned by the goroutine that scrapes.
-	last     time.Time         // end of the last scraped slot
-	hist     history           // what the snapshot builder carries between scrapes
-	projects map[string]string // namespace → project, kept for deleted namespaces
+	last     time.Time                    // end of the last scraped slot
+	hist     history                      // what the snapshot builder carries between scrapes
+	projects map[string]string            // namespace → project, kept for deleted namespaces
+	labels   map[string]map[string]string // namespace → allocation labels, likewise
 	win      *window
 	once     onceLog
 }
@@ -67,10 +71,11 @@ func New(cfg Config, kc kubernetes.Interface, mc metricsclient.Interface, opts .
 	}
 	s := &Source{cfg: cfg, kc: kc, mc: mc, log: slog.Default(), now: time.Now,
 		builder: snapshotBuilder{projectLabel: cfg.ProjectLabel, defaultProject: cfg.DefaultProject, usageHorizon: cfg.Interval},
-		deleted: map[types.UID]*corev1.Pod{}, hist: newHistory(), projects: map[string]string{}}
+		deleted: map[types.UID]*corev1.Pod{}, hist: newHistory(), projects: map[string]string{}, labels: map[string]map[string]string{}}
 	for _, o := range opts {
 		o(s)
 	}
+	s.builder.labeler = s.labeler
 	s.log = s.log.With("component", "kubernetes", "cluster", cfg.Cluster)
 	s.once = onceLog{log: s.log, said: map[string]bool{}}
 	if s.factory == nil {
@@ -81,8 +86,11 @@ func New(cfg Config, kc kubernetes.Interface, mc metricsclient.Interface, opts .
 	}
 	core := s.factory.Core().V1()
 	nsInf, podInf, quotaInf, claimInf := core.Namespaces(), core.Pods(), core.ResourceQuotas(), core.PersistentVolumeClaims()
+	nodeInf, pvInf := core.Nodes(), core.PersistentVolumes()
 	s.namespaces, s.pods, s.quotas, s.claims = nsInf.Lister(), podInf.Lister(), quotaInf.Lister(), claimInf.Lister()
-	s.synced = []cache.InformerSynced{nsInf.Informer().HasSynced, podInf.Informer().HasSynced, quotaInf.Informer().HasSynced, claimInf.Informer().HasSynced}
+	s.nodes, s.pvs = nodeInf.Lister(), pvInf.Lister()
+	s.synced = []cache.InformerSynced{nsInf.Informer().HasSynced, podInf.Informer().HasSynced, quotaInf.Informer().HasSynced, claimInf.Informer().HasSynced,
+		nodeInf.Informer().HasSynced, pvInf.Informer().HasSynced}
 	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: s.podDeleted}); err != nil {
 		return nil, fmt.Errorf("watch pod deletions: %w", err)
 	}
@@ -121,7 +129,7 @@ func (s *Source) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.started = true
 	s.mu.Unlock()
-	s.log.InfoContext(ctx, "watching namespaces, pods, quotas and claims")
+	s.log.InfoContext(ctx, "watching namespaces, pods, quotas, claims, nodes and volumes")
 	return nil
 }
 
@@ -201,6 +209,7 @@ func (s *Source) Scrape(ctx context.Context) ([]sample.Sample, error) {
 	s.report(ctx, obs, snap)
 	for ns, p := range snap.projects {
 		s.projects[ns] = p
+		s.labels[ns] = snap.labels[ns]
 	}
 	var out []sample.Sample
 	for from.Before(at) {
@@ -241,6 +250,12 @@ func (s *Source) observe(ctx context.Context, at time.Time) (observation, error)
 	if obs.claims, err = s.claims.List(labels.Everything()); err != nil {
 		return obs, fmt.Errorf("list persistent volume claims from the cache: %w", err)
 	}
+	if obs.nodes, err = s.nodes.List(labels.Everything()); err != nil {
+		return obs, fmt.Errorf("list nodes from the cache: %w", err)
+	}
+	if obs.volumes, err = s.pvs.List(labels.Everything()); err != nil {
+		return obs, fmt.Errorf("list persistent volumes from the cache: %w", err)
+	}
 	s.mu.Lock()
 	obs.deleted = s.deleted
 	s.deleted = map[types.UID]*corev1.Pod{}
@@ -277,7 +292,7 @@ func (s *Source) report(ctx context.Context, obs observation, snap *snapshot) {
 }
 
 // samples turns the window that just closed into samples, one per
-// namespace, sorted by namespace.
+// namespace, sorted by namespace, then the cluster's capacity sample.
 func (s *Source) samples(ctx context.Context, snap *snapshot) []sample.Sample {
 	w := s.win
 	used := s.storageUsage(ctx, snap)
@@ -320,13 +335,20 @@ func (s *Source) samples(ctx context.Context, snap *snapshot) []sample.Sample {
 				Request: s.bound(ns, "storage.request", a.storageReq/ivs, sample.MaxBytes),
 				Quota:   s.bound(ns, "storage.quota", a.storageQuota/ivs, sample.MaxBytes),
 			},
+			Labels: s.labels[ns],
 		})
 	}
+	out = append(out, sample.Sample{Cluster: s.cfg.Cluster, Start: w.end.Add(-s.cfg.Interval), End: w.end, Capacity: &sample.Capacity{
+		CPU:     s.bound("", "capacity.cpu", w.capCPU/(ivs*1e9), sample.MaxCapacityCores),
+		Memory:  s.bound("", "capacity.memory", w.capMem/ivs, sample.MaxCapacityBytes),
+		Storage: s.bound("", "capacity.storage", w.capStorage/ivs, sample.MaxCapacityBytes),
+	}})
 	// Deleted namespaces are remembered only while a window still has
 	// their sums.
 	for ns := range s.projects {
 		if _, ok := snap.projects[ns]; !ok {
 			delete(s.projects, ns)
+			delete(s.labels, ns)
 		}
 	}
 	return out

@@ -10,6 +10,8 @@ type window struct {
 	end  time.Time
 	secs float64 // the window's length in seconds
 	ns   map[string]*nsSums
+	// capCPU, capMem, capStorage are the cluster's capacity × seconds.
+	capCPU, capMem, capStorage float64
 }
 
 type nsSums struct {
@@ -38,6 +40,9 @@ func (w *window) add(snap *snapshot, from, to time.Time) {
 	if secs <= 0 {
 		return
 	}
+	w.capCPU += float64(snap.capacity.cpu) * secs
+	w.capMem += float64(snap.capacity.mem) * secs
+	w.capStorage += float64(snap.capacity.storage) * secs
 	for ns := range snap.projects {
 		a := w.sums(ns)
 		q := snap.quotas[ns]

@@ -46,6 +46,10 @@ var metrics = []metric{
 	{"kube_persistentvolumeclaim_resource_requests_storage_bytes", "kube-state-metrics", false},
 	{"kube_persistentvolumeclaim_status_phase", "kube-state-metrics", false},
 	{"kubelet_volume_stats_used_bytes", "the kubelet's /metrics", false},
+	{"kube_node_status_allocatable", "kube-state-metrics", false},
+	{"kube_node_status_condition", "kube-state-metrics", false},
+	{"kube_persistentvolume_capacity_bytes", "kube-state-metrics", false},
+	{"kube_persistentvolume_status_phase", "kube-state-metrics", false},
 }
 
 // Check verifies, before anything is sent, that Prometheus answers and
@@ -79,7 +83,7 @@ func (s *Source) Check(ctx context.Context) error {
 		case !ok && m.required:
 			errs = append(errs, fmt.Errorf("%w: prometheus has no %s{%s} between %s and %s (exported by %s)", ErrConfig, m.name, strings.TrimPrefix(s.sel, ","), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), m.exporter))
 		case !ok:
-			s.log.WarnContext(ctx, "series absent; its values are sent as 0", "metric", m.name, "exporter", m.exporter)
+			s.log.WarnContext(ctx, "series absent; its values are sent as 0 (node and volume capacity: no capacity samples)", "metric", m.name, "exporter", m.exporter)
 		}
 	}
 	if len(errs) > 0 {

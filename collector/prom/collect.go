@@ -2,6 +2,7 @@ package prom
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -106,7 +107,15 @@ type sums struct {
 	memUse, memReq, memEff, memQuota float64
 	stUse, stReq, stQuota            float64
 	project                          string
-	projectAt                        int // slot of project, -1 if none
+	labels                           []string // values of the allocation keys ("" absent), at projectAt
+	projectAt                        int      // slot of project, -1 if none
+}
+
+// capSums are the cluster's capacity × seconds in one window; seen tells
+// whether Prometheus had any node or volume capacity series in it.
+type capSums struct {
+	cpu, mem, storage float64
+	seen              bool
 }
 
 // collect reads [a, b) in one set of queries.
@@ -116,6 +125,11 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 	per := int(iv / step)
 	sel := s.sel
 	projLabel := model.LabelName(labelName(s.cfg.ProjectLabel))
+	keys := s.cfg.Labeler.Keys()
+	nsBy := []model.LabelName{"namespace", projLabel}
+	for _, k := range keys {
+		nsBy = append(nsBy, model.LabelName(labelName(k)))
+	}
 	type q struct {
 		dst    *map[seriesKey]slots
 		expr   string
@@ -123,11 +137,14 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 		labels []model.LabelName
 	}
 	var nsLabels, running, reqCPU, reqMem, initCPU, initMem, memUse, cpuInc, quotas, pvcReq, pvcBound, pvcUsed map[seriesKey]slots
+	var allocCPU, allocMem, nodeReady, nodeCordoned, pvCap, pvBound map[seriesKey]slots
+	byNode := []model.LabelName{"node"}
+	byPV := []model.LabelName{"persistentvolume"}
 	byPod := []model.LabelName{"namespace", "pod"}
 	byClaim := []model.LabelName{"namespace", "persistentvolumeclaim"}
 	cadvisor := `container!="",container!="POD"` + sel
 	queries := []q{
-		{&nsLabels, `kube_namespace_labels{namespace!=""` + sel + `}`, a, []model.LabelName{"namespace", projLabel}},
+		{&nsLabels, `kube_namespace_labels{namespace!=""` + sel + `}`, a, nsBy},
 		{&running, `kube_pod_status_phase{phase="Running"` + sel + `} == 1`, a, byPod},
 		{&reqCPU, `sum by (namespace, pod) (kube_pod_container_resource_requests{resource="cpu"` + sel + `})`, a, byPod},
 		{&reqMem, `sum by (namespace, pod) (kube_pod_container_resource_requests{resource="memory"` + sel + `})`, a, byPod},
@@ -141,6 +158,13 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 		{&pvcReq, `kube_persistentvolumeclaim_resource_requests_storage_bytes{namespace!=""` + sel + `}`, a, byClaim},
 		{&pvcBound, `kube_persistentvolumeclaim_status_phase{phase="Bound"` + sel + `} == 1`, a, byClaim},
 		{&pvcUsed, `max by (namespace, persistentvolumeclaim) (kubelet_volume_stats_used_bytes{namespace!=""` + sel + `})`, a, byClaim},
+		// The cluster's capacity.
+		{&allocCPU, `kube_node_status_allocatable{resource="cpu"` + sel + `}`, a, byNode},
+		{&allocMem, `kube_node_status_allocatable{resource="memory"` + sel + `}`, a, byNode},
+		{&nodeReady, `kube_node_status_condition{condition="Ready",status="true"` + sel + `} == 1`, a, byNode},
+		{&nodeCordoned, `kube_node_spec_unschedulable{node!=""` + sel + `} == 1`, a, byNode},
+		{&pvCap, `kube_persistentvolume_capacity_bytes{persistentvolume!=""` + sel + `}`, a, byPV},
+		{&pvBound, `kube_persistentvolume_status_phase{phase="Bound"` + sel + `} == 1`, a, byPV},
 	}
 	for _, qq := range queries {
 		m, err := s.query(ctx, qq.expr, qq.start, n, qq.labels...)
@@ -168,7 +192,8 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 
 	exists := map[string][]bool{}
 	for key, v := range nsLabels {
-		ns, project, _ := strings.Cut(key, "\x00")
+		parts := strings.Split(key, "\x00")
+		ns, project, values := parts[0], parts[1], parts[2:]
 		for k := range n {
 			if !v.has(k) {
 				continue
@@ -179,7 +204,7 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 			exists[ns][k] = true
 			a := get(k, ns)
 			if k > a.projectAt {
-				a.project, a.projectAt = project, k
+				a.project, a.labels, a.projectAt = project, values, k
 			}
 		}
 	}
@@ -261,6 +286,40 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 		}
 	}
 
+	caps := make([]capSums, windows)
+	for node, alloc := range allocCPU {
+		for k := range n {
+			if alloc.has(k) || allocMem[node].has(k) {
+				caps[k/per].seen = true
+			}
+			if nodeReady[node].at(k) != 1 || nodeCordoned[node].at(k) == 1 {
+				continue // not Ready, or cordoned: no room for new pods
+			}
+			caps[k/per].cpu += alloc.at(k) * secs
+		}
+	}
+	for node, alloc := range allocMem {
+		for k := range n {
+			if alloc.has(k) {
+				caps[k/per].seen = true
+			}
+			if nodeReady[node].at(k) != 1 || nodeCordoned[node].at(k) == 1 {
+				continue
+			}
+			caps[k/per].mem += alloc.at(k) * secs
+		}
+	}
+	for pv, c := range pvCap {
+		for k := range n {
+			if c.has(k) {
+				caps[k/per].seen = true
+			}
+			if pvBound[pv].at(k) == 1 {
+				caps[k/per].storage += c.at(k) * secs
+			}
+		}
+	}
+
 	var out []sample.Sample
 	ivs := iv.Seconds()
 	for w, m := range win {
@@ -290,6 +349,7 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 					Quota: bound(x.memQuota/ivs, sample.MaxBytes), Effective: &memEff},
 				Storage: sample.Resources{Usage: bound(x.stUse/ivs, sample.MaxBytes), Request: bound(x.stReq/ivs, sample.MaxBytes),
 					Quota: bound(x.stQuota/ivs, sample.MaxBytes)},
+				Labels: s.cfg.Labeler.Labels(ns, ownLabels(keys, x.labels)),
 			}
 			if err := smp.Validate(); err != nil {
 				s.log.WarnContext(ctx, "skip a namespace whose sample is invalid", "namespace", ns, "err", err)
@@ -297,8 +357,34 @@ func (s *Source) collect(ctx context.Context, a, b time.Time) ([]sample.Sample, 
 			}
 			out = append(out, smp)
 		}
+		if c := caps[w]; c.seen {
+			// No capacity series in the window: no capacity sample (the
+			// cluster's idle is unknown, not zero).
+			out = append(out, sample.Sample{Cluster: s.cfg.Cluster, Start: start, End: start.Add(iv), Capacity: &sample.Capacity{
+				CPU: bound(c.cpu/ivs, sample.MaxCapacityCores), Memory: bound(c.mem/ivs, sample.MaxCapacityBytes),
+				Storage: bound(c.storage/ivs, sample.MaxCapacityBytes)}})
+		}
 	}
 	return out, nil
+}
+
+// ownLabels pairs the allocation keys with a namespace's values ("" is
+// absent).
+func ownLabels(keys, values []string) map[string]string {
+	if len(values) != len(keys) {
+		return nil
+	}
+	var out map[string]string
+	for i, v := range values {
+		if v == "" {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(keys))
+		}
+		out[keys[i]] = v
+	}
+	return out
 }
 
 // bound clamps a value to the wire format's bound (a quota of exabytes
@@ -308,7 +394,27 @@ func bound(v, limit float64) float64 { return min(v, limit) }
 var invalidLabelChars = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
 // labelName is the label kube-state-metrics gives a Kubernetes label on
-// kube_namespace_labels.
+// kube_namespace_labels: "label_" and the key with every character other
+// than a-z, A-Z, 0-9 and '_' (so '.', '/' and '-') replaced by '_':
+// example.com/env is label_example_com_env.
 func labelName(k8sLabel string) string {
 	return "label_" + invalidLabelChars.ReplaceAllString(k8sLabel, "_")
+}
+
+// CheckLabelKeys refuses allocation label keys that kube-state-metrics
+// exports under the same Prometheus label as another of them or as the
+// project label (team-a and team.a are both label_team_a): the source
+// could not tell their values apart.
+func CheckLabelKeys(projectLabel string, keys []string) error {
+	seen := map[string]string{labelName(projectLabel): projectLabel}
+	var errs []error
+	for _, k := range keys {
+		n := labelName(k)
+		if other, ok := seen[n]; ok && other != k {
+			errs = append(errs, fmt.Errorf("%q and %q are both %s on kube_namespace_labels (kube-state-metrics turns '.', '/' and '-' into '_'), so they cannot be told apart", other, k, n))
+			continue
+		}
+		seen[n] = k
+	}
+	return errors.Join(errs...)
 }

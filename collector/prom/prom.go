@@ -41,6 +41,16 @@
 //   - quotas: per ResourceQuota the hard requests.cpu (else cpu),
 //     requests.memory (else memory) and requests.storage of kube_resourcequota,
 //     the smallest over the namespace's quotas;
+//   - allocation labels: the values of --allocation-labels on the same
+//     kube_namespace_labels series as the project, each key read from its
+//     sanitised name (see labelName; CheckLabelKeys refuses two keys with
+//     one name);
+//   - capacity (one capacity sample per window in which any of these series
+//     exist): kube_node_status_allocatable cpu and memory of the nodes whose
+//     kube_node_status_condition{condition="Ready",status="true"} is 1 and
+//     kube_node_spec_unschedulable is not 1, and
+//     kube_persistentvolume_capacity_bytes of the volumes whose
+//     kube_persistentvolume_status_phase{phase="Bound"} is 1;
 //   - storage: bound claims (kube_persistentvolumeclaim_status_phase) count
 //     their kube_persistentvolumeclaim_resource_requests_storage_bytes as
 //     request and kubelet_volume_stats_used_bytes (the largest reported
@@ -130,6 +140,9 @@ type Config struct {
 	Interval       time.Duration
 	Step           time.Duration
 	Location       *time.Location
+	// Labeler attaches allocation labels (--allocation-labels,
+	// --allocation-label-map), read from kube_namespace_labels.
+	Labeler *collector.Labeler
 }
 
 // RegisterFlags registers the source's own flags.
@@ -186,6 +199,9 @@ func (c Config) Validate() error {
 	}
 	if err := sample.CheckName(sample.NameProject, c.DefaultProject); err != nil {
 		errs = append(errs, fmt.Errorf("--default-project: %w", err))
+	}
+	if err := CheckLabelKeys(c.ProjectLabel, c.Labeler.Keys()); err != nil {
+		errs = append(errs, fmt.Errorf("--allocation-labels: %w", err))
 	}
 	if c.Interval < time.Second || c.Interval > time.Hour || c.Interval%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("--interval: %s is not whole seconds within 1s..1h", c.Interval))
