@@ -53,7 +53,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.Spool.Dir, "spool-dir", "COLLECTOR_SPOOL_DIR", "data/spool", "directory of the on-disk spool of unpublished batches (kubernetes and simulate sources)")
 	f.Int64(&c.Spool.MaxBytes, "spool-max-bytes", "COLLECTOR_SPOOL_MAX_BYTES", DefaultSpoolMaxBytes, "bound of the spool; when full the oldest batches are dropped (logged and counted)")
 	f.String(&c.Listen, "listen", "COLLECTOR_LISTEN", ":9090", "address of /healthz, /readyz and /metrics for the kubernetes and simulate sources (empty: none)")
-	f.String(&c.AllocationLabels, "allocation-labels", "COLLECTOR_ALLOCATION_LABELS", "", "namespace label keys each sample carries the values of, comma separated, verbatim (e.g. team,cost-center,example.com/env; at most 8)")
+	f.String(&c.AllocationLabels, "allocation-labels", "COST_ALLOCATION_LABELS", "", "namespace label keys each sample carries the values of, comma separated, verbatim (e.g. team,cost-center,example.com/env; at most 8)")
 	f.String(&c.AllocationLabelMap, "allocation-label-map", "COLLECTOR_ALLOCATION_LABEL_MAP", "", "YAML file mapping namespace globs to values of the --allocation-labels keys, for namespaces without their own (first match wins)")
 	c.RegisterSimFlags(f)
 }
