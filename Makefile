@@ -3,9 +3,10 @@ GO ?= go
 # bash: `make run` needs its job control (set -m).
 SHELL := /bin/bash
 # BIN is where `make build` and `make run` put the binaries; COSTD_FLAGS are passed to costd by `make run`,
-# after --pricing PRICING (the demo's sample price list; `make run PRICING=` runs without one).
+# after --pricing PRICING (the demo's sample price list; `make run PRICING=` runs without one); by default they keep
+# the allocation keys team and cost-center, which the simulated namespaces carry.
 BIN ?= bin
-COSTD_FLAGS ?=
+COSTD_FLAGS ?= --allocation-labels team,cost-center
 PRICING ?= deploy/demo/prices.yaml
 # EXPORT is where `make run` writes the FOCUS export (docs/export.md); `make run EXPORT=` writes none.
 EXPORT ?= file://$(CURDIR)/data/export

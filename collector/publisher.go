@@ -1,5 +1,8 @@
 // Package collector measures namespaces and publishes their usage samples
-// to JetStream. A source produces samples (an NDJSON file, a simulation,
+// (with their allocation labels, see Labeler) and each cluster's capacity
+// samples to JetStream. Both kinds take the same path: one subject per
+// cluster (stream.SamplesPrefix), content-hash message ids, the spool and
+// the relay. A source produces samples (an NDJSON file, a simulation,
 // or, in collector/kube, a real cluster); the Publisher batches them per
 // cluster into messages with content-hash Nats-Msg-Ids and publishes each
 // until JetStream acknowledges it.

@@ -76,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	// windows, then live minutes (the environment and the flags override them).
 	o.collector.Sim.Backfill = 960 * time.Hour
 	o.collector.BackfillInterval = time.Hour
+	o.collector.Sim.Capacity = true // so that idle capacity shows
 	o.collector.RegisterSimFlags(f)
 	o.aggregator = aggregator.DefaultConfig()
 	o.aggregator.RegisterFlags(f)
@@ -94,6 +95,11 @@ func run(args []string, stderr io.Writer) int {
 	}
 	o.collector.Finish()
 	shareLabels()
+	// The simulated namespaces carry teams for the kept keys (the
+	// aggregator's validation reports a bad --allocation-labels).
+	if keys, err := collector.ParseLabelKeys(o.aggregator.AllocationLabels); err == nil {
+		o.collector.Sim.Labeler, _ = collector.NewLabeler(keys, "")
+	}
 	o.notifier.Retention = o.retention
 	errs := []error{f.Err(), o.common.Validate(), o.collector.Sim.Validate(), o.aggregator.Validate(), o.api.Validate(), o.telemetry.Validate(), o.notifier.Validate()}
 	if o.exporter.URL != "" {
