@@ -40,7 +40,13 @@ let chartEntities = new Map(); // series id -> row
 /** confine keeps a project-scoped caller inside its projects. */
 function confine(s) {
   if (cfg && !cfg.scope.platform && !cfg.scope.projects.includes(s.project)) {
-    return { ...s, project: cfg.scope.projects[0] || '', agg: s.agg === 'project' ? 'namespace' : s.agg, name: '' };
+    s = { ...s, project: cfg.scope.projects[0] || '', agg: s.agg === 'project' ? 'namespace' : s.agg, name: '' };
+  }
+  // The group aggregation needs a kept label key: the first one by default,
+  // the project aggregation when the API keeps none.
+  const keys = (cfg && cfg.groupKeys) || [];
+  if (s.agg === 'group' && !keys.includes(s.groupBy)) {
+    s = keys.length ? { ...s, groupBy: keys[0], name: '' } : { ...s, agg: s.project ? 'namespace' : 'project', groupBy: '', name: '' };
   }
   return s;
 }
@@ -127,6 +133,7 @@ async function load({ quiet = false } = {}) {
   const base = {
     start: range[0], end: range[1], step: state.step, kind: st.kind(state),
     name: st.kind(state).endsWith('_all') ? '' : state.name, item: state.item, method: state.method,
+    groupBy: state.agg === 'group' ? state.groupBy : '',
   };
   const aggLabel = state.project && state.agg === 'project' ? 'project' : state.agg;
   try {
@@ -215,7 +222,8 @@ let following = '';
 
 /** followToday keeps a watch open while the range includes today. */
 function followToday(range) {
-  const want = cfg.watch && range[0] <= cfg.today && cfg.today <= range[1];
+  // The watch routes follow projects, clusters and namespaces, not groups.
+  const want = cfg.watch && state.agg !== 'group' && range[0] <= cfg.today && cfg.today <= range[1];
   const key = want ? JSON.stringify([state.project, st.kind(state), state.name, state.item]) : '';
   if (key === following) return;
   following = key;

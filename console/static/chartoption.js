@@ -9,13 +9,14 @@ export const OTHERS = '__others';
 /** TOP is how many entities the chart shows; the rest are "others". */
 export const TOP = 10;
 
-/** entityKey identifies a row's entity: "project/cluster/namespace". */
+/** entityKey identifies a row's entity: "project/cluster/namespace", and a group row's value. */
 export function entityKey(r) {
-  return `${r.project}/${r.cluster}/${r.namespace}`;
+  return r.group ? `${r.project}/${r.groupBy}=${r.group}` : `${r.project}/${r.cluster}/${r.namespace}`;
 }
 
 /** entityLabel names a row's entity for people. */
 export function entityLabel(r) {
+  if (r.group) return r.group;
   if (r.namespace) return r.cluster ? `${r.namespace} (${r.cluster})` : r.namespace;
   if (r.cluster) return r.cluster;
   return r.project;

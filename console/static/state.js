@@ -2,7 +2,7 @@
 // query string (history.pushState), so a view can be bookmarked and shared
 // and back/forward work. Defaults are those of the platform's usage page.
 
-export const AGGS = ['project', 'namespace', 'cluster'];
+export const AGGS = ['project', 'namespace', 'cluster', 'group'];
 export const ITEMS = ['Cpu', 'Memory', 'Storage'];
 export const METHODS = ['Effective', 'Request', 'Usage', 'ProjectQuota'];
 export const STEPS = ['day', 'week', 'month'];
@@ -20,11 +20,15 @@ export const PRESETS = {
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const NAME = /^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$/;
+// A label key (optional DNS prefix and '/') and a label value: the group
+// aggregation's groupBy and name (the API checks them exactly).
+const LABEL_KEY = /^([a-z0-9.-]{1,253}\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(__[a-z]+__|[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$/;
 
 /** defaults returns the default state. */
 export function defaults() {
   return {
-    project: '', agg: 'project', name: '', item: 'Cpu', method: 'Effective', step: 'day',
+    project: '', agg: 'project', name: '', groupBy: '', item: 'Cpu', method: 'Effective', step: 'day',
     range: 'this-month', start: '', end: '', order: 'name', page: 1, size: 20,
   };
 }
@@ -40,7 +44,8 @@ export function parse(search) {
   const s = {
     project: NAME.test(p.get('project') || '') ? p.get('project') : '',
     agg: pick(p.get('agg'), AGGS, d.agg),
-    name: NAME.test(p.get('name') || '') ? p.get('name') : '',
+    name: (p.get('agg') === 'group' ? LABEL_VALUE : NAME).test(p.get('name') || '') ? p.get('name') : '',
+    groupBy: LABEL_KEY.test(p.get('groupBy') || '') ? p.get('groupBy') : '',
     item: pick(p.get('item'), ITEMS, d.item),
     method: pick(p.get('method'), METHODS, d.method),
     step: pick(p.get('step'), STEPS, d.step),
@@ -66,6 +71,7 @@ export function format(s) {
   const p = new URLSearchParams();
   if (s.project) p.set('project', s.project);
   p.set('agg', s.agg);
+  if (s.agg === 'group' && s.groupBy) p.set('groupBy', s.groupBy);
   if (s.name) p.set('name', s.name);
   p.set('item', s.item);
   p.set('method', s.method);

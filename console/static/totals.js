@@ -16,7 +16,9 @@ import * as api from './api.js';
  */
 export function totalsQuery(s, base) {
   if (s.name) return base;
-  return { ...base, kind: s.project ? 'project_all' : 'cluster_all', name: '' };
+  // Every label key's groups add up to the same total (a namespace without
+  // the label counts under __unallocated__).
+  return { ...base, kind: s.project ? 'project_all' : 'cluster_all', name: '', groupBy: '' };
 }
 
 /**

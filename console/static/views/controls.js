@@ -4,7 +4,7 @@
 import { AGGS, ITEMS, METHODS, PRESETS, STEPS } from '../state.js';
 import { h, options } from './dom.js';
 
-const AGG_LABELS = { project: 'Project', namespace: 'Namespace', cluster: 'Cluster' };
+const AGG_LABELS = { project: 'Project', namespace: 'Namespace', cluster: 'Cluster', group: 'Team (label)' };
 const METHOD_LABELS = { Effective: 'Effective', Request: 'Request', Usage: 'Usage', ProjectQuota: 'Project quota' };
 
 function field(id, label, control) {
@@ -20,10 +20,12 @@ export class Controls {
       id: 'ctl-name', type: 'search', placeholder: 'all', autocomplete: 'off', spellcheck: 'false',
       pattern: '[a-z0-9]([a-z0-9.\\-]*[a-z0-9])?', title: 'a lowercase name; empty for all',
       onchange: () => {
-        const v = this.name.value.trim().toLowerCase();
+        const v = this.agg.value === 'group' ? this.name.value.trim() : this.name.value.trim().toLowerCase();
         if (v === '' || this.name.checkValidity()) onChange({ name: v });
       },
     });
+    this.groupBy = h('select', { id: 'ctl-groupby', onchange: () => onChange({ groupBy: this.groupBy.value, name: '' }) });
+    this.groupField = field('ctl-groupby', 'Label key', this.groupBy);
     this.item = h('select', { id: 'ctl-item', onchange: () => onChange({ item: this.item.value }) });
     this.method = h('select', { id: 'ctl-method', onchange: () => onChange({ method: this.method.value }) });
     this.step = h('select', { id: 'ctl-step', onchange: () => onChange({ step: this.step.value }) });
@@ -44,6 +46,7 @@ export class Controls {
     this.nameLabel = h('label', { for: 'ctl-name' }, 'Name');
     root.replaceChildren(
       field('ctl-agg', 'Aggregate by', this.agg),
+      this.groupField,
       h('div', { class: 'field' }, this.nameLabel, this.name),
       field('ctl-item', 'Resource', this.item),
       field('ctl-method', 'Method', this.method),
@@ -61,10 +64,15 @@ export class Controls {
 
   /** update shows state; [start, end] is its resolved range. */
   update(state, cfg, [start, end]) {
-    this.agg.replaceChildren(...options(AGGS.map((a) => [a, state.project && a === 'project' ? `Project total` : AGG_LABELS[a]]), state.agg));
+    const keys = cfg.groupKeys || [];
+    const aggs = keys.length ? AGGS : AGGS.filter((a) => a !== 'group');
+    this.agg.replaceChildren(...options(aggs.map((a) => [a, state.project && a === 'project' ? `Project total` : AGG_LABELS[a]]), state.agg));
+    this.groupField.hidden = state.agg !== 'group';
+    this.groupBy.replaceChildren(...options(keys.map((k) => [k, k]), state.groupBy));
     this.name.value = state.name;
     this.name.disabled = Boolean(state.project && state.agg === 'project');
-    this.nameLabel.textContent = `Only this ${state.agg}`;
+    this.nameLabel.textContent = state.agg === 'group' ? `Only this ${state.groupBy} value` : `Only this ${state.agg}`;
+    this.name.pattern = state.agg === 'group' ? '[A-Za-z0-9_]([A-Za-z0-9._\\-]*[A-Za-z0-9_])?' : '[a-z0-9]([a-z0-9.\\-]*[a-z0-9])?';
     this.item.replaceChildren(...options(ITEMS.map((i) => [i, i]), state.item));
     this.method.replaceChildren(...options(METHODS.map((m) => [m, METHOD_LABELS[m]]), state.method));
     this.step.replaceChildren(...options(STEPS.map((s) => [s, `By ${s}`]), state.step));

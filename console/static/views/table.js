@@ -54,11 +54,13 @@ export class Table {
     this.csv.href = d.csvHref;
     const priced = d.page.items.some((r) => r.cost !== undefined) || d.cost !== null;
     const nsCol = state.agg === 'namespace';
+    const grCol = state.agg === 'group';
     const clCol = state.agg === 'namespace' || state.agg === 'cluster';
     const unit = unitOf(state.item);
     const head = h('tr', {},
-      !state.project && state.agg !== 'project' ? h('th', { scope: 'col' }, 'Project') : null,
+      !state.project && state.agg !== 'project' && !grCol ? h('th', { scope: 'col' }, 'Project') : null,
       state.agg === 'project' ? h('th', { scope: 'col' }, 'Project') : null,
+      grCol ? h('th', { scope: 'col' }, state.groupBy) : null,
       nsCol ? h('th', { scope: 'col' }, 'Namespace') : null,
       clCol ? h('th', { scope: 'col' }, 'Cluster') : null,
       h('th', { scope: 'col' }, 'Period'),
@@ -66,8 +68,9 @@ export class Table {
       priced ? h('th', { scope: 'col', class: 'num' }, `Cost (${d.currency})`) : null);
     const link = (r, text) => h('button', { type: 'button', class: 'link', onclick: () => this.onPick(r) }, text);
     const body = d.page.items.map((r) => h('tr', {},
-      !state.project && state.agg !== 'project' ? h('td', {}, r.project) : null,
+      !state.project && state.agg !== 'project' && !grCol ? h('td', {}, r.project) : null,
       state.agg === 'project' ? h('td', {}, link(r, r.project)) : null,
+      grCol ? h('td', {}, r.group) : null,
       nsCol ? h('td', {}, link(r, r.namespace)) : null,
       clCol ? h('td', {}, state.agg === 'cluster' ? link(r, r.cluster) : r.cluster) : null,
       periodCell(r, d.incomplete),
