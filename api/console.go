@@ -30,6 +30,9 @@ type ConfigResponse struct {
 	Priced []string `json:"priced"`
 	// Watch tells whether the watch routes are on (--nats-url).
 	Watch bool `json:"watch"`
+	// GroupKeys are the kept label keys, the groupBy values of the group
+	// kinds and the bill (the console's group-by selectors); never null.
+	GroupKeys []string `json:"groupKeys"`
 	// Scope is the caller's.
 	Scope Scope `json:"scope"`
 }
@@ -76,11 +79,12 @@ func (s *Server) config(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, ConfigResponse{
-		Timezone: s.loc.String(),
-		Today:    now().In(s.loc).Format(time.DateOnly),
-		Currency: s.cfg.Currency,
-		Priced:   priced,
-		Watch:    s.watch.js != nil,
-		Scope:    Scope{Name: p.Name, Platform: p.Platform, Projects: projects},
+		Timezone:  s.loc.String(),
+		Today:     now().In(s.loc).Format(time.DateOnly),
+		Currency:  s.cfg.Currency,
+		Priced:    priced,
+		Watch:     s.watch.js != nil,
+		GroupKeys: append([]string{}, s.groupKeys...),
+		Scope:     Scope{Name: p.Name, Platform: p.Platform, Projects: projects},
 	})
 }

@@ -1239,6 +1239,9 @@ type CommentFrame struct {
 type Config struct {
 	Currency string `json:"currency"`
 
+	// GroupKeys The kept label keys (--allocation-labels): the groupBy values of the group kinds and the bill; empty when none is kept.
+	GroupKeys []string `json:"groupKeys"`
+
 	// Priced "Item/Method" pairs with a price (their rows carry cost).
 	Priced []string `json:"priced"`
 	Scope  struct {
