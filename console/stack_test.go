@@ -69,6 +69,19 @@ func startStack(t *testing.T) *stack {
 // view) follow.
 func startServers(t *testing.T, events bool) *stack {
 	t.Helper()
+	return startServersWith(t, events, stackOptions{})
+}
+
+// stackOptions change the stack for one test: the store's kept label
+// keys (the API keeps the same), and the API's policy and price list.
+type stackOptions struct {
+	groupKeys      []string
+	allocationFile string
+	prices         string
+}
+
+func startServersWith(t *testing.T, events bool, so stackOptions) *stack {
+	t.Helper()
 	n := testenv.StartNATS(t)
 	r := testenv.StartRedis(t)
 	log := slog.New(slog.DiscardHandler)
@@ -78,7 +91,7 @@ func startServers(t *testing.T, events bool) *stack {
 	}
 	t.Cleanup(nc.Close)
 	rdb := r.Client()
-	store, err := rollup.NewStore(rdb, time.UTC, rollup.DefaultRetention)
+	store, err := rollup.NewStore(rdb, time.UTC, rollup.DefaultRetention, rollup.WithGroupKeys(so.groupKeys))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +118,14 @@ func startServers(t *testing.T, events bool) *stack {
 	cfg.PricingFile = filepath.Join(t.TempDir(), "prices.yaml")
 	prices := "prices:\n- {item: Cpu, method: Effective, from: \"2020-01-01\", price: 0.25}\n- {item: Cpu, method: Effective, from: \"" +
 		time.Now().UTC().AddDate(0, 0, -10).Format(time.DateOnly) + "\", price: 0.5}\n"
+	if so.prices != "" {
+		prices = so.prices
+	}
 	if err := os.WriteFile(cfg.PricingFile, []byte(prices), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	cfg.AllocationLabels = strings.Join(so.groupKeys, ",")
+	cfg.AllocationFile = so.allocationFile
 	cfg.Listen = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	srv, err := api.New(cfg, store, time.UTC, api.WithAuthenticate(authn.Handler()), api.WithEvents(js), api.WithLogger(log))
 	if err != nil {
