@@ -141,7 +141,7 @@ overheads:
 	// The table, read from the page: each group's parts in printed units.
 	var table map[string][5]float64
 	if err := json.Unmarshal([]byte(eval[string](b, `JSON.stringify(Object.fromEntries([...document.querySelectorAll('#bill-table tbody tr')].map((r) =>
-	  [r.dataset.group, [...r.querySelectorAll('td.num')].map((c) => Number(c.dataset.value))]))))`)), &table); err != nil {
+	  [r.dataset.group, [...r.querySelectorAll('td.num')].map((c) => Number(c.dataset.value))])))`)), &table); err != nil {
 		t.Fatal(err)
 	}
 	if len(table) != len(groups) {
@@ -188,7 +188,7 @@ overheads:
 	// Teams in the usage view: the group kind's rows, as the API gives them.
 	b.navigate(s.base + "/console/?agg=group&groupBy=team&step=month&item=Cpu&method=Effective")
 	v := b.readView()
-	rows := s.rows(t, "", url.Values{"kind": {"group"}, "groupBy": {"team"}, "start": {first.Format(time.DateOnly)}, "end": {now.Format(time.DateOnly)},
+	rows := s.rows(t, "", url.Values{"kind": {"group_all"}, "groupBy": {"team"}, "start": {first.Format(time.DateOnly)}, "end": {now.Format(time.DateOnly)},
 		"step": {"month"}, "item": {"Cpu"}, "method": {"Effective"}})
 	if len(v.Table) != len(rows) {
 		t.Fatalf("the usage view shows %d team rows, the API %d: %v", len(v.Table), len(rows), v.Table)

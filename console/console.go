@@ -6,8 +6,9 @@
 //
 // Layout of static/:
 //
-//	index.html           the page; loads vendor/echarts and app.js
+//	index.html           the usage page; loads vendor/echarts and app.js
 //	app.js               wiring: state <-> URL, loading, rendering
+//	chargeback.html/.js  the Chargeback page: the bill route by a kept label key
 //	api.js               the one API client (auth header, Status errors, SSE over fetch)
 //	state.js             view state <-> URL query, date presets
 //	chartoption.js       the pure function building the ECharts option from API rows

@@ -18,7 +18,9 @@ export function totalsQuery(s, base) {
   if (s.name) return base;
   // Every label key's groups add up to the same total (a namespace without
   // the label counts under __unallocated__).
-  return { ...base, kind: s.project ? 'project_all' : 'cluster_all', name: '', groupBy: '' };
+  const q = { ...base, kind: s.project ? 'project_all' : 'cluster_all', name: '' };
+  delete q.groupBy;
+  return q;
 }
 
 /**
