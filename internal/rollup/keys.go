@@ -118,8 +118,8 @@ type keyFamily struct {
 	// Form is the key's form: literal text and placeholders. {T} is a
 	// shard's hash tag, YYYYMM and DD a month and a day of the month of
 	// the billing zone, <scope> one of ns, pr, cl, pc, gr, gp, gn, cp and
-	// <sum> one of pr, cl, pc, gr, gp (<ranked> a scope with rankings: a
-	// sum or ns), <m> an index member with its spaces as '/', <field> a
+	// <sum> one of pr, cl, pc, gr, gp (<ranked> a scope with rankings: ns,
+	// pr, cl, pc, gr), <m> an index member with its spaces as '/', <field> a
 	// ranked field (rankFields), <mask> and <ver> decimal numbers,
 	// <build> a temporary suffix, <stream> a JetStream stream name.
 	Form string
@@ -173,7 +173,7 @@ func keyPlaceholders() map[string]string {
 		"DD":       `(?:0[1-9]|[12]\d|3[01])`,
 		"<scope>":  `(?:ns|pr|cl|pc|gr|gp|gn|cp)`,
 		"<sum>":    `(?:pr|cl|pc|gr|gp)`,
-		"<ranked>": `(?:ns|pr|cl|pc|gr|gp)`,
+		"<ranked>": `(?:ns|pr|cl|pc|gr)`,
 		"<m>":      `[^ ]+`,
 		"<field>":  `(?:` + strings.Join(fields, "|") + `)`,
 		"<mask>":   `\d+`,

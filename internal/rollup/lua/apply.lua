@@ -170,7 +170,11 @@ local clusterCov, clusterOrder = {}, {}
 local i = 6
 for _ = 1, na do
   local dd, scope, keyform = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = incr(pre .. VALUE .. SEP .. dd .. SEP .. scope .. SEP .. keyform, i + 3, false, scope, (string.gsub(keyform, KSEP, MSEP)), pre .. MONTHSUM .. SEP .. scope .. SEP .. keyform, dd)
+  -- Project-groups are not ranked (a project's groups are few: the API
+  -- ranks them whole).
+  local rs = scope
+  if scope == GP then rs = nil end
+  i = incr(pre .. VALUE .. SEP .. dd .. SEP .. scope .. SEP .. keyform, i + 3, false, rs, (string.gsub(keyform, KSEP, MSEP)), pre .. MONTHSUM .. SEP .. scope .. SEP .. keyform, dd)
 end
 
 local verdicts, index = {}, {}
@@ -253,7 +257,7 @@ for _ = 1, np do
         local grform, gpform = gk .. KSEP .. gv, gk .. KSEP .. p .. KSEP .. gv
         local grkey, gpkey = r .. GR .. SEP .. grform, r .. GP .. SEP .. gpform
         incr(grkey, at, true, GR, gk .. MSEP .. gv, m .. GR .. SEP .. grform, dd)
-        incr(gpkey, at, true, GP, gk .. MSEP .. p .. MSEP .. gv, m .. GP .. SEP .. gpform, dd)
+        incr(gpkey, at, true, nil, nil, m .. GP .. SEP .. gpform, dd)
         if v == 1 then
           expire(grkey, dayExp)
           expire(gpkey, dayExp)
