@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alauda/costmeter/internal/allocation"
 	"github.com/alauda/costmeter/internal/rollup"
 	"github.com/alauda/costmeter/internal/sample"
 )
@@ -42,9 +43,8 @@ const (
 var kinds = []Kind{KindProject, KindNamespace, KindCluster, KindProjectAll, KindNamespaceAll, KindClusterAll, KindGroup, KindGroupAll}
 
 // UnallocatedGroup is the group of the namespaces without the groupBy
-// label (allocation.UnallocatedGroup): a name kind=group accepts though it
-// is no label value.
-const UnallocatedGroup = "__unallocated__"
+// label: a name kind=group accepts though it is no label value.
+const UnallocatedGroup = allocation.UnallocatedGroup
 
 var steps = map[string]rollup.Step{"day": rollup.StepDay, "week": rollup.StepWeek, "month": rollup.StepMonth}
 

@@ -38,11 +38,14 @@ const (
 // budget × percent / 100); Budget and Percent are set on percent rules
 // only. Usage is the period total when the threshold fired.
 type Data struct {
-	Rule        string   `json:"rule"`
-	Kind        string   `json:"kind"`
-	Project     string   `json:"project"`
-	Cluster     string   `json:"cluster"`
-	Namespace   string   `json:"namespace"`
+	Rule      string `json:"rule"`
+	Kind      string `json:"kind"`
+	Project   string `json:"project"`
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+	// GroupBy and Group are set for a group rule: the label key and value.
+	GroupBy     string   `json:"groupBy,omitempty"`
+	Group       string   `json:"group,omitempty"`
 	Item        string   `json:"item"`
 	Method      string   `json:"method"`
 	Unit        string   `json:"unit"`
@@ -88,7 +91,7 @@ func EventID(r *Rule, ev *event.Event, first rollup.Day, threshold int64) string
 func newNotification(r *Rule, ev *event.Event, p periodRange, c Crossing) *Notification {
 	id := EventID(r, ev, p.first, c.Threshold)
 	d := Data{Rule: r.Name, Kind: ev.Kind, Project: ev.Project, Cluster: ev.Cluster, Namespace: ev.Namespace,
-		Item: r.Item.String(), Method: r.Method.String(), Unit: event.Unit(r.Item),
+		GroupBy: ev.GroupBy, Group: ev.Group, Item: r.Item.String(), Method: r.Method.String(), Unit: event.Unit(r.Item),
 		PeriodStart: p.first.String(), PeriodEnd: p.last.String(), Threshold: rollup.Hours(c.Threshold), Usage: rollup.Hours(c.Usage)}
 	for _, t := range r.Thresholds {
 		if t.Fixed == c.Threshold {

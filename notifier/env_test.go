@@ -108,7 +108,8 @@ func (r *receiver) answer(status int) {
 }
 
 // dataFields are exactly the fields the issue gives the data of an event.
-var dataFields = []string{"rule", "kind", "project", "cluster", "namespace", "item", "method", "unit", "periodStart", "periodEnd", "threshold", "budget", "percent", "usage"}
+// (groupBy and group on group rules only).
+var dataFields = []string{"rule", "kind", "project", "cluster", "namespace", "groupBy", "group", "item", "method", "unit", "periodStart", "periodEnd", "threshold", "budget", "percent", "usage"}
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
@@ -369,6 +370,8 @@ func crossingOf(ce notifier.CloudEvent) crossing {
 		ent = d.Cluster
 	case "namespace":
 		ent = d.Project + "/" + d.Cluster + "/" + d.Namespace
+	case "group":
+		ent = d.GroupBy + "=" + d.Group
 	}
 	return crossing{d.Rule, d.Kind + ":" + ent, d.PeriodStart, d.PeriodEnd, d.Threshold}
 }

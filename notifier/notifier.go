@@ -407,7 +407,7 @@ func (n *Notifier) Evaluate(ctx context.Context, ev *event.Event, day rollup.Day
 // the period from the rollups.
 func (n *Notifier) seed(ctx context.Context, r *Rule, ev *event.Event, p periodRange) (map[string]int64, error) {
 	sc := event.ScopeOf(ev.Kind)
-	member := rollup.Entity{Project: ev.Project, Cluster: ev.Cluster, Namespace: ev.Namespace}.Member(sc)
+	member := rollup.Entity{Project: ev.Project, Cluster: ev.Cluster, Namespace: ev.Namespace, GroupKey: ev.GroupBy, Group: ev.Group}.Member(sc)
 	seeds := map[string]int64{}
 	for d := p.first; d <= p.last; d++ {
 		v, ok, err := n.days.DayValues(ctx, d, sc, member)

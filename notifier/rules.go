@@ -16,6 +16,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/alauda/costmeter/internal/allocation"
 	"github.com/alauda/costmeter/internal/event"
 	"github.com/alauda/costmeter/internal/filewatch"
 	"github.com/alauda/costmeter/internal/rollup"
@@ -26,8 +27,11 @@ import (
 //
 //	rules:
 //	- name: payments-cpu-month   # unique in the file
-//	  kind: project              # project | namespace | cluster
+//	  kind: project              # project | namespace | cluster | group
 //	  entity: payments           # omit for every entity of the kind
+//	  # kind: group needs groupBy: a kept label key (the aggregator's
+//	  # --allocation-labels); entity is then a value of it (a team)
+//	  groupBy: team
 //	  item: Cpu                  # Cpu | Memory | Storage
 //	  method: Effective          # Effective | Request | Usage | ProjectQuota
 //	  period: month              # day | week (ISO) | month
@@ -39,6 +43,7 @@ type RuleSpec struct {
 	Name       string    `json:"name"`
 	Kind       string    `json:"kind"`
 	Entity     string    `json:"entity,omitempty"`
+	GroupBy    string    `json:"groupBy,omitempty"`
 	Item       string    `json:"item"`
 	Method     string    `json:"method"`
 	Period     string    `json:"period"`
@@ -83,11 +88,13 @@ type Threshold struct {
 // Rule is a checked rule, ready to evaluate.
 type Rule struct {
 	Name   string
-	Kind   string // event.KindProject, KindNamespace or KindCluster
+	Kind   string // event.KindProject, KindNamespace, KindCluster or KindGroup
 	Entity string // "" for every entity of the kind
-	Item   rollup.Item
-	Method rollup.Method
-	Period Period
+	// GroupBy is the label key of a group rule (Entity is then a value).
+	GroupBy string
+	Item    rollup.Item
+	Method  rollup.Method
+	Period  Period
 	// Thresholds are sorted by Fixed, without duplicates.
 	Thresholds []Threshold
 	Budget     *float64
@@ -101,10 +108,15 @@ func (r *Rule) Matches(ev *event.Event) bool {
 	if ev.Kind != r.Kind || ev.Item != r.Item.String() {
 		return false
 	}
+	if r.Kind == event.KindGroup && ev.GroupBy != r.GroupBy {
+		return false
+	}
 	if r.Entity == "" {
 		return true
 	}
 	switch r.Kind {
+	case event.KindGroup:
+		return ev.Group == r.Entity
 	case event.KindProject:
 		return ev.Project == r.Entity
 	case event.KindCluster:
@@ -205,7 +217,7 @@ func checkRule(s RuleSpec, readFile func(string) ([]byte, error)) (*Rule, string
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	r := &Rule{Name: s.Name, Kind: s.Kind, Entity: s.Entity, Period: Period(s.Period), Webhook: s.Webhook, Budget: s.Budget}
+	r := &Rule{Name: s.Name, Kind: s.Kind, Entity: s.Entity, GroupBy: s.GroupBy, Period: Period(s.Period), Webhook: s.Webhook, Budget: s.Budget}
 	switch {
 	case s.Name == "":
 		bad("name", "required")
@@ -219,10 +231,25 @@ func checkRule(s RuleSpec, readFile func(string) ([]byte, error)) (*Rule, string
 		if err := sample.CheckName(s.Kind, s.Entity); s.Entity != "" && err != nil {
 			bad("entity", "%s (a %s name)", strings.TrimPrefix(err.Error(), s.Kind+": "), s.Kind)
 		}
+		if s.GroupBy != "" {
+			bad("groupBy", "only with kind: group")
+		}
+	case event.KindGroup:
+		if s.GroupBy == "" {
+			bad("groupBy", "required with kind: group (a label key the aggregator keeps, such as team)")
+		} else if err := sample.CheckLabelKey(s.GroupBy); err != nil {
+			bad("groupBy", "%v", err)
+		}
+		// A value of the key, or the group of the namespaces without it.
+		if s.Entity != "" && s.Entity != allocation.UnallocatedGroup {
+			if err := sample.CheckLabelValue(s.GroupBy, s.Entity); err != nil {
+				bad("entity", "%v (a value of %s, or %s)", err, s.GroupBy, allocation.UnallocatedGroup)
+			}
+		}
 	case "":
-		bad("kind", "required: project, namespace or cluster")
+		bad("kind", "required: project, namespace, cluster or group")
 	default:
-		bad("kind", "%q is not project, namespace or cluster", s.Kind)
+		bad("kind", "%q is not project, namespace, cluster or group", s.Kind)
 	}
 	var ok bool
 	if r.Item, ok = rollup.ParseItem(s.Item); !ok {

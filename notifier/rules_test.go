@@ -70,6 +70,14 @@ func TestParseRules(t *testing.T) {
 		t.Errorf("percent thresholds: %+v", p)
 	}
 
+	groups, err := notifier.ParseRules([]byte(`rules:
+- {name: team, kind: group, groupBy: example.com/team, entity: payments, item: Cpu, method: Effective, period: month, budget: 100, percent: [80, 100], webhook: "https://h/x", secretFile: /s}
+- {name: unallocated, kind: group, groupBy: team, entity: __unallocated__, item: Memory, method: Effective, period: day, thresholds: [1], webhook: "https://h/x", secretFile: /s}
+`), files)
+	if err != nil || groups.Rules[0].GroupBy != "example.com/team" || groups.Rules[0].Entity != "payments" || groups.Rules[1].Entity != "__unallocated__" {
+		t.Fatalf("group rules: %v %+v", err, groups)
+	}
+
 	warn, err := notifier.ParseRules([]byte(strings.Replace(good, "http://127.0.0.1:9/hook", "http://hooks.example.internal/x", 1)), files)
 	if err != nil || len(warn.Warnings) != 1 || !strings.Contains(warn.Warnings[0], `rule 2 ("ns-mem-week")`) {
 		t.Errorf("plain http to a remote host: err %v warnings %v", err, warn.Warnings)
@@ -92,7 +100,7 @@ func TestParseRules(t *testing.T) {
   secretFile: /missing
 `, []string{
 			`rule 1 ("Bad_Name"): name: "Bad_Name" is not a lowercase name`,
-			`rule 1 ("Bad_Name"): kind: "pod" is not project, namespace or cluster`,
+			`rule 1 ("Bad_Name"): kind: "pod" is not project, namespace, cluster or group`,
 			`rule 1 ("Bad_Name"): item: "Gpu" is not Cpu, Memory or Storage`,
 			`rule 1 ("Bad_Name"): method: "Max" is not Effective, Request, Usage or ProjectQuota`,
 			`rule 1 ("Bad_Name"): period: "year" is not day, week or month`,
@@ -126,6 +134,20 @@ func TestParseRules(t *testing.T) {
 			`rule 3: budget: required with percent`,
 		}},
 	}
+	cases = append(cases, struct {
+		name string
+		yaml string
+		want []string
+	}{"group rules broken", `rules:
+- {name: a, kind: group, entity: payments, item: Cpu, method: Effective, period: month, thresholds: [1], webhook: "https://h/x", secretFile: /s}
+- {name: b, kind: group, groupBy: "bad key", entity: "-x", item: Cpu, method: Effective, period: month, thresholds: [1], webhook: "https://h/x", secretFile: /s}
+- {name: c, kind: project, groupBy: team, item: Cpu, method: Effective, period: month, thresholds: [1], webhook: "https://h/x", secretFile: /s}
+`, []string{
+		`rule 1 ("a"): groupBy: required with kind: group`,
+		`rule 2 ("b"): groupBy: label key "bad key"`,
+		`rule 2 ("b"): entity: label "bad key": value "-x": must start and end with a letter or digit (a value of bad key, or __unallocated__)`,
+		`rule 3 ("c"): groupBy: only with kind: group`,
+	}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := notifier.ParseRules([]byte(c.yaml), files)

@@ -418,6 +418,7 @@ func (e ThresholdCrossedEventDataItem) Valid() bool {
 // Defines values for ThresholdCrossedEventDataKind.
 const (
 	ThresholdCrossedEventDataKindCluster   ThresholdCrossedEventDataKind = "cluster"
+	ThresholdCrossedEventDataKindGroup     ThresholdCrossedEventDataKind = "group"
 	ThresholdCrossedEventDataKindNamespace ThresholdCrossedEventDataKind = "namespace"
 	ThresholdCrossedEventDataKindProject   ThresholdCrossedEventDataKind = "project"
 )
@@ -426,6 +427,8 @@ const (
 func (e ThresholdCrossedEventDataKind) Valid() bool {
 	switch e {
 	case ThresholdCrossedEventDataKindCluster:
+		return true
+	case ThresholdCrossedEventDataKindGroup:
 		return true
 	case ThresholdCrossedEventDataKindNamespace:
 		return true
@@ -1491,8 +1494,14 @@ type SyncedFrameEvent string
 type ThresholdCrossedEvent struct {
 	Data struct {
 		// Budget Percent rules only.
-		Budget    *float64                        `json:"budget,omitempty"`
-		Cluster   string                          `json:"cluster"`
+		Budget  *float64 `json:"budget,omitempty"`
+		Cluster string   `json:"cluster"`
+
+		// Group Group rules only: the label value (a team), or __unallocated__.
+		Group *string `json:"group,omitempty"`
+
+		// GroupBy Group rules only (kind group): the label key.
+		GroupBy   *string                         `json:"groupBy,omitempty"`
 		Item      ThresholdCrossedEventDataItem   `json:"item"`
 		Kind      ThresholdCrossedEventDataKind   `json:"kind"`
 		Method    ThresholdCrossedEventDataMethod `json:"method"`
@@ -1521,7 +1530,7 @@ type ThresholdCrossedEvent struct {
 	Source      string                           `json:"source"`
 	Specversion ThresholdCrossedEventSpecversion `json:"specversion"`
 
-	// Subject <kind>/<project>, <kind>/<cluster> or namespace/<project>/<cluster>/<namespace>
+	// Subject <kind>/<project>, <kind>/<cluster>, namespace/<project>/<cluster>/<namespace> or group/<groupBy>=<group>
 	Subject string `json:"subject"`
 
 	// Time When the threshold fired.

@@ -25,6 +25,10 @@ const (
 	KindProject   = sample.NameProject
 	KindNamespace = sample.NameNamespace
 	KindCluster   = sample.NameCluster
+	// KindGroup is a value of a kept namespace label key, platform-wide
+	// (rollup.ScopeGroup): the notifier's group budgets. The watch routes
+	// do not select it.
+	KindGroup = "group"
 )
 
 // Totals are one item's day totals per method, in the item's unit-hours.
@@ -51,6 +55,9 @@ type Event struct {
 	Project   string `json:"project,omitempty"`
 	Cluster   string `json:"cluster,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
+	// GroupBy and Group are a group event's label key and value.
+	GroupBy string `json:"groupBy,omitempty"`
+	Group   string `json:"group,omitempty"`
 	// Day is the billing day, YYYYMMDD like the API.
 	Day    string `json:"day"`
 	Item   string `json:"item"`
@@ -69,6 +76,8 @@ func KindOf(sc rollup.Scope) string {
 		return KindNamespace
 	case rollup.ScopeCluster:
 		return KindCluster
+	case rollup.ScopeGroup:
+		return KindGroup
 	}
 	return ""
 }
@@ -81,6 +90,8 @@ func ScopeOf(kind string) rollup.Scope {
 		return rollup.ScopeProject
 	case KindCluster:
 		return rollup.ScopeCluster
+	case KindGroup:
+		return rollup.ScopeGroup
 	}
 	return rollup.ScopeNamespace
 }
@@ -98,7 +109,7 @@ func Unit(it rollup.Item) string {
 func New(c rollup.Change, it rollup.Item) Event {
 	e := rollup.ParseMember(c.Scope, c.Member)
 	ev := Event{Kind: KindOf(c.Scope), Project: e.Project, Cluster: e.Cluster, Namespace: e.Namespace,
-		Day: c.Day.String(), Item: it.String(), Unit: Unit(it)}
+		GroupBy: e.GroupKey, Group: e.Group, Day: c.Day.String(), Item: it.String(), Unit: Unit(it)}
 	v := c.Values
 	ev.Fixed = Fixed{
 		Usage: v[rollup.Field(it, rollup.Usage)], Request: v[rollup.Field(it, rollup.Request)],
@@ -117,9 +128,11 @@ func New(c rollup.Change, it rollup.Item) Event {
 func (e Event) Subject() string { return stream.RollupsPrefix + e.Entity() }
 
 // Entity is the event's entity as subject tokens, the part of its subject
-// after stream.RollupsPrefix: project.<project>, cluster.<cluster> or
-// namespace.<project>.<cluster>.<namespace>. Dots in cluster names become
-// '_' (never part of a name), so every name stays one subject token.
+// after stream.RollupsPrefix: project.<project>, cluster.<cluster>,
+// namespace.<project>.<cluster>.<namespace> or group.<key>.<value>. Dots
+// in cluster names become '_' (never part of a name), so every name stays
+// one subject token; in a label key or value, which may hold both, the
+// token is not unique and a subscriber checks the body (Selection.Match).
 // Other streams keyed by the same entities (the notifier's alerts) put
 // their own prefix before it.
 func (e Event) Entity() string {
@@ -128,16 +141,21 @@ func (e Event) Entity() string {
 		return KindProject + "." + e.Project
 	case KindCluster:
 		return KindCluster + "." + Token(e.Cluster)
+	case KindGroup:
+		return KindGroup + "." + Token(e.GroupBy) + "." + Token(e.Group)
 	default:
 		return KindNamespace + "." + e.Project + "." + Token(e.Cluster) + "." + e.Namespace
 	}
 }
 
 // Name is the event's entity as one string, for logs, keys and
-// CloudEvents subjects: the project, the cluster, or
-// project/cluster/namespace. No name holds '/', so it is unambiguous.
+// CloudEvents subjects: the project, the cluster, project/cluster/namespace,
+// or key=value. No name holds '/', and no label value '=', so it is
+// unambiguous.
 func (e Event) Name() string {
 	switch e.Kind {
+	case KindGroup:
+		return e.GroupBy + "=" + e.Group
 	case KindProject:
 		return e.Project
 	case KindCluster:
