@@ -102,7 +102,7 @@ func ParseQuery(v url.Values) (Query, error) {
 		}
 		q.Step, q.StepName = st, s
 	}
-	if q.Kind, q.Name, err = parseKind(v); err != nil {
+	if q.Kind, q.Name, err = parseKind(v, true); err != nil {
 		return Query{}, err
 	}
 	if q.GroupBy, err = parseGroupBy(v, q.Kind); err != nil {
@@ -146,18 +146,22 @@ func ParseQuery(v url.Values) (Query, error) {
 }
 
 // parseKind parses kind (default project_all) and, for the kinds that
-// name one entity, name.
-func parseKind(v url.Values) (Kind, string, error) {
+// name one entity, name; the group kinds only with groups (the usage
+// route, not the watch route).
+func parseKind(v url.Values, groups bool) (Kind, string, error) {
 	kind := KindProjectAll
 	if s, ok := one(v, "kind"); ok {
 		kind = ""
 		for _, k := range kinds {
-			if string(k) == s {
+			if string(k) == s && (groups || (k != KindGroup && k != KindGroupAll)) {
 				kind = k
 			}
 		}
-		if kind == "" {
+		switch {
+		case kind == "" && groups:
 			return "", "", badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all, cluster_all, group or group_all", s)
+		case kind == "":
+			return "", "", badParam("kind", "%q is not project, namespace, cluster, project_all, namespace_all or cluster_all", s)
 		}
 	}
 	switch kind {

@@ -152,7 +152,7 @@ type watchQuery struct {
 
 // usageOnly are the usage route's parameters that mean nothing to a watch:
 // it streams today and what follows, with every method's totals.
-var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageSize", "format", "orderBy"}
+var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageSize", "format", "orderBy", "groupBy"}
 
 // parseWatchQuery checks the watch parameters: kind, name and item as the
 // usage route checks them (same defaults, same messages); the usage
@@ -160,7 +160,7 @@ var usageOnly = []string{"start", "end", "step", "method", "currentPage", "pageS
 func parseWatchQuery(v url.Values) (watchQuery, error) {
 	var q watchQuery
 	var err error
-	if q.Kind, q.Name, err = parseKind(v); err != nil {
+	if q.Kind, q.Name, err = parseKind(v, false); err != nil {
 		return watchQuery{}, err
 	}
 	if q.Item, err = parseItem(v); err != nil {

@@ -549,6 +549,8 @@ func TestWatchRefused(t *testing.T) {
 		message   string
 	}{
 		{name: "bad kind", q: url.Values{"kind": {"pods"}}, code: 400, message: `kind: "pods" is not project, namespace, cluster, project_all, namespace_all or cluster_all`},
+		{name: "group kind", q: url.Values{"kind": {"group_all"}}, code: 400, message: `kind: "group_all" is not project, namespace, cluster, project_all, namespace_all or cluster_all`},
+		{name: "groupBy", q: url.Values{"groupBy": {"team"}}, code: 400, message: `groupBy: not a parameter of the watch route`},
 		{name: "name missing", q: url.Values{"kind": {"namespace"}}, code: 400, message: "name: required for kind=namespace"},
 		{name: "bad name", q: url.Values{"kind": {"cluster"}, "name": {"East"}}, code: 400, message: `name: "East" is not a lowercase DNS label`},
 		{name: "bad item", q: url.Values{"item": {"Gpu"}}, code: 400, message: `item: "Gpu" is not Cpu, Memory or Storage`},
