@@ -52,6 +52,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// Issuer names the billing account and the invoice issuer.
 	AccountID, AccountName, IssuerName string
+	// GroupBy is the kept label key whose groups receive the shared
+	// namespaces' charges as allocated rows (NewChargeback); empty: the
+	// first kept key.
+	GroupBy string
 }
 
 // DefaultConfig returns the defaults.
@@ -74,6 +78,7 @@ func (c *Config) RegisterFlags(f *config.Flags) {
 	f.String(&c.AccountID, "export-billing-account-id", "EXPORT_BILLING_ACCOUNT_ID", d.AccountID, "FOCUS BillingAccountId")
 	f.String(&c.AccountName, "export-billing-account-name", "EXPORT_BILLING_ACCOUNT_NAME", d.AccountName, "FOCUS BillingAccountName")
 	f.String(&c.IssuerName, "export-issuer", "EXPORT_ISSUER", d.IssuerName, "FOCUS InvoiceIssuerName, ProviderName and PublisherName")
+	f.String(&c.GroupBy, "export-allocation-group-by", "EXPORT_ALLOCATION_GROUP_BY", "", "kept label key whose groups receive the shared namespaces' costs as FOCUS allocated rows (default: the first of --allocation-labels; none without it)")
 	f.String(&c.S3.Endpoint, "s3-endpoint", "AWS_ENDPOINT_URL_S3", "", "S3 endpoint host[:port] of an s3:// target")
 	f.String(&c.S3.Region, "s3-region", "AWS_REGION", "", "S3 region")
 	f.String(&c.S3.AccessKey, "s3-access-key", "AWS_ACCESS_KEY_ID", "", "S3 access key")

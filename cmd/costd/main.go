@@ -35,6 +35,7 @@ import (
 	"github.com/alauda/costmeter/internal/redischild"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 	"github.com/alauda/costmeter/internal/stream"
 	"github.com/alauda/costmeter/internal/telemetry"
 	"github.com/alauda/costmeter/notifier"
@@ -201,7 +202,8 @@ func serve(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 		return err
 	}
 	if o.exporter.URL != "" {
-		x, err := wire.Exporter(ctx, env, o.exporter, rdb, js, o.common.Location(), o.api.API.Currency, o.prices)
+		keys, _ := sample.ParseLabelKeys(o.api.API.AllocationLabels) // checked with the API's flags
+		x, err := wire.Exporter(ctx, env, o.exporter, rdb, js, o.common.Location(), o.api.API.Currency, o.prices, keys, o.api.API.AllocationFile)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 	_ "time/tzdata"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/alauda/costmeter/internal/pricing"
 	"github.com/alauda/costmeter/internal/redisconn"
 	"github.com/alauda/costmeter/internal/rollup"
+	"github.com/alauda/costmeter/internal/sample"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -32,6 +34,8 @@ func run(args []string, stderr io.Writer) int {
 		redisSec                                config.RedisSecurity
 		cfg                                     = exporter.DefaultConfig()
 		currency, pricingFile, from, to, listen string
+		labels, policyFile                      string
+		keys                                    []string
 		prices                                  *pricing.List
 		first, last                             rollup.Day
 	)
@@ -50,11 +54,20 @@ func run(args []string, stderr io.Writer) int {
 			f.String(&from, "from", "", "", "backfill: first billing day YYYY-MM-DD (with --to; exits when done)")
 			f.String(&to, "to", "", "", "backfill: last billing day YYYY-MM-DD")
 			f.String(&listen, "listen", "EXPORTER_LISTEN", ":9093", "address of /healthz, /readyz and /metrics")
+			f.String(&labels, "allocation-labels", "COST_ALLOCATION_LABELS", "", "the label keys the aggregator keeps (its --allocation-labels): rows carry them as Tags, and shared namespaces are allocated to the groups of --export-allocation-group-by")
+			f.String(&policyFile, "allocation-file", "COST_ALLOCATION_FILE", "", "allocation policy (the API's --allocation-file): the shared namespaces whose costs become allocated rows; reloaded on change")
 		},
 		Validate: func() error {
 			errs := []error{natsSec.Validate(), redisSec.Validate(common.RedisURL), cfg.Validate()}
 			if err := pricing.CheckCurrency("--currency", currency); err != nil {
 				errs = append(errs, err)
+			}
+			var err error
+			if keys, err = sample.ParseLabelKeys(labels); err != nil {
+				errs = append(errs, fmt.Errorf("--allocation-labels: %w", err))
+			}
+			if cfg.GroupBy != "" && !slices.Contains(keys, cfg.GroupBy) {
+				errs = append(errs, fmt.Errorf("--export-allocation-group-by: %q is not one of --allocation-labels %v", cfg.GroupBy, keys))
 			}
 			if pricingFile != "" {
 				p, err := pricing.Load(pricingFile)
@@ -86,7 +99,7 @@ func run(args []string, stderr io.Writer) int {
 			if err != nil {
 				return err
 			}
-			x, err := wire.Exporter(ctx, env, cfg, rdb, js, common.Location(), currency, prices)
+			x, err := wire.Exporter(ctx, env, cfg, rdb, js, common.Location(), currency, prices, keys, policyFile)
 			if err != nil {
 				return err
 			}

@@ -373,6 +373,15 @@ func (p *Policy) Decimals() int {
 	return p.decimals
 }
 
+// Shared tells whether the namespace of cluster with value group of the
+// key groupBy is shared under the policy, by which rule ("namespaces[0]",
+// "labels[1]") and how its cost is split: the engine's rule, for the
+// exporter's split allocations.
+func (p *Policy) Shared(cluster, namespace, groupBy, group string) (rule string, split Split, ok bool) {
+	rule, _, split, ok = p.shared(cluster, namespace, groupBy, group)
+	return rule, split, ok
+}
+
 // shared returns the pool a namespace of cluster with label value group
 // (for key groupBy) belongs to, and false when it is not shared. Pools are
 // named for their rule ("namespaces[0]", "labels[1]") and ordered

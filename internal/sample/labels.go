@@ -103,3 +103,30 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// ParseLabelKeys parses a comma-separated list of label keys (the
+// --allocation-labels of the aggregator, the API, the exporter and the
+// collectors): each a Kubernetes label key (CheckLabelKey), none twice, at
+// most MaxLabels. An empty list is no key.
+func ParseLabelKeys(list string) ([]string, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	var keys []string
+	for _, k := range strings.Split(list, ",") {
+		k = strings.TrimSpace(k)
+		if err := CheckLabelKey(k); err != nil {
+			return nil, err
+		}
+		for _, seen := range keys {
+			if seen == k {
+				return nil, fmt.Errorf("label key %q is listed twice", k)
+			}
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) > MaxLabels {
+		return nil, fmt.Errorf("%d label keys, at most %d", len(keys), MaxLabels)
+	}
+	return keys, nil
+}

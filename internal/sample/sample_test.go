@@ -208,3 +208,23 @@ func TestLabelsEncodeSortedAndFast(t *testing.T) {
 		t.Fatalf("decoded %+v, %v", rs, err)
 	}
 }
+
+func TestParseLabelKeys(t *testing.T) {
+	keys, err := sample.ParseLabelKeys(" team, example.com/cost-center ,env")
+	if err != nil || strings.Join(keys, "|") != "team|example.com/cost-center|env" {
+		t.Fatalf("%q, %v", keys, err)
+	}
+	if keys, err := sample.ParseLabelKeys(" "); err != nil || keys != nil {
+		t.Fatalf("empty list: %q, %v", keys, err)
+	}
+	for list, want := range map[string]string{
+		"team,team":         `label key "team" is listed twice`,
+		"a,b,c,d,e,f,g,h,i": "9 label keys, at most 8",
+		"team,,env":         `label key "": the name is empty`,
+		"Bad Key":           `label key "Bad Key": byte 3`,
+	} {
+		if _, err := sample.ParseLabelKeys(list); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", list, err, want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/alauda/costmeter/api"
 	"github.com/alauda/costmeter/collector"
 	"github.com/alauda/costmeter/exporter"
+	"github.com/alauda/costmeter/internal/allocation"
 	"github.com/alauda/costmeter/internal/app"
 	"github.com/alauda/costmeter/internal/auth"
 	"github.com/alauda/costmeter/internal/config"
@@ -252,10 +253,36 @@ const ExporterScope = "github.com/alauda/costmeter/exporter"
 // its leases and change events on js, pricing with prices (nil: every
 // cost 0) in currency. It is returned, not added to the run group: the
 // caller runs it (Run) or backfills with it (Backfill).
-func Exporter(ctx context.Context, env *app.Env, cfg exporter.Config, rdb redis.UniversalClient, js jetstream.JetStream, loc *time.Location, currency string, prices *pricing.List) (*exporter.Exporter, error) {
+//
+// With kept label keys (the aggregator's --allocation-labels) the rows
+// carry the namespaces' labels as Tags, and the namespaces the policy file
+// (policyFile, watched and reloaded; "" shares nothing) shares are split
+// over the groups of cfg.GroupBy (the first key by default) as allocated
+// rows.
+func Exporter(ctx context.Context, env *app.Env, cfg exporter.Config, rdb redis.UniversalClient, js jetstream.JetStream, loc *time.Location, currency string, prices *pricing.List, keys []string, policyFile string) (*exporter.Exporter, error) {
 	opts := []exporter.Option{exporter.WithLogger(env.Log.With("component", "exporter"))}
 	if prices != nil {
 		opts = append(opts, exporter.WithPrices(prices))
+	}
+	if len(keys) > 0 {
+		groupBy := cfg.GroupBy
+		if groupBy == "" {
+			groupBy = keys[0]
+		}
+		policy := func() *allocation.Policy { return nil }
+		if policyFile != "" {
+			w, err := allocation.Watch(policyFile, prices.Decimals(), 0, env.Log.With("component", "allocation-policy"))
+			if err != nil {
+				return nil, app.Invalid(fmt.Errorf("--allocation-file: %w", err))
+			}
+			env.Add("allocation-policy", w.Run)
+			policy = w.Current
+		}
+		cb, err := exporter.NewChargeback(rollup.NewReader(rdb), keys, groupBy, policy)
+		if err != nil {
+			return nil, app.Invalid(fmt.Errorf("--export-allocation-group-by: %w", err))
+		}
+		opts = append(opts, exporter.WithAllocator(cb), exporter.WithLabeler(cb))
 	}
 	x, err := exporter.New(ctx, cfg, rollup.NewReader(rdb), js, loc, currency, opts...)
 	if err != nil {
