@@ -75,7 +75,8 @@ bench:
 bench-live:
 	$(GO) run ./bench -phases live -out bench/results/live.json
 
-## bench-quick: the same at small sizes, under a minute (also run by `make test` through bench/benchrun).
+## bench-quick: the same at small sizes, about two minutes (the live phase: 5 s minutes; also run by `make test`
+## through bench/benchrun: TestQuick, and TestQuickLive beside it).
 bench-quick:
 	BENCH_QUICK=1 $(GO) run ./bench
 
