@@ -8,6 +8,8 @@ SHELL := /bin/bash
 BIN ?= bin
 COSTD_FLAGS ?= --allocation-labels team,cost-center
 PRICING ?= deploy/demo/prices.yaml
+# ALLOCATION is the demo's allocation policy (docs/chargeback.md); `make run ALLOCATION=` runs without one.
+ALLOCATION ?= deploy/demo/allocation.yaml
 # EXPORT is where `make run` writes the FOCUS export (docs/export.md); `make run EXPORT=` writes none.
 EXPORT ?= file://$(CURDIR)/data/export
 # staticcheck at a pinned version, run through the module proxy: nothing to install by hand.
@@ -21,7 +23,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ## (timeout, a supervisor) or a TERM to make stops costd too, instead of leaving it running.
 run:
 	$(GO) build -o $(BIN)/costd ./cmd/costd
-	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(if $(EXPORT),--export-url $(EXPORT)) $(COSTD_FLAGS)
+	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(if $(ALLOCATION),--allocation-file $(ALLOCATION)) $(if $(EXPORT),--export-url $(EXPORT)) $(COSTD_FLAGS)
 
 ## test: first what a fresh machine lacks (test-deps), then go.mod tidy (go mod tidy -diff), vet, gofmt,
 ## staticcheck, and every test with the race detector, against real NATS, Redis, Kubernetes, Chromium, Prometheus.
