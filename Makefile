@@ -3,11 +3,12 @@ GO ?= go
 # bash: `make run` needs its job control (set -m).
 SHELL := /bin/bash
 # BIN is where `make build` and `make run` put the binaries; COSTD_FLAGS are passed to costd by `make run`,
-# after --pricing PRICING (the demo's sample price list; `make run PRICING=` runs without one); by default they keep
-# the allocation keys team and cost-center, which the simulated namespaces carry.
+# after the demo's settings below, each of which `make run NAME=` turns off: PRICING (the sample price list),
+# LABELS (the allocation keys the simulated namespaces carry), ALLOCATION and EXPORT.
 BIN ?= bin
-COSTD_FLAGS ?= --allocation-labels team,cost-center
+COSTD_FLAGS ?=
 PRICING ?= deploy/demo/prices.yaml
+LABELS ?= team,cost-center
 # ALLOCATION is the demo's allocation policy (docs/chargeback.md); `make run ALLOCATION=` runs without one.
 ALLOCATION ?= deploy/demo/allocation.yaml
 # EXPORT is where `make run` writes the FOCUS export (docs/export.md); `make run EXPORT=` writes none.
@@ -23,7 +24,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ## (timeout, a supervisor) or a TERM to make stops costd too, instead of leaving it running.
 run:
 	$(GO) build -o $(BIN)/costd ./cmd/costd
-	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(if $(ALLOCATION),--allocation-file $(ALLOCATION)) $(if $(EXPORT),--export-url $(EXPORT)) $(COSTD_FLAGS)
+	@./deploy/demo/run.sh $(BIN)/costd $(if $(PRICING),--pricing $(PRICING)) $(if $(LABELS),--allocation-labels $(LABELS)) $(if $(ALLOCATION),--allocation-file $(ALLOCATION)) $(if $(EXPORT),--export-url $(EXPORT)) $(COSTD_FLAGS)
 
 ## test: first what a fresh machine lacks (test-deps), then go.mod tidy (go mod tidy -diff), vet, gofmt,
 ## staticcheck, and every test with the race detector, against real NATS, Redis, Kubernetes, Chromium, Prometheus.

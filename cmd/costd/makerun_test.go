@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,6 +240,7 @@ func TestMakeRunStopsWithMake(t *testing.T) {
 			})
 			if i == 0 {
 				checkDemoCosts(t, ports.api)
+				checkDemoBill(t, ports.api)
 			}
 			if n := len(processesOf(costd)); n != 1 {
 				t.Fatalf("%d processes run %s, want 1 (the test proves nothing)", n, costd)
@@ -320,6 +322,59 @@ func checkDemoCosts(t *testing.T, apiPort int) {
 			t.Fatalf("cost %v, want usage %v × price %v = %v", *r.Cost, r.Usage, price, want)
 		}
 		return true, ""
+	})
+}
+
+// checkDemoBill: make run keeps teams and bills with the demo policy:
+// this month's bill by team has the simulated team, the __idle__ row
+// (capacity is simulated) and an overhead (the policy's control plane),
+// and its allocated equals its cluster cost to the cent.
+func checkDemoBill(t *testing.T, apiPort int) {
+	t.Helper()
+	now := time.Now().UTC()
+	url := fmt.Sprintf("http://127.0.0.1:%d/platform/cost.alauda.io/v1beta1/costs/allocation?start=%s&end=%s&groupBy=team",
+		apiPort, now.Format("2006-01-02")[:8]+"01", now.Format(time.DateOnly))
+	testenv.Eventually(t, 60*time.Second, "the demo's bill adds up", func() (bool, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var bill struct {
+			Items []struct {
+				ClusterCost, Allocated float64
+				Groups                 []struct {
+					Group                          string
+					Direct, Shared, Idle, Overhead float64
+				}
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&bill); err != nil {
+			return false, err.Error()
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			// The API's rate limit (20/s per client) answers a poll every
+			// 10 ms: back off as a client should, by its Retry-After.
+			time.Sleep(time.Second)
+			return false, "429: rate limited"
+		}
+		if resp.StatusCode != 200 || len(bill.Items) != 1 {
+			return false, fmt.Sprintf("status %d, %d buckets", resp.StatusCode, len(bill.Items))
+		}
+		b := bill.Items[0]
+		var idle, overhead float64
+		var teams []string
+		for _, g := range b.Groups {
+			idle += g.Idle
+			overhead += g.Overhead
+			teams = append(teams, g.Group)
+		}
+		if math.Round(b.ClusterCost*100) != math.Round(b.Allocated*100) {
+			t.Fatalf("cluster cost %v, allocated %v", b.ClusterCost, b.Allocated)
+		}
+		// The test's one simulated namespace is the payments team's.
+		return b.ClusterCost > 0 && idle > 0 && overhead > 0 && slices.Contains(teams, "payments") && slices.Contains(teams, "__idle__"),
+			fmt.Sprintf("cluster cost %v, idle %v, overhead %v, groups %v", b.ClusterCost, idle, overhead, teams)
 	})
 }
 
