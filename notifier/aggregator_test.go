@@ -131,12 +131,52 @@ func TestNewPeriodSeededFromTheRollups(t *testing.T) {
 	})
 }
 
+// TestTeamBudgetThroughTheAggregator: a team's budget fires from the group
+// events a real aggregator keeping team publishes: the search team's two
+// namespaces (in two projects) reach 30 core-hours on the day, the
+// payments team's one namespace 12, and only search's rule fires.
+func TestTeamBudgetThroughTheAggregator(t *testing.T) {
+	e := newEnv(t)
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	startAggregator(t, e, time.UTC, now, rollup.WithGroupKeys([]string{"team"}))
+	pub, err := collector.NewPublisher(e.js, collector.PublisherConfig{MaxBatch: 10}, e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.writeRules(
+		"name: search-day, kind: group, groupBy: team, entity: search, item: Cpu, method: Effective, period: day, thresholds: [25]",
+		"name: payments-day, kind: group, groupBy: team, entity: payments, item: Cpu, method: Effective, period: day, thresholds: [25]",
+	)
+	e.recv.up()
+	e.start(testConfig(notifier.DefaultConsumer))
+	day := time.Date(2026, 11, 19, 0, 0, 0, 0, time.UTC)
+	var ss []sample.Sample
+	for _, s := range hourly(day, 12) { // payments/api: 12 core-hours
+		s.Labels = map[string]string{"team": "payments"}
+		ss = append(ss, s)
+	}
+	for _, s := range hourly(day, 24) { // 24 + 6 core-hours of search
+		s.Project, s.Namespace, s.Labels = "catalog", "index", map[string]string{"team": "search"}
+		ss = append(ss, s)
+		if s.Start.Hour() < 6 {
+			s.Project, s.Namespace = "shop", "query"
+			ss = append(ss, s)
+		}
+	}
+	if err := pub.Publish(ctx, ss); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(map[crossing]bool{{"search-day", "group:team=search", "20261119", "20261119", 25}: true})
+	e.drained(notifier.DefaultConsumer)
+}
+
 // startAggregator runs a real aggregator in zone loc whose clock stands at
 // now, and returns its store; it returns once the aggregator consumes.
-func startAggregator(t *testing.T, e *env, loc *time.Location, now time.Time) *rollup.Store {
+func startAggregator(t *testing.T, e *env, loc *time.Location, now time.Time, opts ...rollup.StoreOption) *rollup.Store {
 	t.Helper()
 	ctx := context.Background()
-	store, err := rollup.NewStore(e.rdb, loc, rollup.DefaultRetention)
+	store, err := rollup.NewStore(e.rdb, loc, rollup.DefaultRetention, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

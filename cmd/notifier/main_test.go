@@ -53,7 +53,7 @@ func TestInvalidConfiguration(t *testing.T) {
 		{"no rules file", nil, []string{"--rules-file: required"}},
 		{"missing rules file", []string{"--rules-file", filepath.Join(dir, "absent.yaml")}, []string{"read rules file", "absent.yaml"}},
 		{"broken rules", []string{"--rules-file", broken}, []string{
-			`rule 2 ("bad"): kind: "pod" is not project, namespace or cluster`,
+			`rule 2 ("bad"): kind: "pod" is not project, namespace, cluster or group`,
 			`rule 2 ("bad"): period: "fortnight" is not day, week or month`,
 			`rule 3 ("ok"): percent: required with budget`,
 			`rule 3 ("ok"): secretFile: read /nope`,

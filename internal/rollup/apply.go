@@ -415,7 +415,7 @@ func (s *Store) sums(ctx context.Context, batches []*shardBatch) ([]Change, erro
 	seen := map[aggKey]bool{}
 	for _, b := range batches {
 		for k := range b.aggs {
-			if (k.scope == ScopeProject || k.scope == ScopeCluster) && !seen[k] {
+			if (k.scope == ScopeProject || k.scope == ScopeCluster || k.scope == ScopeGroup) && !seen[k] {
 				seen[k] = true
 				keys = append(keys, k)
 			}

@@ -157,14 +157,32 @@ func testGroups(t *testing.T, rdb redis.UniversalClient) {
 		return fmt.Sprint(c.Entity.Cluster, "/", c.Entity.Namespace, "/", c.Day, "/", from)
 	}
 	seq := uint64(0)
+	groupChanges := 0
 	apply := func(cs []rollup.Contribution) string {
 		seq++
 		res, err := store.Apply(ctx, cs, "S", []rollup.SeqRange{{First: seq, Last: seq}}, r.IntN(2) == 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The group sums a batch touched come back as changes (the
+		// notifier's team budgets), with their new day totals.
+		for _, c := range res.Changes {
+			if c.Scope != rollup.ScopeGroup {
+				continue
+			}
+			groupChanges++
+			v, ok, err := store.DayValues(ctx, c.Day, c.Scope, c.Member)
+			if err != nil || !ok || v != c.Values {
+				t.Fatalf("change of group %q on %s: %v, the store holds %v (ok %v, %v)", c.Member, c.Day, c.Values, v, ok, err)
+			}
+		}
 		return string(verdicts(res.Verdicts))
 	}
+	defer func() {
+		if groupChanges == 0 && !t.Failed() {
+			t.Error("no batch reported a change of a group: the events of team budgets would never come")
+		}
+	}()
 	var batches [][]rollup.Contribution
 	for len(first) > 0 {
 		n := min(len(first), 1+r.IntN(120))
