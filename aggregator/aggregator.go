@@ -143,24 +143,9 @@ const AllocationLabelsFlag = "allocation-labels"
 // verbatim, at most sample.MaxLabels, none twice (the error names the
 // flag). The store is built with rollup.WithGroupKeys of them.
 func (c Config) GroupKeys() ([]string, error) {
-	if strings.TrimSpace(c.AllocationLabels) == "" {
-		return nil, nil
-	}
-	var keys []string
-	seen := map[string]bool{}
-	for _, k := range strings.Split(c.AllocationLabels, ",") {
-		k = strings.TrimSpace(k)
-		if err := sample.CheckLabelKey(k); err != nil {
-			return nil, fmt.Errorf("--%s: %w", AllocationLabelsFlag, err)
-		}
-		if seen[k] {
-			return nil, fmt.Errorf("--%s: label key %q is listed twice", AllocationLabelsFlag, k)
-		}
-		seen[k] = true
-		keys = append(keys, k)
-	}
-	if len(keys) > sample.MaxLabels {
-		return nil, fmt.Errorf("--%s: %d label keys, at most %d", AllocationLabelsFlag, len(keys), sample.MaxLabels)
+	keys, err := sample.ParseLabelKeys(c.AllocationLabels)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", AllocationLabelsFlag, err)
 	}
 	return keys, nil
 }

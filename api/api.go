@@ -35,7 +35,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -111,28 +110,10 @@ func (c *Config) RegisterAllocationLabels(f *config.Flags) {
 	f.String(&c.AllocationLabels, AllocationLabelsFlag, AllocationLabelsEnv, "", "namespace label keys the aggregator keeps rollups of, comma-separated (as its --allocation-labels): the groupBy keys of the group kinds and the bill")
 }
 
-// ParseLabelKeys parses a comma-separated list of label keys: each a
-// Kubernetes label key, no key twice, at most sample.MaxLabels.
-func ParseLabelKeys(list string) ([]string, error) {
-	var keys []string
-	if strings.TrimSpace(list) == "" {
-		return nil, nil
-	}
-	for _, k := range strings.Split(list, ",") {
-		k = strings.TrimSpace(k)
-		if err := sample.CheckLabelKey(k); err != nil {
-			return nil, err
-		}
-		if slices.Contains(keys, k) {
-			return nil, fmt.Errorf("label key %q is listed twice", k)
-		}
-		keys = append(keys, k)
-	}
-	if len(keys) > sample.MaxLabels {
-		return nil, fmt.Errorf("%d label keys, at most %d", len(keys), sample.MaxLabels)
-	}
-	return keys, nil
-}
+// ParseLabelKeys parses a comma-separated list of label keys
+// (sample.ParseLabelKeys: the one rule of every binary's
+// --allocation-labels).
+func ParseLabelKeys(list string) ([]string, error) { return sample.ParseLabelKeys(list) }
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {

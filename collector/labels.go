@@ -15,32 +15,9 @@ import (
 	"github.com/alauda/costmeter/internal/sample"
 )
 
-// ParseLabelKeys parses --allocation-labels: comma-separated Kubernetes
-// label keys, kept verbatim (dots and slashes included), at most
-// sample.MaxLabels, no key twice. Empty means none.
-func ParseLabelKeys(s string) ([]string, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	var keys []string
-	for _, k := range strings.Split(s, ",") {
-		k = strings.TrimSpace(k)
-		if k == "" {
-			return nil, fmt.Errorf("%q holds an empty key", s)
-		}
-		if err := sample.CheckLabelKey(k); err != nil {
-			return nil, err
-		}
-		if slices.Contains(keys, k) {
-			return nil, fmt.Errorf("label key %q is given twice", k)
-		}
-		keys = append(keys, k)
-	}
-	if len(keys) > sample.MaxLabels {
-		return nil, fmt.Errorf("%d label keys, at most %d", len(keys), sample.MaxLabels)
-	}
-	return keys, nil
-}
+// ParseLabelKeys parses --allocation-labels (sample.ParseLabelKeys, the
+// one rule of the aggregator, the API and the exporter too).
+func ParseLabelKeys(s string) ([]string, error) { return sample.ParseLabelKeys(s) }
 
 // Labeler decides the allocation labels a namespace's samples carry: for
 // each configured key (--allocation-labels), the namespace's own label

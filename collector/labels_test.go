@@ -19,8 +19,8 @@ func TestParseLabelKeys(t *testing.T) {
 		t.Fatalf("empty: %q, %v", got, err)
 	}
 	for in, want := range map[string]string{
-		"team,,env":             "holds an empty key",
-		"team,team":             `label key "team" is given twice`,
+		"team,,env":             `label key "": the name is empty`,
+		"team,team":             `label key "team" is listed twice`,
 		"Example.com/env":       "the prefix must be a lowercase DNS subdomain",
 		"team/":                 `label key "team/"`,
 		"-team":                 "must start and end with a letter or digit",
