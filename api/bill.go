@@ -46,17 +46,8 @@ type BillQuery struct {
 func ParseBillQuery(v url.Values) (BillQuery, error) {
 	q := BillQuery{Step: rollup.StepMonth}
 	var err error
-	if q.Start, err = parseDay(v, "start"); err != nil {
+	if q.Start, q.End, err = parseRange(v); err != nil {
 		return q, err
-	}
-	if q.End, err = parseDay(v, "end"); err != nil {
-		return q, err
-	}
-	if q.End < q.Start {
-		return q, badParam("end", "%s is before start %s", v.Get("end"), v.Get("start"))
-	}
-	if q.End-q.Start > MaxSpanDays {
-		return q, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
 	}
 	if s, ok := one(v, "step"); ok {
 		st, known := steps[s]

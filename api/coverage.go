@@ -61,17 +61,8 @@ type CoverageQuery struct {
 func ParseCoverageQuery(v url.Values) (CoverageQuery, error) {
 	q := CoverageQuery{Page: 1, PageSize: DefaultPageSize}
 	var err error
-	if q.Start, err = parseDay(v, "start"); err != nil {
+	if q.Start, q.End, err = parseRange(v); err != nil {
 		return q, err
-	}
-	if q.End, err = parseDay(v, "end"); err != nil {
-		return q, err
-	}
-	if q.End < q.Start {
-		return q, badParam("end", "%s is before start %s", v.Get("end"), v.Get("start"))
-	}
-	if q.End-q.Start > MaxSpanDays {
-		return q, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
 	}
 	if name, ok := one(v, "cluster"); ok {
 		if err := checkName("cluster", sample.NameCluster, name); err != nil {

@@ -83,17 +83,8 @@ func badParam(param, format string, args ...any) error {
 func ParseQuery(v url.Values) (Query, error) {
 	q := Query{Step: rollup.StepMonth, StepName: "month", Kind: KindProjectAll, Item: rollup.Cpu, Method: rollup.Effective, Page: 1, PageSize: DefaultPageSize, Paged: true}
 	var err error
-	if q.Start, err = parseDay(v, "start"); err != nil {
+	if q.Start, q.End, err = parseRange(v); err != nil {
 		return Query{}, err
-	}
-	if q.End, err = parseDay(v, "end"); err != nil {
-		return Query{}, err
-	}
-	if q.End < q.Start {
-		return Query{}, badParam("end", "%s is before start %s", v.Get("end"), v.Get("start"))
-	}
-	if q.End-q.Start > MaxSpanDays {
-		return Query{}, badParam("end", "at most %d days after start, got %d", MaxSpanDays, q.End-q.Start)
 	}
 	if s, ok := one(v, "step"); ok {
 		st, known := steps[s]
@@ -245,6 +236,24 @@ func parseItem(v url.Values) (rollup.Item, error) {
 func one(v url.Values, name string) (string, bool) {
 	s := v.Get(name)
 	return s, s != ""
+}
+
+// parseRange checks start and end (in that order): both days, end not
+// before start, at most MaxSpanDays apart.
+func parseRange(v url.Values) (start, end rollup.Day, err error) {
+	if start, err = parseDay(v, "start"); err != nil {
+		return 0, 0, err
+	}
+	if end, err = parseDay(v, "end"); err != nil {
+		return 0, 0, err
+	}
+	if end < start {
+		return 0, 0, badParam("end", "%s is before start %s", v.Get("end"), v.Get("start"))
+	}
+	if end-start > MaxSpanDays {
+		return 0, 0, badParam("end", "at most %d days after start, got %d", MaxSpanDays, end-start)
+	}
+	return start, end, nil
 }
 
 func parseDay(v url.Values, name string) (rollup.Day, error) {
