@@ -85,27 +85,9 @@ func runLive(ctx context.Context, srv *servers, cfg Config, rep *Report, log *sl
 	if !cfg.wantsBackend("cluster") {
 		return nil
 	}
-	if err := srv.reset(ctx); err != nil {
-		return err
-	}
-	cl, err := startCluster(ctx, filepath.Join(srv.dir, "live-cluster"), cfg.RedisNice)
-	if err != nil {
-		return err
-	}
-	defer cl.close()
-	masters, err := cl.masters(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, m := range masters {
-			m.Close()
-		}
-	}()
-	if err := live(ctx, srv, "cluster", cl.rdb, masters, cfg, rep, log); err != nil {
-		return fmt.Errorf("redis cluster: %w", err)
-	}
-	return nil
+	return onCluster(ctx, srv, cfg, "live-cluster", func(rdb redis.UniversalClient, masters []*redis.Client) error {
+		return live(ctx, srv, "cluster", rdb, masters, cfg, rep, log)
+	})
 }
 
 // liveNamespace is namespace i of the live phase.

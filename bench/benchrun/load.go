@@ -57,10 +57,18 @@ func runUnderLoad(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 	if err := underLoad(ctx, srv, "single", srv.rdb, []*redis.Client{srv.rdb}, cfg, rep, log); err != nil {
 		return fmt.Errorf("single redis: %w", err)
 	}
+	return onCluster(ctx, srv, cfg, "cluster", func(rdb redis.UniversalClient, masters []*redis.Client) error {
+		return underLoad(ctx, srv, "cluster", rdb, masters, cfg, rep, log)
+	})
+}
+
+// onCluster empties the single Redis, starts a Redis Cluster under
+// srv.dir/sub, runs f on it (its client and its masters) and stops it.
+func onCluster(ctx context.Context, srv *servers, cfg Config, sub string, f func(rdb redis.UniversalClient, masters []*redis.Client) error) error {
 	if err := srv.reset(ctx); err != nil {
 		return err
 	}
-	cl, err := startCluster(ctx, filepath.Join(srv.dir, "cluster"), cfg.RedisNice)
+	cl, err := startCluster(ctx, filepath.Join(srv.dir, sub), cfg.RedisNice)
 	if err != nil {
 		return err
 	}
@@ -74,7 +82,7 @@ func runUnderLoad(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 			m.Close()
 		}
 	}()
-	if err := underLoad(ctx, srv, "cluster", cl.rdb, masters, cfg, rep, log); err != nil {
+	if err := f(cl.rdb, masters); err != nil {
 		return fmt.Errorf("redis cluster: %w", err)
 	}
 	return nil
