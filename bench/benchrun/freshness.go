@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -108,20 +107,14 @@ func runFreshness(ctx context.Context, srv *servers, cfg Config, rep *Report, lo
 			return err
 		}
 	}
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(srv.rdb), time.UTC)
+	addr, stopAPI, err := serveAPI(srv.rdb)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
+	defer stopAPI()
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
-	base := "http://" + ln.Addr().String() + api.PlatformPath
+	base := "http://" + addr + api.PlatformPath
 
 	pub, err := collector.NewPublisher(srv.js, collector.PublisherConfig{}, log)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -208,18 +207,12 @@ func live(ctx context.Context, srv *servers, name string, rdb redis.UniversalCli
 	}
 
 	// The API, as the console reaches it.
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(rdb), time.UTC)
+	addr, stopAPI, err := serveAPI(rdb)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	base := "http://" + ln.Addr().String()
+	defer stopAPI()
+	base := "http://" + addr
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4*sz.LiveUsers + 4*sz.LiveProbes}}
 	defer client.CloseIdleConnections()
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -153,18 +152,12 @@ func underLoad(ctx context.Context, srv *servers, name string, rdb redis.Univers
 	}
 
 	// Queries all along, split by phase.
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(rdb), time.UTC)
+	addr, stopAPI, err := serveAPI(rdb)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	base := "http://" + ln.Addr().String() + api.PlatformPath + "?pageSize=20&"
+	defer stopAPI()
+	base := "http://" + addr + api.PlatformPath + "?pageSize=20&"
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: sz.QueryClients}}
 	defer client.CloseIdleConnections()
 	// 0 burst, 1 steady, 2 quiet (ingest done: the same queries on the

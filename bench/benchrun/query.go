@@ -200,18 +200,12 @@ func loadSpan(ctx context.Context, store *rollup.Store, n, nClusters int, first,
 // client. It returns each query's latencies in milliseconds and the
 // process's peak RSS and heap meanwhile.
 func serveQueries(ctx context.Context, srv *servers, sz Sizes, n int) (map[string][]float64, uint64, uint64, string, error) {
-	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(srv.rdb), time.UTC)
+	addr, stopAPI, err := serveAPI(srv.rdb)
 	if err != nil {
 		return nil, 0, 0, "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, 0, 0, "", fmt.Errorf("listen: %w", err)
-	}
-	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	base := "http://" + ln.Addr().String()
+	defer stopAPI()
+	base := "http://" + addr
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: sz.QueryClients}}
 	defer client.CloseIdleConnections()
 
@@ -326,4 +320,20 @@ func waitPersistenceIdle(ctx context.Context, rdb redis.UniversalClient, within 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// serveAPI serves the usage API on rdb on a loopback port, as the console
+// reaches it, and returns its address and how to stop it.
+func serveAPI(rdb redis.UniversalClient) (addr string, stop func(), err error) {
+	a, err := api.New(api.Config{Listen: "127.0.0.1:0", Currency: "CNY"}, rollup.NewReader(rdb), time.UTC)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = hs.Close() }, nil
 }

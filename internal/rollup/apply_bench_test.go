@@ -95,7 +95,7 @@ func benchmarkApplySteady(b *testing.B, batch, nkeys int) {
 	}
 	b.StopTimer()
 	pieces := float64(b.N * batch)
-	stats := commandStats(b, ctx, r)
+	stats := commandStat(b, ctx, r, "usec")
 	var total float64
 	var parts []string
 	for name, usec := range stats {
@@ -110,7 +110,7 @@ func benchmarkApplySteady(b *testing.B, batch, nkeys int) {
 	// Commands the scripts called per piece: unlike the times, free of
 	// the machine's load.
 	var calls float64
-	for name, n := range commandCalls(b, ctx, r) {
+	for name, n := range commandStat(b, ctx, r, "calls") {
 		if !strings.HasPrefix(name, "eval") && name != "config|resetstat" {
 			calls += n
 		}
@@ -118,25 +118,6 @@ func benchmarkApplySteady(b *testing.B, batch, nkeys int) {
 	b.ReportMetric(calls/pieces, "redis-calls/piece")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/pieces/1e3, "wall-µs/piece")
 	b.Logf("redis µs per piece by command: %s", strings.Join(parts, " "))
-}
-
-// commandStats returns each command's total µs from INFO commandstats.
-func commandStats(b *testing.B, ctx context.Context, r *testenv.Redis) map[string]float64 {
-	b.Helper()
-	info, err := r.Info(ctx, "commandstats")
-	if err != nil {
-		b.Fatal(err)
-	}
-	out := map[string]float64{}
-	for name, stats := range info {
-		for _, kv := range strings.Split(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, "usec="); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				out[strings.TrimPrefix(name, "cmdstat_")] = f
-			}
-		}
-	}
-	return out
 }
 
 // usedMemory returns INFO memory's used_memory.
@@ -153,8 +134,9 @@ func usedMemory(b *testing.B, ctx context.Context, r *testenv.Redis) int64 {
 	return n
 }
 
-// commandCalls returns each command's calls from INFO commandstats.
-func commandCalls(b *testing.B, ctx context.Context, r *testenv.Redis) map[string]float64 {
+// commandStat returns one field (usec, calls) of each command's INFO
+// commandstats line.
+func commandStat(b *testing.B, ctx context.Context, r *testenv.Redis, field string) map[string]float64 {
 	b.Helper()
 	info, err := r.Info(ctx, "commandstats")
 	if err != nil {
@@ -163,7 +145,7 @@ func commandCalls(b *testing.B, ctx context.Context, r *testenv.Redis) map[strin
 	out := map[string]float64{}
 	for name, stats := range info {
 		for _, kv := range strings.Split(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+			if v, ok := strings.CutPrefix(kv, field+"="); ok {
 				f, _ := strconv.ParseFloat(v, 64)
 				out[strings.TrimPrefix(name, "cmdstat_")] = f
 			}
